@@ -1,0 +1,463 @@
+// Package bus runs a peerbus node: a NATS server embedded in the process
+// (or, in external mode, a connection to an existing NATS deployment),
+// with an in-process client connection and JetStream.
+//
+// A Node is created with New, started with Start (which blocks until the
+// server accepts connections and JetStream is current) and stopped with
+// Close, which drains the connection and shuts the server down. Nodes
+// given routes to each other form one NATS cluster: one bus.
+package bus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Sentinel errors returned by this package.
+var (
+	// ErrInvalidOption reports an option value that cannot be used.
+	ErrInvalidOption = errors.New("bus: invalid option")
+	// ErrNotReady reports a node whose server or JetStream did not become
+	// ready within the ready timeout or the caller's context.
+	ErrNotReady = errors.New("bus: node not ready")
+	// ErrNotStarted reports use of a node before Start.
+	ErrNotStarted = errors.New("bus: node not started")
+	// ErrClosed reports use of a node after Close. It wraps net.ErrClosed.
+	ErrClosed = fmt.Errorf("bus: node closed: %w", net.ErrClosed)
+	// ErrNoJetStream reports that JetStream is disabled or unavailable.
+	ErrNoJetStream = errors.New("bus: jetstream not available")
+)
+
+// Node is one peerbus node. Its methods are safe for concurrent use.
+type Node struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	startErr error
+
+	srv *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+
+	fatalMu  sync.Mutex
+	fatalMsg string
+}
+
+// New validates the options and returns a node that is not started yet.
+// Options are applied in order over DefaultOptions.
+func New(opts ...Option) (*Node, error) {
+	o := DefaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	l := o.Logger
+	if l == nil {
+		l = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Node{opts: o, log: l}, nil
+}
+
+// Start creates and starts a node in one step.
+func Start(ctx context.Context, opts ...Option) (*Node, error) {
+	n, err := New(opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Start(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Start starts the embedded server (or connects to the external NATS)
+// and blocks until it accepts connections and JetStream is current. It
+// is idempotent: later calls return the first call's result.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ErrClosed
+	}
+	if n.started {
+		return n.startErr
+	}
+	n.started = true
+	ctx, cancel := context.WithTimeout(ctx, n.opts.ReadyTimeout)
+	defer cancel()
+	if n.opts.ExternalURL != "" {
+		n.startErr = n.startExternal(ctx)
+	} else {
+		n.startErr = n.startEmbedded(ctx)
+	}
+	if n.startErr != nil {
+		n.teardown()
+	}
+	return n.startErr
+}
+
+// Up starts the node if needed and returns once it is ready.
+func (n *Node) Up(ctx context.Context) error { return n.Start(ctx) }
+
+func (n *Node) startEmbedded(ctx context.Context) error {
+	o := n.opts
+	host, port, _ := hostPort(o.Listen, "listen")
+	name := o.Name
+	if name == "" {
+		name = defaultName(port)
+		n.opts.Name = name
+	}
+	sopts := &server.Options{
+		ServerName: name,
+		Host:       host,
+		Port:       port,
+		NoSigs:     true,
+		MaxPayload: o.MaxPayload,
+		Debug:      o.Debug,
+	}
+	if o.ClusterListen != "" || len(o.Routes) > 0 {
+		chost, cport := host, DefaultClusterPort
+		if o.ClusterListen != "" {
+			chost, cport, _ = hostPort(o.ClusterListen, "cluster")
+		}
+		if cport <= 0 {
+			// JetStream needs the node's own route URL when it has no
+			// seeds, so a system-chosen port is chosen here.
+			p, err := freePort(chost)
+			if err != nil {
+				return fmt.Errorf("bus: cluster listener: %w", err)
+			}
+			cport = p
+		}
+		sopts.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: chost, Port: cport}
+		routes := o.Routes
+		if len(routes) == 0 && !o.NoJetStream {
+			// A first (seed) node routes to itself: the server skips the
+			// self route, and clustered JetStream accepts the setup.
+			self := chost
+			if ip := net.ParseIP(self); ip != nil && ip.IsUnspecified() {
+				self = "127.0.0.1"
+			}
+			routes = []string{net.JoinHostPort(self, strconv.Itoa(cport))}
+		}
+		sopts.Routes, _ = routeURLs(routes)
+	}
+	if !o.NoJetStream {
+		dir := o.DataDir
+		if dir == "" {
+			dir = defaultDataDir(name)
+			n.opts.DataDir = dir
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("bus: data directory: %w", err)
+		}
+		sopts.JetStream = true
+		sopts.StoreDir = dir
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+	}
+	srv.SetLoggerV2(&serverLogger{n: n}, o.Debug, false, false)
+	n.srv = srv
+	srv.Start()
+
+	if err := n.waitServer(ctx); err != nil {
+		return err
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("peerbus:"+name),
+		nats.MaxReconnects(-1), nats.DrainTimeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("%w: in-process connection: %v", ErrNotReady, err)
+	}
+	n.nc = nc
+	if !o.NoJetStream {
+		if err := n.waitJetStream(ctx); err != nil {
+			return err
+		}
+	}
+	n.log.Info("bus node ready", "name", name, "client", n.ClientURL(), "cluster", n.ClusterURL(),
+		"jetstream", !o.NoJetStream, "data_dir", n.opts.DataDir)
+	return nil
+}
+
+// waitServer waits until the server accepts connections, or a fatal log
+// line, ctx or the ready timeout ends the wait.
+func (n *Node) waitServer(ctx context.Context) error {
+	for {
+		if n.srv.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		if msg := n.fatal(); msg != "" {
+			return fmt.Errorf("%w: %s", ErrNotReady, msg)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: server did not accept connections: %v", ErrNotReady, ctx.Err())
+		}
+	}
+}
+
+// waitJetStream waits until JetStream is current and answers an account
+// info request, which needs a meta leader in a cluster.
+func (n *Node) waitJetStream(ctx context.Context) error {
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoJetStream, err)
+	}
+	n.js = js
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	var last error
+	for {
+		if n.srv.JetStreamIsCurrent() {
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, last = js.AccountInfo(actx)
+			cancel()
+			if last == nil {
+				return nil
+			}
+		}
+		if msg := n.fatal(); msg != "" {
+			return fmt.Errorf("%w: %s", ErrNotReady, msg)
+		}
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = errors.New("jetstream not current")
+			}
+			return fmt.Errorf("%w: %v (%v)", ErrNotReady, last, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) startExternal(ctx context.Context) error {
+	name := n.opts.Name
+	if name == "" {
+		name = defaultName(-1)
+		n.opts.Name = name
+	}
+	opts := []nats.Option{nats.Name("peerbus:" + name), nats.MaxReconnects(-1),
+		nats.DrainTimeout(5 * time.Second), nats.Timeout(5 * time.Second)}
+	if dl, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(time.Until(dl)))
+	}
+	nc, err := nats.Connect(n.opts.ExternalURL, opts...)
+	if err != nil {
+		return fmt.Errorf("%w: connect %s: %v", ErrNotReady, n.opts.ExternalURL, err)
+	}
+	n.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoJetStream, err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(actx); err != nil {
+		n.log.Warn("external NATS has no usable JetStream; the event log is unavailable", "url", n.opts.ExternalURL, "err", err)
+	} else {
+		n.js = js
+	}
+	n.log.Info("bus node connected to external NATS", "name", name, "url", nc.ConnectedUrlRedacted())
+	return nil
+}
+
+// Close drains the node's connection and shuts the embedded server down.
+// It waits until every goroutine of the node has ended. A second call
+// returns an error wrapping net.ErrClosed.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ErrClosed
+	}
+	n.closed = true
+	n.teardown()
+	n.log.Info("bus node closed", "name", n.opts.Name)
+	return nil
+}
+
+func (n *Node) teardown() {
+	if n.nc != nil {
+		done := make(chan struct{})
+		n.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if err := n.nc.Drain(); err != nil {
+			n.nc.Close()
+		}
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			n.nc.Close()
+		}
+	}
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+	}
+}
+
+// Conn returns the node's in-process client connection (nil before Start).
+func (n *Node) Conn() *nats.Conn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.nc
+}
+
+// JetStream returns the node's JetStream context, or ErrNoJetStream.
+func (n *Node) JetStream() (jetstream.JetStream, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.js == nil {
+		return nil, ErrNoJetStream
+	}
+	return n.js, nil
+}
+
+// Connect opens an additional client connection to the node: in-process
+// for an embedded server, to the external URL otherwise. The caller
+// closes it.
+func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	n.mu.Lock()
+	srv, url, started, closed := n.srv, n.opts.ExternalURL, n.started, n.closed
+	n.mu.Unlock()
+	switch {
+	case closed:
+		return nil, ErrClosed
+	case !started:
+		return nil, ErrNotStarted
+	case srv != nil:
+		return nats.Connect("", append([]nats.Option{nats.InProcessServer(srv)}, opts...)...)
+	default:
+		return nats.Connect(url, opts...)
+	}
+}
+
+// Name returns the node name (generated at Start when none was given).
+func (n *Node) Name() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.opts.Name
+}
+
+// Options returns the node's effective options.
+func (n *Node) Options() Options {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.opts
+}
+
+// Server returns the embedded server, or nil in external mode.
+func (n *Node) Server() *server.Server {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.srv
+}
+
+// ClientURL returns the URL NATS clients use to reach this node.
+func (n *Node) ClientURL() string {
+	if n.srv != nil {
+		return n.srv.ClientURL()
+	}
+	return n.opts.ExternalURL
+}
+
+// ClusterURL returns the route URL other nodes use as a seed to join
+// this node, or "" when the node has no cluster listener.
+func (n *Node) ClusterURL() string {
+	if n.srv == nil {
+		return ""
+	}
+	a := n.srv.ClusterAddr()
+	if a == nil {
+		return ""
+	}
+	host := a.IP.String()
+	if a.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "nats-route://" + net.JoinHostPort(host, strconv.Itoa(a.Port))
+}
+
+// NumRoutes reports how many route connections the embedded server has.
+func (n *Node) NumRoutes() int {
+	if n.srv == nil {
+		return 0
+	}
+	return n.srv.NumRoutes()
+}
+
+func (n *Node) fatal() string {
+	n.fatalMu.Lock()
+	defer n.fatalMu.Unlock()
+	return n.fatalMsg
+}
+
+// serverLogger adapts the embedded server's logger to slog. Its Fatalf
+// records the message so Start can fail with it; it never exits.
+type serverLogger struct{ n *Node }
+
+func (l *serverLogger) logf(level slog.Level, format string, v []any) {
+	l.n.log.Log(context.Background(), level, fmt.Sprintf(format, v...), "component", "nats-server", "node", l.n.opts.Name)
+}
+
+func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v) }
+func (l *serverLogger) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v) }
+func (l *serverLogger) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v) }
+func (l *serverLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v) }
+func (l *serverLogger) Tracef(format string, v ...any)  { l.logf(slog.LevelDebug-4, format, v) }
+func (l *serverLogger) Fatalf(format string, v ...any) {
+	l.logf(slog.LevelError, format, v)
+	l.n.fatalMu.Lock()
+	if l.n.fatalMsg == "" {
+		l.n.fatalMsg = fmt.Sprintf(format, v...)
+	}
+	l.n.fatalMu.Unlock()
+}
+
+// freePort asks the system for a free TCP port on host.
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// defaultName builds "<hostname>-<port>", or "<hostname>-<random>" when
+// the port is chosen by the system.
+func defaultName(port int) string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "peerbus"
+	}
+	h = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(h)
+	if port > 0 {
+		return h + "-" + strconv.Itoa(port)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return h + "-" + hex.EncodeToString(b[:])
+}
