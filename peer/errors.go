@@ -1,0 +1,139 @@
+package peer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors returned by this package. Match them with errors.Is.
+var (
+	// ErrNoSuchTag reports a call of a tag the target peer does not
+	// offer. The concrete error is a *NoSuchTagError listing the tags the
+	// peer does offer.
+	ErrNoSuchTag = errors.New("peer: no such tag")
+	// ErrNoResponders reports that no peer offering the tag (or no peer
+	// with the given id) is reachable on the bus.
+	ErrNoResponders = errors.New("peer: no responders")
+	// ErrTimeout reports a call that got no reply within its deadline.
+	// It also matches context.DeadlineExceeded.
+	ErrTimeout = errors.New("peer: timeout")
+	// ErrPayloadTooLarge reports arguments or a result larger than the
+	// bus accepts; nothing was sent.
+	ErrPayloadTooLarge = errors.New("peer: payload too large")
+	// ErrBadRequest reports a call whose arguments the remote peer could
+	// not decode.
+	ErrBadRequest = errors.New("peer: bad request")
+	// ErrInvalidTag reports a tag that is not a valid subject suffix.
+	ErrInvalidTag = errors.New("peer: invalid tag")
+	// ErrInvalidName reports an event name or pattern that is not valid.
+	ErrInvalidName = errors.New("peer: invalid event name")
+	// ErrDuplicateTag reports a second registration of a tag on a peer.
+	ErrDuplicateTag = errors.New("peer: tag already registered")
+	// ErrClosed reports use of a closed peer. It wraps net.ErrClosed.
+	ErrClosed = errClosed
+	// ErrPanic is matched (errors.Is) by a RemoteError caused by a panic
+	// in the remote function.
+	ErrPanic = errors.New("peer: remote panic")
+)
+
+// Error codes carried in error replies (see docs/PROTOCOL.md).
+const (
+	CodeError      = "error"        // the function returned an error
+	CodePanic      = "panic"        // the function panicked
+	CodeNoSuchTag  = "no_such_tag"  // the peer does not offer the tag
+	CodeBadRequest = "bad_request"  // arguments could not be decoded
+	CodeTooLarge   = "too_large"    // the result exceeds the max payload
+	CodeTimeout    = "timeout"      // the function exceeded the caller's deadline
+	CodeCanceled   = "canceled"     // the function was canceled (peer closing)
+	CodeUnavailable = "unavailable" // the peer is shutting down or overloaded
+)
+
+// RemoteError is the error of a call that ran and failed: the function
+// returned an error or panicked, on a remote peer or locally (a local
+// pass-through call gives the same error a remote call would).
+type RemoteError struct {
+	// Peer is the id of the peer that ran the function.
+	Peer string `json:"peer"`
+	// Tag is the tag that was called.
+	Tag string `json:"tag"`
+	// Code classifies the failure: one of the Code* constants.
+	Code string `json:"code"`
+	// Type is the Go type name of the error (e.g. "*fs.PathError"), or of
+	// the panic value.
+	Type string `json:"type"`
+	// Message is the error's text.
+	Message string `json:"message"`
+	// Stack is the remote stack: the goroutine stack at the panic, or the
+	// handler's location for a returned error.
+	Stack string `json:"stack,omitempty"`
+	// Tags lists the tags the peer offers (code no_such_tag only).
+	Tags []string `json:"tags,omitempty"`
+
+	cause error // the original error, for local calls only
+}
+
+// Error implements error.
+func (e *RemoteError) Error() string {
+	who := e.Peer
+	if len(who) > 8 {
+		who = who[:8]
+	}
+	switch e.Code {
+	case CodePanic:
+		return fmt.Sprintf("peer %s: %s panicked: %s", who, e.Tag, e.Message)
+	case CodeError:
+		return fmt.Sprintf("peer %s: %s: %s (%s)", who, e.Tag, e.Message, e.Type)
+	default:
+		return fmt.Sprintf("peer %s: %s: %s", who, e.Tag, e.Message)
+	}
+}
+
+// Unwrap returns the original error for local calls.
+func (e *RemoteError) Unwrap() error { return e.cause }
+
+// Is matches the sentinel that corresponds to the error's code.
+func (e *RemoteError) Is(target error) bool {
+	switch e.Code {
+	case CodePanic:
+		return target == ErrPanic
+	case CodeNoSuchTag:
+		return target == ErrNoSuchTag
+	case CodeBadRequest:
+		return target == ErrBadRequest
+	case CodeTooLarge:
+		return target == ErrPayloadTooLarge
+	case CodeTimeout:
+		return target == ErrTimeout || target == context.DeadlineExceeded
+	case CodeCanceled:
+		return target == context.Canceled
+	case CodeUnavailable:
+		return target == ErrNoResponders
+	}
+	return false
+}
+
+// NoSuchTagError is returned when the target peer does not offer the
+// tag. It matches ErrNoSuchTag and lists the tags the peer has.
+type NoSuchTagError = RemoteError
+
+// decodeError parses an error reply body. It never panics and rejects
+// bodies that are not an error object.
+func decodeError(data []byte) (*RemoteError, error) {
+	var e RemoteError
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("peer: malformed error reply: %w", err)
+	}
+	if e.Code == "" {
+		return nil, errors.New("peer: malformed error reply: no code")
+	}
+	return &e, nil
+}
+
+// typeName returns a readable Go type name for v.
+func typeName(v any) string {
+	s := fmt.Sprintf("%T", v)
+	return strings.TrimSpace(s)
+}
