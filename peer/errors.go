@@ -41,13 +41,13 @@ var (
 
 // Error codes carried in error replies (see docs/PROTOCOL.md).
 const (
-	CodeError      = "error"        // the function returned an error
-	CodePanic      = "panic"        // the function panicked
-	CodeNoSuchTag  = "no_such_tag"  // the peer does not offer the tag
-	CodeBadRequest = "bad_request"  // arguments could not be decoded
-	CodeTooLarge   = "too_large"    // the result exceeds the max payload
-	CodeTimeout    = "timeout"      // the function exceeded the caller's deadline
-	CodeCanceled   = "canceled"     // the function was canceled (peer closing)
+	CodeError       = "error"       // the function returned an error
+	CodePanic       = "panic"       // the function panicked
+	CodeNoSuchTag   = "no_such_tag" // the peer does not offer the tag
+	CodeBadRequest  = "bad_request" // arguments could not be decoded
+	CodeTooLarge    = "too_large"   // the result exceeds the max payload
+	CodeTimeout     = "timeout"     // the function exceeded the caller's deadline
+	CodeCanceled    = "canceled"    // the function was canceled (peer closing)
 	CodeUnavailable = "unavailable" // the peer is shutting down or overloaded
 )
 
