@@ -1,0 +1,299 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestClassifyLoopbackOpen(t *testing.T) {
+	s := startServer(t, ServerConfig{AltIP: loAltIP})
+	res, err := Classify(context.Background(), Config{Servers: []string{s.Addr().String()}})
+	if err != nil {
+		t.Fatalf("Classify: %v", err)
+	}
+	t.Logf("classification on loopback took %v (%d tests)", res.Duration, len(res.Tests))
+	if res.NAT || res.Mapping != EndpointIndependent || res.Filtering != EndpointIndependent ||
+		res.Classic != OpenInternet {
+		t.Errorf("got nat=%v mapping=%s filtering=%s classic=%s, want open internet",
+			res.NAT, res.Mapping, res.Filtering, res.Classic)
+	}
+	if res.MappedAddress != res.LocalAddress || res.LocalAddress.Addr() != loIP {
+		t.Errorf("mapped %v local %v, want both 127.0.0.1:port", res.MappedAddress, res.LocalAddress)
+	}
+	if res.PortAllocation != PortPreserving || len(res.PortSamples) != DefaultPortSamples {
+		t.Errorf("port allocation %s from %v, want preserving from %d samples",
+			res.PortAllocation, res.PortSamples, DefaultPortSamples)
+	}
+	if res.Agreeing != 1 || res.Answered != 1 || res.Quorum != 1 {
+		t.Errorf("agreeing/answered/quorum %d/%d/%d, want 1/1/1", res.Agreeing, res.Answered, res.Quorum)
+	}
+	if res.Duration > 300*time.Millisecond {
+		t.Errorf("classification took %v on loopback, want well under a second", res.Duration)
+	}
+}
+
+func TestClassifyExplicitLocal(t *testing.T) {
+	s := startServer(t, ServerConfig{AltIP: loAltIP})
+	res, err := Classify(context.Background(), Config{
+		Servers: []string{s.Addr().String()},
+		Local:   netip.AddrPortFrom(loIP, 0),
+	})
+	if err != nil {
+		t.Fatalf("Classify: %v", err)
+	}
+	// Bound to 127.0.0.1, the sockets still get the answers sent from
+	// 127.0.0.2: they are addressed to 127.0.0.1.
+	if res.Classic != OpenInternet {
+		t.Errorf("classic %s, want open internet; tests: %+v", res.Classic, res.Tests)
+	}
+}
+
+func TestClassifyPlainServer(t *testing.T) {
+	s := startServer(t, ServerConfig{})
+	res, err := Classify(context.Background(), Config{Servers: []string{s.Addr().String()}})
+	if err != nil {
+		t.Fatalf("Classify: %v", err)
+	}
+	// Without RFC 5780 the filtering tests get error 420: unknown.
+	if res.NAT || res.Mapping != EndpointIndependent || res.Filtering != BehaviorUnknown ||
+		res.Classic != ClassicUnknown {
+		t.Errorf("got nat=%v mapping=%s filtering=%s classic=%s", res.NAT, res.Mapping, res.Filtering, res.Classic)
+	}
+}
+
+// silent returns the address of a UDP socket that never answers.
+func silent(t *testing.T) string {
+	t.Helper()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn.LocalAddr().String()
+}
+
+func TestClassifyTimeout(t *testing.T) {
+	begin := time.Now()
+	res, err := Classify(context.Background(), Config{
+		Servers: []string{silent(t)},
+		Timeout: 150 * time.Millisecond,
+	})
+	elapsed := time.Since(begin)
+	if !errors.Is(err, ErrNoResponse) {
+		t.Fatalf("err %v, want ErrNoResponse", err)
+	}
+	t.Logf("error after %v: %v", elapsed, err)
+	if res == nil || res.Classic != Blocked {
+		t.Fatalf("result %+v, want classic blocked", res)
+	}
+	if elapsed > time.Second {
+		t.Errorf("took %v with a 150ms timeout", elapsed)
+	}
+	for _, tc := range res.Tests {
+		if tc.Answered || tc.Attempts < 2 {
+			t.Errorf("test %+v: want unanswered after retransmissions", tc)
+		}
+	}
+}
+
+func TestClassifyContextCanceled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	_, err := Classify(ctx, Config{Servers: []string{silent(t)}, Timeout: 5 * time.Second})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err %v, want deadline exceeded", err)
+	}
+	if time.Since(begin) > time.Second {
+		t.Errorf("took %v after the context ended", time.Since(begin))
+	}
+}
+
+func TestClassifyConfigErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Classify(ctx, Config{}); !errors.Is(err, ErrNoServers) {
+		t.Errorf("no servers: %v", err)
+	}
+	if _, err := Classify(ctx, Config{Servers: []string{"127.0.0.1:notaport"}}); !errors.Is(err, ErrBadServer) {
+		t.Errorf("bad port: %v", err)
+	}
+	if _, err := Classify(ctx, Config{Servers: []string{"127.0.0.1:1"}, Quorum: 2}); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("quorum > servers: %v", err)
+	}
+	if _, err := ExternalAddress(ctx, Config{}); !errors.Is(err, ErrNoServers) {
+		t.Errorf("ExternalAddress without servers: %v", err)
+	}
+}
+
+func TestResolveServer(t *testing.T) {
+	cases := map[string]string{
+		"127.0.0.1:3479": "127.0.0.1:3479",
+		"127.0.0.1":      "127.0.0.1:3478",
+		"[::1]:5000":     "[::1]:5000",
+		"[::1]":          "[::1]:3478",
+		"::1":            "[::1]:3478",
+		"localhost:7":    "127.0.0.1:7",
+	}
+	for in, want := range cases {
+		got, err := resolveServer(context.Background(), in)
+		if err != nil || got.String() != want {
+			t.Errorf("resolveServer(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+}
+
+func TestExternalAddressQuorum(t *testing.T) {
+	a := startServer(t, ServerConfig{})
+	b := startServer(t, ServerConfig{})
+	dead := silent(t)
+	servers := []string{a.Addr().String(), dead, b.Addr().String()}
+
+	// Majority (2 of 3): returns once a and b agree, without waiting for
+	// the dead server's timeout.
+	ext, err := ExternalAddress(context.Background(), Config{Servers: servers, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatalf("ExternalAddress: %v", err)
+	}
+	if ext.Agreeing != 2 || ext.Quorum != 2 || ext.Address.Addr() != loIP {
+		t.Errorf("got %+v", ext)
+	}
+	if ext.Duration > time.Second {
+		t.Errorf("took %v: did not return at quorum", ext.Duration)
+	}
+
+	// All three required: fails after the timeout.
+	ext, err = ExternalAddress(context.Background(), Config{Servers: servers, Quorum: 3, Timeout: 150 * time.Millisecond})
+	if !errors.Is(err, ErrNoQuorum) || ext == nil || ext.Agreeing != 2 {
+		t.Errorf("quorum 3: %+v, %v; want ErrNoQuorum with 2 agreeing", ext, err)
+	}
+}
+
+func TestClassifyQuorumAcrossServers(t *testing.T) {
+	a := startServer(t, ServerConfig{AltIP: loAltIP})
+	b := startServer(t, ServerConfig{})
+	res, err := Classify(context.Background(), Config{Servers: []string{a.Addr().String(), b.Addr().String()}})
+	if err != nil {
+		t.Fatalf("Classify: %v", err)
+	}
+	if res.Agreeing != 2 || res.Quorum != 2 || res.Classic != OpenInternet {
+		t.Errorf("got agreeing=%d quorum=%d classic=%s", res.Agreeing, res.Quorum, res.Classic)
+	}
+}
+
+// lossyConn drops the first drops writes of every socket.
+type lossyConn struct {
+	net.PacketConn
+	drops  int32
+	writes atomic.Int32
+}
+
+func (c *lossyConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.writes.Add(1) <= c.drops {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+func TestClassifyRetransmits(t *testing.T) {
+	s := startServer(t, ServerConfig{AltIP: loAltIP})
+	lc := &net.ListenConfig{}
+	res, err := Classify(context.Background(), Config{
+		Servers:    []string{s.Addr().String()},
+		Retransmit: 20 * time.Millisecond,
+		ListenPacket: func(ctx context.Context, network, address string) (net.PacketConn, error) {
+			c, err := lc.ListenPacket(ctx, network, address)
+			if err != nil {
+				return nil, err
+			}
+			return &lossyConn{PacketConn: c, drops: 1}, nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("Classify: %v", err)
+	}
+	if res.Classic != OpenInternet {
+		t.Errorf("classic %s, want open internet despite loss", res.Classic)
+	}
+	retried := false
+	for _, tc := range res.Tests {
+		if tc.Attempts > 1 && tc.Answered {
+			retried = true
+		}
+	}
+	if !retried {
+		t.Errorf("no test needed a retransmission: %+v", res.Tests)
+	}
+}
+
+func TestClassicName(t *testing.T) {
+	cases := []struct {
+		nat  bool
+		m, f Behavior
+		want Classic
+	}{
+		{false, EndpointIndependent, EndpointIndependent, OpenInternet},
+		{false, EndpointIndependent, AddressAndPortDependent, SymmetricUDPFirewall},
+		{false, EndpointIndependent, AddressDependent, SymmetricUDPFirewall},
+		{false, EndpointIndependent, BehaviorUnknown, ClassicUnknown},
+		{true, EndpointIndependent, EndpointIndependent, FullCone},
+		{true, EndpointIndependent, AddressDependent, RestrictedCone},
+		{true, EndpointIndependent, AddressAndPortDependent, PortRestrictedCone},
+		{true, AddressDependent, AddressAndPortDependent, Symmetric},
+		{true, AddressAndPortDependent, EndpointIndependent, Symmetric},
+		{true, EndpointIndependent, BehaviorUnknown, ClassicUnknown},
+		{true, BehaviorUnknown, EndpointIndependent, ClassicUnknown},
+	}
+	for _, tc := range cases {
+		if got := ClassicName(tc.nat, tc.m, tc.f); got != tc.want {
+			t.Errorf("ClassicName(%v, %s, %s) = %s, want %s", tc.nat, tc.m, tc.f, got, tc.want)
+		}
+	}
+}
+
+func TestPortBehavior(t *testing.T) {
+	s := func(pairs ...uint16) []PortSample {
+		var out []PortSample
+		for i := 0; i+1 < len(pairs); i += 2 {
+			out = append(out, PortSample{Local: pairs[i], Mapped: pairs[i+1]})
+		}
+		return out
+	}
+	cases := []struct {
+		name    string
+		samples []PortSample
+		want    PortAllocation
+		delta   int
+	}{
+		{"none", nil, PortUnknown, 0},
+		{"preserving", s(4000, 4000, 5123, 5123), PortPreserving, 0},
+		{"one translated", s(4000, 4001), PortUnknown, 0},
+		{"sequential +1", s(4000, 1000, 5000, 1001, 6000, 1002, 7000, 1003), PortSequential, 1},
+		{"sequential +2 with a gap", s(1, 1000, 2, 1002, 3, 1004, 4, 1007), PortSequential, 2},
+		{"sequential -1", s(1, 1000, 2, 999, 3, 998), PortSequential, -1},
+		{"wraps", s(1, 65534, 2, 65535, 3, 0, 4, 1), PortSequential, 1},
+		{"random", s(1, 31000, 2, 1200, 3, 50000, 4, 42), PortRandom, 0},
+		{"mixed signs", s(1, 1000, 2, 1001, 3, 1000), PortRandom, 0},
+		{"repeat", s(1, 1000, 2, 1000, 3, 1000), PortRandom, 0},
+	}
+	for _, tc := range cases {
+		got, delta := PortBehavior(tc.samples)
+		if got != tc.want || delta != tc.delta {
+			t.Errorf("%s: got %s/%d, want %s/%d", tc.name, got, delta, tc.want, tc.delta)
+		}
+	}
+}
+
+func BenchmarkClassifyLoopback(b *testing.B) {
+	s := startServer(b, ServerConfig{AltIP: loAltIP})
+	cfg := Config{Servers: []string{s.Addr().String()}}
+	for b.Loop() {
+		if _, err := Classify(context.Background(), cfg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
