@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/peerbus/peerbus/peer"
+)
+
+// peersFlags holds the flags of "peerbus peers".
+type peersFlags struct {
+	server  string
+	group   string
+	hub     bool
+	tag     string
+	asJSON  bool
+	timeout time.Duration
+}
+
+func init() { rootCmd.AddCommand(newPeersCmd()) }
+
+// newPeersCmd builds the "peers" command.
+func newPeersCmd() *cobra.Command {
+	f := &peersFlags{}
+	cmd := &cobra.Command{
+		Use:   "peers [flags]",
+		Short: "List the live peers of the bus",
+		Long: `List the live peers of the bus, as a table or (--json) as a JSON array of
+peer descriptions: id, name, group, hub, host, pid, node, started, tags.
+The CLI's own client is not a peer and is not listed.`,
+		Example: `  peerbus peers
+  peerbus peers --group workers
+  peerbus peers --hub --json
+  peerbus peers --tag multiply --json | jq -r '.[].id'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runPeers(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.group, "group", "g", "", "only peers of this group")
+	fl.BoolVar(&f.hub, "hub", false, "only hub peers")
+	fl.StringVar(&f.tag, "tag", "", "only peers offering this tag")
+	fl.BoolVar(&f.asJSON, "json", false, "print a JSON array")
+	fl.DurationVarP(&f.timeout, "timeout", "t", 5*time.Second, "how long to wait for answers at most")
+	addServerFlag(cmd, &f.server)
+	return cmd
+}
+
+// runPeers runs "peerbus peers".
+func runPeers(cmd *cobra.Command, f *peersFlags) error {
+	if f.timeout <= 0 {
+		return fmt.Errorf("--timeout must be positive, not %v", f.timeout)
+	}
+	nc, err := dialServer(f.server)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, stop := signalContext(cmd.Context())
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	infos, err := peer.QueryPeers(ctx, nc, 0)
+	if err != nil {
+		return err
+	}
+	kept := make([]peer.Info, 0, len(infos))
+	for _, i := range infos {
+		if (f.group == "" || i.Group == f.group) && (!f.hub || i.Hub) && (f.tag == "" || i.HasTag(f.tag)) {
+			kept = append(kept, i)
+		}
+	}
+	out := cmd.OutOrStdout()
+	if f.asJSON {
+		b, err := json.MarshalIndent(kept, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(out, "%s\n", b)
+		return err
+	}
+	if len(kept) == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "no peers")
+		return nil
+	}
+	return writePeerTable(out, kept, time.Now())
+}
+
+// writePeerTable prints infos as an aligned table.
+func writePeerTable(w io.Writer, infos []peer.Info, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tGROUP\tHUB\tHOST\tNODE\tTAGS\tAGE")
+	for _, i := range infos {
+		hub := "-"
+		if i.Hub {
+			hub = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			i.ID, orDash(i.Name), orDash(i.Group), hub, orDash(i.Host), orDash(i.Node),
+			tagSummary(i.Tags), age(now.Sub(i.Started)))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// tagSummary gives the tag count and the list, shortened when long.
+func tagSummary(tags []string) string {
+	return fmt.Sprintf("%d %s", len(tags), abbrev(strings.Join(tags, ","), 48))
+}
+
+// age formats a duration coarsely: 45s, 12m, 3h, 2d.
+func age(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
