@@ -66,10 +66,12 @@ type Peer struct {
 	log  *slog.Logger
 	id   string
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	sem    chan struct{}
-	wg     sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	in      chan *nats.Msg
+	workers atomic.Int64 // worker goroutines
+	idle    atomic.Int64 // workers waiting for a request
+	wg      sync.WaitGroup
 
 	mu       sync.RWMutex
 	closed   bool
@@ -115,7 +117,7 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 	p := &Peer{
 		nc: nc, opts: o, log: l.With("peer", o.ID), id: o.ID,
 		ctx: ctx, cancel: cancel,
-		sem:      make(chan struct{}, o.MaxConcurrent),
+		in:       make(chan *nats.Msg, inboxSize),
 		handlers: make(map[string]*rawHandler),
 		events:   make(map[*Subscription]struct{}),
 		info: Info{
@@ -140,7 +142,8 @@ func serverName(nc *nats.Conn) string {
 
 func (p *Peer) start() error {
 	if !p.opts.NoPresence {
-		sub, err := p.nc.Subscribe(subjCall+p.id+".>", p.onDirect)
+		p.startWorker()
+		sub, err := p.nc.ChanSubscribe(subjCall+p.id+".>", p.in)
 		if err != nil {
 			return fmt.Errorf("peer: subscribe: %w", err)
 		}
@@ -271,11 +274,11 @@ func (p *Peer) addHandler(h *rawHandler) error {
 		return nil
 	}
 	tag := h.tag
-	qs, err := p.nc.QueueSubscribe(AnySubject(tag), queueGroup, func(m *nats.Msg) { p.dispatch(m, tag) })
+	qs, err := p.nc.ChanQueueSubscribe(AnySubject(tag), queueGroup, p.in)
 	if err != nil {
 		return fmt.Errorf("peer: subscribe: %w", err)
 	}
-	as, err := p.nc.Subscribe(AllSubject(tag), func(m *nats.Msg) { p.dispatch(m, tag) })
+	as, err := p.nc.ChanSubscribe(AllSubject(tag), p.in)
 	if err != nil {
 		_ = qs.Unsubscribe()
 		return fmt.Errorf("peer: subscribe: %w", err)
@@ -309,29 +312,51 @@ func (p *Peer) Unregister(tag string) error {
 	return nil
 }
 
-// onDirect serves peerbus.call.<id>.<tag>.
-func (p *Peer) onDirect(m *nats.Msg) {
-	tag := strings.TrimPrefix(m.Subject, subjCall+p.id+".")
-	p.dispatch(m, tag)
+// requestTag returns the tag a request subject names.
+func (p *Peer) requestTag(subject string) string {
+	if t, ok := strings.CutPrefix(subject, subjCall+p.id+"."); ok {
+		return t
+	}
+	if t, ok := strings.CutPrefix(subject, subjAny); ok {
+		return t
+	}
+	t, _ := strings.CutPrefix(subject, subjAll)
+	return t
 }
 
-// dispatch runs the handler of tag for request m in its own goroutine,
-// bounded by MaxConcurrent, and replies.
-func (p *Peer) dispatch(m *nats.Msg, tag string) {
-	if g := m.Header.Get(HeaderGroup); g != "" && g != p.opts.Group {
-		return // fan-out call for another group
+// inboxSize is the number of requests that may wait for a worker; past
+// it the NATS client reports a slow consumer and drops requests (their
+// callers time out).
+const inboxSize = 16384
+
+// worker serves requests from the peer's inbox. NATS delivers requests
+// straight into the inbox channel. A worker that takes the last idle
+// slot starts another worker (up to MaxConcurrent), so a slow function
+// never holds up the requests behind it while the limit allows. Workers
+// live until Close, so their stacks stay grown.
+func (p *Peer) worker() {
+	defer p.wg.Done()
+	for {
+		select {
+		case m := <-p.in:
+			if p.idle.Add(-1) == 0 && p.workers.Load() < int64(p.opts.MaxConcurrent) {
+				p.startWorker()
+			}
+			if g := m.Header.Get(HeaderGroup); g == "" || g == p.opts.Group {
+				p.serve(m, p.requestTag(m.Subject))
+			} // else: a fan-out call for another group
+			p.idle.Add(1)
+		case <-p.ctx.Done():
+			return
+		}
 	}
-	select {
-	case p.sem <- struct{}{}:
-	case <-p.ctx.Done():
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeUnavailable, Message: "peer is closing"})
-		return
-	}
+}
+
+func (p *Peer) startWorker() {
+	p.workers.Add(1)
+	p.idle.Add(1)
 	p.wg.Add(1)
-	go func() {
-		defer func() { <-p.sem; p.wg.Done() }()
-		p.serve(m, tag)
-	}()
+	go p.worker()
 }
 
 func (p *Peer) serve(m *nats.Msg, tag string) {

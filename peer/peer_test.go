@@ -517,3 +517,28 @@ func TestBuiltinsAndClose(t *testing.T) {
 		t.Fatalf("emit after close: %v", err)
 	}
 }
+
+func TestSlowFunctionDoesNotBlockOthers(t *testing.T) {
+	n := single(t)
+	p := newPeer(t, n)
+	block := make(chan struct{})
+	defer close(block)
+	started := make(chan struct{}, 8)
+	slow, _ := peer.Register(p, "slow", func(ctx context.Context, _ int) (int, error) {
+		started <- struct{}{}
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return 0, nil
+	})
+	fast, _ := peer.Register(p, "fast", func(_ context.Context, x int) (int, error) { return x, nil })
+	for i := 0; i < 3; i++ {
+		go slow.Call(context.Background(), 1, peer.OnPeer(p.ID()), peer.Timeout(20*time.Second))
+		<-started
+	}
+	// Three functions are blocked; another call is still served at once.
+	if v, err := fast.Call(context.Background(), 7, peer.OnPeer(p.ID()), peer.Timeout(5*time.Second)); err != nil || v != 7 {
+		t.Fatalf("fast call behind slow ones: %v %v", v, err)
+	}
+}
