@@ -136,11 +136,11 @@ type Pipe struct {
 	role      role
 	family    Family
 	dualStack bool // a server on all addresses of both families
-	cfg    *config
-	log    *slog.Logger
-	local  netip.AddrPort
-	remote netip.AddrPort // zero for servers
-	parent *Pipe          // the server of an accepted pipe
+	cfg       *config
+	log       *slog.Logger
+	local     netip.AddrPort
+	remote    netip.AddrPort // zero for servers
+	parent    *Pipe          // the server of an accepted pipe
 
 	// TCP streams (client and accepted).
 	conn net.Conn // possibly *tls.Conn
