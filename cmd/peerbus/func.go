@@ -182,9 +182,10 @@ func (f *commandFunc) run(ctx context.Context, args []byte) ([]byte, error) {
 
 // cappedBuffer keeps at most limit bytes. When strict, a write beyond the
 // limit fails (the command then gets a broken pipe); otherwise the excess
-// is dropped silently.
+// is dropped silently. (The buffer is a field, not embedded, so that
+// io.Copy cannot bypass Write through bytes.Buffer.ReadFrom.)
 type cappedBuffer struct {
-	bytes.Buffer
+	buf    bytes.Buffer
 	limit  int
 	strict bool
 	over   bool
@@ -192,23 +193,26 @@ type cappedBuffer struct {
 
 // Write implements io.Writer.
 func (c *cappedBuffer) Write(p []byte) (int, error) {
-	room := c.limit - c.Len()
+	room := c.limit - c.buf.Len()
 	if len(p) > room {
 		c.over = true
 		if room > 0 {
-			c.Buffer.Write(p[:room])
+			c.buf.Write(p[:room])
 		}
 		if c.strict {
 			return 0, errors.New("output too large")
 		}
 		return len(p), nil
 	}
-	return c.Buffer.Write(p)
+	return c.buf.Write(p)
 }
+
+// Bytes returns the kept bytes.
+func (c *cappedBuffer) Bytes() []byte { return c.buf.Bytes() }
 
 // text returns the trimmed content, marking a truncation.
 func (c *cappedBuffer) text() string {
-	s := strings.TrimSpace(c.String())
+	s := strings.TrimSpace(c.buf.String())
 	if c.over {
 		s += " …(truncated)"
 	}
@@ -224,6 +228,6 @@ func jsonOrString(data []byte) json.RawMessage {
 	if json.Valid(data) {
 		return json.RawMessage(data)
 	}
-	b, _ := json.Marshal(string(data))
-	return b
+	b, _ := jsonLine(string(data))
+	return bytes.TrimSuffix(b, []byte("\n"))
 }

@@ -41,10 +41,13 @@ type nodeFlags struct {
 	logLevel string
 }
 
-func init() { rootCmd.AddCommand(newNodeCmd()) }
+func init() {
+	cmd, _ := newNodeCmd()
+	rootCmd.AddCommand(cmd)
+}
 
-// newNodeCmd builds the "node" command.
-func newNodeCmd() *cobra.Command {
+// newNodeCmd builds the "node" command and returns it with its flags.
+func newNodeCmd() (*cobra.Command, *nodeFlags) {
 	f := &nodeFlags{}
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -113,7 +116,7 @@ of its cluster peers are up, so start cluster members together.`,
 	fs.StringVar(&f.peerID, "peer-id", "", "fixed peer id (default a new uuid) [$"+peer.EnvPeerID+"]")
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve TAG by running COMMAND (sh -c), as TAG=COMMAND (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
-	return cmd
+	return cmd, f
 }
 
 // nodeOptions builds the node's and the peer's options: the defaults,
