@@ -76,7 +76,7 @@ func runEmit(cmd *cobra.Command, f *emitFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := jsonLine(emitResult(ack))
+	b, err := jsonLine(emitResult{ID: ack.ID, Seq: ack.Seq, Time: ack.Time})
 	if err != nil {
 		return err
 	}
