@@ -25,8 +25,15 @@ type Event struct {
 	Group string `json:"group,omitempty"`
 	// Time is when the event was emitted.
 	Time time.Time `json:"time"`
-	// Seq is the event's sequence in the event log (0 when not logged).
+	// Seq is the event's sequence in the event log. It is set on events
+	// read from the log (replays, log and durable subscriptions); it is 0
+	// on live deliveries and transient events.
 	Seq uint64 `json:"seq,omitempty"`
+	// Transient marks an event sent with EmitTransient (not logged).
+	Transient bool `json:"transient,omitempty"`
+	// Deliveries counts the deliveries of the event to a durable
+	// subscription, this one included (1 the first time; 0 elsewhere).
+	Deliveries int `json:"deliveries,omitempty"`
 	// Data is the encoded payload.
 	Data []byte `json:"data"`
 
@@ -48,47 +55,109 @@ type EventAck struct {
 	ID string `json:"id"`
 	// Seq is the sequence in the event log (0 when not logged).
 	Seq uint64 `json:"seq,omitempty"`
-	// Time is the event time.
+	// Time is the event time (for a duplicate, the stored event's time).
 	Time time.Time `json:"time"`
+	// Duplicate reports an event id the log already had (a retried
+	// emit): the event was not stored again, Seq is the stored one's.
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
-// Emit publishes event name with payload v (encoded with the peer's
-// codec; a json.RawMessage passes through). It returns once the bus has
-// the event.
-func (p *Peer) Emit(ctx context.Context, name string, v any) (EventAck, error) {
-	m, ack, err := p.eventMsg(name, v)
+// EmitOption changes one emit.
+type EmitOption func(*emitConfig)
+
+type emitConfig struct{ id string }
+
+// WithEventID sets the event id instead of a new uuid. Emitting again
+// with the same id within the log's Duplicates window stores the event
+// once and returns the first copy's sequence: use it to retry an emit
+// whose outcome is unknown. The id must be 1 to 256 bytes with no
+// whitespace.
+func WithEventID(id string) EmitOption { return func(c *emitConfig) { c.id = id } }
+
+// Emit stores event name with payload v (encoded with the peer's codec;
+// a json.RawMessage passes through) in the event log, which also
+// delivers it to live subscribers. It returns once the log has the
+// event, with its sequence. While JetStream is not current (after a
+// start or a leader change) it retries with a backoff, within ctx
+// (bounded by CallTimeout). Without JetStream on the bus it returns
+// ErrNoLog; a full log that discards new events gives ErrLogFull.
+func (p *Peer) Emit(ctx context.Context, name string, v any, opts ...EmitOption) (EventAck, error) {
+	m, ack, err := p.eventMsg(true, name, v, opts)
+	if err != nil {
+		return EventAck{}, err
+	}
+	ctx, cancel := p.callContext(ctx, callConfig{})
+	defer cancel()
+	pa, err := p.evlog.publish(ctx, m)
+	if err != nil {
+		return EventAck{}, fmt.Errorf("peer: emit %q: %w", name, err)
+	}
+	return p.finishAck(ctx, ack, pa), nil
+}
+
+// EmitTransient publishes event name without storing it: fire and
+// forget, for events nobody needs to read again (progress, metrics). It
+// goes to the transient subject space (peerbus.tevt.<group>.<peer>.<name>)
+// that the log does not capture; live subscriptions receive it, log
+// subscriptions, replays and projections do not. It returns once the
+// event is queued on the connection (Conn().Flush waits until the bus
+// has it); the ack's Seq is 0.
+func (p *Peer) EmitTransient(ctx context.Context, name string, v any, opts ...EmitOption) (EventAck, error) {
+	if err := ctx.Err(); err != nil {
+		return EventAck{}, err
+	}
+	m, ack, err := p.eventMsg(false, name, v, opts)
 	if err != nil {
 		return EventAck{}, err
 	}
 	if err := p.nc.PublishMsg(m); err != nil {
 		return EventAck{}, fmt.Errorf("peer: emit %q: %w", name, err)
 	}
-	ctx, cancel := p.callContext(ctx, callConfig{})
-	defer cancel()
-	if err := p.nc.FlushWithContext(ctx); err != nil {
-		return EventAck{}, fmt.Errorf("peer: emit %q: %w", name, err)
-	}
 	return ack, nil
 }
 
-// eventMsg builds the message of an event.
-func (p *Peer) eventMsg(name string, v any) (*nats.Msg, EventAck, error) {
+// TransientSubject returns the subject of a transient event.
+func TransientSubject(group, id, name string) string {
+	if group == "" {
+		group = noGroup
+	}
+	return subjTevt + group + "." + id + "." + name
+}
+
+// eventMsg builds the message of an event: persisted (log subject, with
+// the dedupe id) or transient.
+func (p *Peer) eventMsg(persist bool, name string, v any, opts []EmitOption) (*nats.Msg, EventAck, error) {
 	if p.isClosed() {
 		return nil, EventAck{}, ErrClosed
 	}
 	if err := ValidateEventName(name, false); err != nil {
 		return nil, EventAck{}, err
 	}
+	var ec emitConfig
+	for _, o := range opts {
+		o(&ec)
+	}
+	if ec.id != "" && (len(ec.id) > 256 || strings.ContainsAny(ec.id, " \t\r\n\x00")) {
+		return nil, EventAck{}, fmt.Errorf("%w: event id %q", ErrInvalidOption, ec.id)
+	}
 	data, err := p.opts.Codec.Marshal(v)
 	if err != nil {
 		return nil, EventAck{}, fmt.Errorf("peer: encode event %q: %w", name, err)
 	}
-	ack := EventAck{ID: uuid.NewString(), Time: time.Now().UTC()}
-	m := nats.NewMsg(EventSubject(p.opts.Group, p.id, name))
-	m.Header.Set(HeaderEventID, ack.ID)
-	m.Header.Set(HeaderMsgID, ack.ID)
-	m.Header.Set(HeaderTime, ack.Time.Format(time.RFC3339Nano))
-	m.Header.Set(HeaderCodec, p.opts.Codec.Name())
+	if ec.id == "" {
+		ec.id = uuid.NewString()
+	}
+	ack := EventAck{ID: ec.id, Time: time.Now().UTC()}
+	var m *nats.Msg
+	if persist {
+		m = &nats.Msg{Subject: EventSubject(p.opts.Group, p.id, name), Header: make(nats.Header, 4)}
+		m.Header[HeaderMsgID] = []string{ack.ID}
+	} else {
+		m = &nats.Msg{Subject: TransientSubject(p.opts.Group, p.id, name), Header: make(nats.Header, 3)}
+	}
+	m.Header[HeaderEventID] = []string{ack.ID}
+	m.Header[HeaderTime] = []string{ack.Time.Format(time.RFC3339Nano)}
+	m.Header[HeaderCodec] = []string{p.opts.Codec.Name()}
 	if len(data) > p.maxData(m.Header)-len(m.Subject) {
 		return nil, EventAck{}, fmt.Errorf("%w: event of %d bytes exceeds the bus max payload of %d bytes",
 			ErrPayloadTooLarge, len(data), p.nc.MaxPayload())
@@ -97,24 +166,36 @@ func (p *Peer) eventMsg(name string, v any) (*nats.Msg, EventAck, error) {
 	return m, ack, nil
 }
 
-// ParseEvent decodes an event message (subject, headers, data). It never
-// panics; it returns an error for a subject that is not an event subject.
+// ParseEvent decodes a persisted event message (subject, headers,
+// data). It never panics; it returns an error for a subject that is not
+// a persisted event subject (peerbus.evt.…).
 func ParseEvent(m *nats.Msg) (Event, error) {
-	rest, ok := strings.CutPrefix(m.Subject, subjEvt)
+	return parseEvent(m.Subject, m.Header, m.Data, false)
+}
+
+// parseEvent decodes an event from its parts; transient allows the
+// transient subject space too.
+func parseEvent(subject string, h nats.Header, data []byte, transient bool) (Event, error) {
+	rest, ok := strings.CutPrefix(subject, subjEvt)
+	tr := false
+	if !ok && transient {
+		rest, ok = strings.CutPrefix(subject, subjTevt)
+		tr = ok
+	}
 	if !ok {
-		return Event{}, fmt.Errorf("peer: %q is not an event subject", m.Subject)
+		return Event{}, fmt.Errorf("peer: %q is not an event subject", subject)
 	}
 	parts := strings.SplitN(rest, ".", 3)
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return Event{}, fmt.Errorf("peer: %q is not an event subject", m.Subject)
+		return Event{}, fmt.Errorf("peer: %q is not an event subject", subject)
 	}
-	e := Event{Group: parts[0], Peer: parts[1], Name: parts[2], Data: m.Data}
+	e := Event{Group: parts[0], Peer: parts[1], Name: parts[2], Data: data, Transient: tr}
 	if e.Group == noGroup {
 		e.Group = ""
 	}
-	if m.Header != nil {
-		e.ID = m.Header.Get(HeaderEventID)
-		if t, err := time.Parse(time.RFC3339Nano, m.Header.Get(HeaderTime)); err == nil {
+	if h != nil {
+		e.ID = h.Get(HeaderEventID)
+		if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderTime)); err == nil {
 			e.Time = t
 		}
 	}
@@ -123,14 +204,18 @@ func ParseEvent(m *nats.Msg) (Event, error) {
 
 // EventHandler handles one event. A returned error is reported to the
 // peer's OnError and counted on the subscription; it does not stop it.
+// On a durable subscription the error also means "not done": the event
+// is delivered again later (see Durable).
 type EventHandler func(ctx context.Context, e Event) error
 
-// SubOption filters a subscription.
+// SubOption filters a subscription, or selects where in the event log
+// it starts (see FromStart, FromSeq, FromTime, Durable).
 type SubOption func(*subConfig)
 
 type subConfig struct {
 	peers  []string
 	groups []string
+	logConfig
 }
 
 // FromPeers keeps only events emitted by these peers.
@@ -143,23 +228,35 @@ func FromGroups(groups ...string) SubOption {
 	return func(c *subConfig) { c.groups = append(c.groups, groups...) }
 }
 
-// Subscription is a live event subscription.
+// Subscription is an event subscription: live, or reading the log.
 type Subscription struct {
 	p      *Peer
 	subs   []*nats.Subscription
 	errs   atomic.Uint64
 	closed atomic.Bool
 	wg     sync.WaitGroup
+	log    *logSub // nil for a live subscription
 }
 
 // Errors returns how many handler errors (and panics) the subscription
 // has reported.
 func (s *Subscription) Errors() uint64 { return s.errs.Load() }
 
-// Unsubscribe stops delivery and waits for a running handler to return.
+// Unsubscribe stops delivery. For a log subscription it waits for a
+// running handler to return (unless called from that handler).
 func (s *Subscription) Unsubscribe() error {
+	err := s.stop()
+	s.wait()
+	return err
+}
+
+// stop stops delivery without waiting for a running handler.
+func (s *Subscription) stop() error {
 	if s.closed.Swap(true) {
 		return nil
+	}
+	if s.log != nil {
+		s.log.stop()
 	}
 	var errs []error
 	for _, ns := range s.subs {
@@ -207,10 +304,18 @@ func FilterSubjects(pattern string, groups, peers []string) ([]string, error) {
 	return out, nil
 }
 
-// Subscribe delivers live events whose name matches pattern ('*' matches
+// Subscribe delivers events whose name matches pattern ('*' matches
 // one dot-separated token, a final '>' one or more) to h, one at a time
-// per subscription, in the order the bus delivers them. Filters run on
-// the server (subject filters).
+// per subscription, in order. Filters run on the server (subject
+// filters).
+//
+// By default the subscription is live: it receives the events emitted
+// from now on, persisted and transient, as the bus delivers them (Seq
+// is 0). FromStart, FromSeq or FromTime make it read the event log
+// first and then follow it (persisted events only, with Seq); a handler
+// error is reported and the subscription goes on. Durable makes it a
+// durable subscription: acknowledged delivery that resumes where it
+// left off, with redelivery of failed events (see Durable).
 func (p *Peer) Subscribe(pattern string, h EventHandler, opts ...SubOption) (*Subscription, error) {
 	if h == nil {
 		return nil, errors.New("peer: nil event handler")
@@ -222,6 +327,16 @@ func (p *Peer) Subscribe(pattern string, h EventHandler, opts ...SubOption) (*Su
 	subjects, err := FilterSubjects(pattern, cfg.groups, cfg.peers)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.fromLog() {
+		return p.subscribeLog(pattern, subjects, h, cfg)
+	}
+	if err := cfg.checkLive(); err != nil {
+		return nil, err
+	}
+	// Transient events come on the same subjects in their own space.
+	for _, subj := range subjects[:len(subjects):len(subjects)] {
+		subjects = append(subjects, subjTevt+strings.TrimPrefix(subj, subjEvt))
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -256,27 +371,27 @@ func (p *Peer) deliver(s *Subscription, h EventHandler, m *nats.Msg) {
 	if s.closed.Load() {
 		return
 	}
-	e, err := ParseEvent(m)
+	e, err := parseEvent(m.Subject, m.Header, m.Data, true)
 	if err != nil {
 		s.errs.Add(1)
 		p.reportError(err)
 		return
 	}
 	e.codec = p.opts.Codec
-	if err := p.runEventHandler(h, e); err != nil {
+	if err := p.runEventHandler(p.ctx, h, e); err != nil {
 		s.errs.Add(1)
 		p.handlerErrors.Add(1)
 		p.reportError(fmt.Errorf("peer: event handler for %q (event %s from %s): %w", e.Name, e.ID, e.Peer, err))
 	}
 }
 
-func (p *Peer) runEventHandler(h EventHandler, e Event) (err error) {
+func (p *Peer) runEventHandler(ctx context.Context, h EventHandler, e Event) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = panicError(p.id, e.Name, r)
 		}
 	}()
-	return h(p.ctx, e)
+	return h(ctx, e)
 }
 
 // On subscribes with a typed handler: each payload is decoded into T

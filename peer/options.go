@@ -59,6 +59,9 @@ type Options struct {
 	// OnError receives errors that have no caller to return to: event
 	// handler errors, failed replies. They are also logged.
 	OnError func(error)
+	// Log configures the event log stream this peer creates when it does
+	// not exist yet (see LogConfig).
+	Log LogConfig
 }
 
 // Option changes Options.
@@ -115,6 +118,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *Options) error { o.Logge
 func WithErrorHandler(f func(error)) Option {
 	return func(o *Options) error { o.OnError = f; return nil }
 }
+
+// WithEventLog sets the event log configuration (see LogConfig).
+func WithEventLog(c LogConfig) Option { return func(o *Options) error { o.Log = c; return nil } }
 
 // FromEnv applies PEERBUS_GROUP, PEERBUS_HUB, PEERBUS_PEER_NAME and
 // PEERBUS_PEER_ID when set.

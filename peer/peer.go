@@ -81,7 +81,8 @@ type Peer struct {
 	subs     []*nats.Subscription // presence and other internal subs
 	events   map[*Subscription]struct{}
 
-	pres *presence
+	pres  *presence
+	evlog *eventLog
 
 	handlerErrors atomic.Uint64
 }
@@ -126,6 +127,7 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 			Node: serverName(nc),
 		},
 	}
+	p.evlog = newEventLog(p)
 	if err := p.start(); err != nil {
 		p.shutdown(false)
 		return nil, err
@@ -233,9 +235,13 @@ func (p *Peer) shutdown(leave bool) {
 		_ = s.Unsubscribe()
 	}
 	for _, s := range evs {
-		_ = s.Unsubscribe()
+		_ = s.stop()
 	}
 	p.cancel()
+	for _, s := range evs {
+		s.wait()
+	}
+	p.evlog.close()
 	p.wg.Wait()
 	_ = p.nc.Flush()
 }
