@@ -183,6 +183,11 @@ func TestCLICluster(t *testing.T) {
 			!strings.Contains(r.stderr, "echo, fail, info, ping, upper") {
 			t.Errorf("call nosuchtag: exit %d, stderr %q", r.code, r.stderr)
 		}
+		r = runCLI(t, "", "call", "--server", s1, "--peer", "all", "nosuchtag")
+		if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, `no peer offers tag "nosuchtag"`) ||
+			!strings.Contains(r.stderr, "echo, fail, info, ping, upper") {
+			t.Errorf("call --peer all nosuchtag: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
 	})
 
 	t.Run("call all", func(t *testing.T) {

@@ -155,8 +155,11 @@ func (f *commandFunc) run(ctx context.Context, args []byte) ([]byte, error) {
 		ce.State = cmd.ProcessState.String()
 	}
 	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		ce.Reason, ce.Err = "did not finish before the caller's deadline and was killed", ctx.Err()
+		return nil, ce
 	case ctx.Err() != nil:
-		ce.Reason, ce.Err = "did not finish in time and was killed", ctx.Err()
+		ce.Reason, ce.Err = "was killed: the call was canceled (the peer is closing)", ctx.Err()
 		return nil, ce
 	case stdout.over:
 		ce.Reason = fmt.Sprintf("printed more than %d bytes (the bus max payload)", limit)
@@ -168,6 +171,9 @@ func (f *commandFunc) run(ctx context.Context, args []byte) ([]byte, error) {
 			ce.Reason, ce.Err = "could not run: "+err.Error(), err
 		}
 		return nil, ce
+	}
+	if f.log != nil && len(stderr.Bytes()) > 0 {
+		f.log.Debug("func command stderr", "tag", f.spec.Tag, "stderr", stderr.text())
 	}
 	out := bytes.TrimSpace(stdout.Bytes())
 	if len(out) == 0 {

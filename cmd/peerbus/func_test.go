@@ -57,6 +57,15 @@ func TestCommandFunc(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+	t.Run("canceled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		f := &commandFunc{spec: funcSpec{Tag: "t", Command: "sleep 30"}}
+		time.AfterFunc(100*time.Millisecond, cancel)
+		_, err := f.run(ctx, nil)
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "canceled") {
+			t.Fatalf("err = %v, want a cancellation", err)
+		}
+	})
 	t.Run("output cap", func(t *testing.T) {
 		_, err := runFunc(t, `head -c 100000 /dev/zero | tr '\0' a`, ``, 10*time.Second, 1000)
 		if !errors.Is(err, peer.ErrPayloadTooLarge) {
@@ -74,7 +83,7 @@ func TestCommandFunc(t *testing.T) {
 		if d := time.Since(start); d >= funcWaitDelay {
 			t.Errorf("run took %v after a 200ms deadline", d)
 		}
-		if !strings.Contains(err.Error(), "did not finish in time") {
+		if !strings.Contains(err.Error(), "did not finish before the caller's deadline") {
 			t.Errorf("message %q", err)
 		}
 	})
