@@ -328,7 +328,7 @@ func TestReadJSONArg(t *testing.T) {
 	}
 }
 
-func TestCallHelp(t *testing.T) {
+func TestCommandsHelp(t *testing.T) {
 	for _, c := range []string{"node", "call", "peers", "emit", "watch"} {
 		r := runCLI(t, "", c, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "peerbus "+c) {
