@@ -48,9 +48,25 @@ type Decoder interface {
 	// Next returns the next message; the slice belongs to the caller. It
 	// returns io.EOF when the stream ends between messages,
 	// io.ErrUnexpectedEOF when it ends inside one, and
-	// *MessageTooLargeError when a message exceeds the framing's limit.
-	// After an error the decoder must not be used again.
+	// *MessageTooLargeError when a message exceeds the framing's limit;
+	// after those the decoder must not be used again. Any other error of
+	// the reader (such as a read deadline) is returned as is, and a later
+	// Next resumes where the failed one stopped: pipes in direct receive
+	// mode (WithDirectRecv) rely on this.
 	Next() ([]byte, error)
+}
+
+// fill reads from r into buf[*got:] until buf is full. Progress is kept in
+// *got, so a call that failed can be repeated.
+func fill(r io.Reader, buf []byte, got *int) error {
+	for *got < len(buf) {
+		n, err := r.Read(buf[*got:])
+		*got += n
+		if err != nil && *got < len(buf) {
+			return err
+		}
+	}
+	return nil
 }
 
 // Raw returns the framing that delivers the stream in chunks as read (up
@@ -70,20 +86,26 @@ func (rawFraming) NewDecoder(r io.Reader) Decoder {
 func (rawFraming) AppendFrame(dst, msg []byte) ([]byte, error) { return append(dst, msg...), nil }
 
 type rawDecoder struct {
-	r   io.Reader
-	buf []byte
-	err error
+	r       io.Reader
+	buf     []byte
+	pending error // an error that came with data, returned next
 }
 
 func (d *rawDecoder) Next() ([]byte, error) {
-	for d.err == nil {
+	if err := d.pending; err != nil {
+		d.pending = nil
+		return nil, err
+	}
+	for {
 		n, err := d.r.Read(d.buf)
-		d.err = err
 		if n > 0 {
+			d.pending = err
 			return bytes.Clone(d.buf[:n]), nil
 		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	return nil, d.err
 }
 
 // LengthPrefixed returns the framing in which every message is preceded by
@@ -120,32 +142,47 @@ func (f lengthPrefixed) AppendFrame(dst, msg []byte) ([]byte, error) {
 type lengthDecoder struct {
 	br  *bufio.Reader
 	max int
-	hdr [4]byte
+
+	// Progress, kept across failed calls.
+	hdr     [4]byte
+	hdrGot  int
+	inFrame bool
+	size    int
+	msg     []byte
+	got     int
 }
 
 func (d *lengthDecoder) Next() ([]byte, error) {
-	if _, err := io.ReadFull(d.br, d.hdr[:]); err != nil {
-		return nil, err // io.EOF between frames, io.ErrUnexpectedEOF inside
-	}
-	n := int64(binary.BigEndian.Uint32(d.hdr[:]))
-	if n > int64(d.max) {
-		return nil, &MessageTooLargeError{What: "frame", Size: n, Limit: d.max}
-	}
-	// Grow the message as its bytes arrive, so a header announcing a large
-	// frame costs nothing until the bytes are really sent.
-	msg := make([]byte, min(int(n), ReadBufferSize))
-	got := 0
-	for {
-		k, err := io.ReadFull(d.br, msg[got:])
-		got += k
-		if err != nil {
-			return nil, io.ErrUnexpectedEOF
+	if !d.inFrame {
+		if err := fill(d.br, d.hdr[:], &d.hdrGot); err != nil {
+			if errors.Is(err, io.EOF) && d.hdrGot > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
 		}
-		if int64(got) == n {
+		d.hdrGot = 0
+		n := int64(binary.BigEndian.Uint32(d.hdr[:]))
+		if n > int64(d.max) {
+			return nil, &MessageTooLargeError{What: "frame", Size: n, Limit: d.max}
+		}
+		// Grow the message as its bytes arrive, so a header announcing a
+		// large frame costs nothing until the bytes are really sent.
+		d.inFrame, d.size, d.got = true, int(n), 0
+		d.msg = make([]byte, min(d.size, ReadBufferSize))
+	}
+	for {
+		if err := fill(d.br, d.msg, &d.got); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if d.got == d.size {
+			msg := d.msg
+			d.inFrame, d.msg = false, nil
 			return msg, nil
 		}
-		next := min(int(n), 2*len(msg))
-		msg = append(msg, make([]byte, next-len(msg))...)
+		d.msg = append(d.msg, make([]byte, min(d.size, 2*len(d.msg))-len(d.msg))...)
 	}
 }
 
@@ -187,59 +224,42 @@ func (f lineFraming) AppendFrame(dst, msg []byte) ([]byte, error) {
 type lineDecoder struct {
 	br  *bufio.Reader
 	max int
-	acc []byte
+	acc []byte // the current line so far, kept across failed calls
 }
 
 func (d *lineDecoder) Next() ([]byte, error) {
-	d.acc = d.acc[:0]
 	for {
 		chunk, err := d.br.ReadSlice('\n')
-		// content is the line so far without its terminator; a "\r" may
-		// still be followed by "\n" in the next chunk, so it counts as one
-		// byte of slack.
-		content := len(d.acc) + len(chunk)
 		if err == nil {
-			content-- // the '\n'
-		}
-		if content > d.max+1 || (err == nil && trimCR(d.acc, chunk[:len(chunk)-1]) > d.max) {
-			return nil, &MessageTooLargeError{What: "line", Size: -1, Limit: d.max}
-		}
-		switch {
-		case err == nil:
 			line := append(d.acc, chunk[:len(chunk)-1]...)
+			d.acc = line[:0]
 			if n := len(line); n > 0 && line[n-1] == '\r' {
 				line = line[:n-1]
-			}
-			return bytes.Clone(line), nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			d.acc = append(d.acc, chunk...)
-		case errors.Is(err, io.EOF):
-			line := append(d.acc, chunk...)
-			if len(line) == 0 {
-				return nil, io.EOF
 			}
 			if len(line) > d.max {
 				return nil, &MessageTooLargeError{What: "line", Size: int64(len(line)), Limit: d.max}
 			}
 			return bytes.Clone(line), nil
+		}
+		d.acc = append(d.acc, chunk...)
+		// One byte of slack: a "\r" that the next chunk's "\n" will end.
+		if len(d.acc) > d.max+1 {
+			return nil, &MessageTooLargeError{What: "line", Size: -1, Limit: d.max}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+		case errors.Is(err, io.EOF):
+			if len(d.acc) == 0 {
+				return nil, io.EOF
+			}
+			if len(d.acc) > d.max {
+				return nil, &MessageTooLargeError{What: "line", Size: int64(len(d.acc)), Limit: d.max}
+			}
+			line := bytes.Clone(d.acc)
+			d.acc = d.acc[:0]
+			return line, nil
 		default:
 			return nil, err
 		}
 	}
-}
-
-// trimCR returns the length of acc+tail without one trailing '\r'.
-func trimCR(acc, tail []byte) int {
-	n := len(acc) + len(tail)
-	last := byte(0)
-	switch {
-	case len(tail) > 0:
-		last = tail[len(tail)-1]
-	case len(acc) > 0:
-		last = acc[len(acc)-1]
-	}
-	if last == '\r' {
-		n--
-	}
-	return n
 }

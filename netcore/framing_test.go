@@ -5,17 +5,21 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
 )
 
-// chunkReader returns r's bytes in reads of the sizes in sizes, cycling.
+// chunkReader returns data in reads of the sizes in sizes (plus one),
+// cycling; a size of 255 is a read that fails with a deadline error, as a
+// pipe in direct receive mode sees when Recv times out.
 type chunkReader struct {
-	data  []byte
-	sizes []byte
-	i     int
+	data     []byte
+	sizes    []byte
+	i        int
+	timedOut bool
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
@@ -24,22 +28,32 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	}
 	n := 1
 	if len(c.sizes) > 0 {
-		n = int(c.sizes[c.i%len(c.sizes)]) + 1
+		size := c.sizes[c.i%len(c.sizes)]
 		c.i++
+		if size == 255 && !c.timedOut {
+			c.timedOut = true
+			return 0, os.ErrDeadlineExceeded
+		}
+		n = int(size) + 1
 	}
+	c.timedOut = false
 	n = min(n, len(p), len(c.data))
 	copy(p, c.data[:n])
 	c.data = c.data[n:]
 	return n, nil
 }
 
-// decodeAll reads messages until an error; io.EOF is returned as nil.
+// decodeAll reads messages until an error; io.EOF is returned as nil and
+// deadline errors are retried.
 func decodeAll(d Decoder) ([][]byte, error) {
 	var out [][]byte
 	for {
 		m, err := d.Next()
 		if errors.Is(err, io.EOF) {
 			return out, nil
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
 		}
 		if err != nil {
 			return out, err
@@ -63,6 +77,7 @@ func TestFramingRoundTrip(t *testing.T) {
 				"whole":    bytes.NewReader(wire),
 				"one byte": iotest.OneByteReader(bytes.NewReader(wire)),
 				"chunks":   &chunkReader{data: wire, sizes: []byte{2, 200, 0, 17}},
+				"timeouts": &chunkReader{data: wire, sizes: []byte{2, 255, 0, 255, 100}},
 			} {
 				got, err := decodeAll(f.NewDecoder(r))
 				if err != nil {

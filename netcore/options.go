@@ -33,6 +33,7 @@ type config struct {
 	handshakeTimeout time.Duration
 	logger           *slog.Logger
 	resolver         *net.Resolver
+	directRecv       bool
 }
 
 func newConfig(opts []Option) *config {
@@ -137,3 +138,17 @@ func WithHandshakeTimeout(d time.Duration) Option {
 // WithLogger sets the logger for connection events and dropped clients
 // (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithDirectRecv puts a client pipe (Dial) in direct receive mode: it has
+// no reader goroutine, and the socket is read by Recv calls themselves,
+// one at a time, each message being dispatched as usual (to handlers, to
+// every matching subscription, or to the backlog) by the call that read
+// it. This saves a goroutine hand-off per received message, which can
+// make a request/response round trip markedly faster.
+//
+// The price: nothing is read while no Recv waits. TCP flow control then
+// holds the peer back, datagrams wait in the socket buffer (and may
+// overflow it), handlers run only inside Recv calls and must not call Recv
+// on the pipe themselves, and a peer's close is noticed (Done, Err,
+// OnClose) by the next Recv. Servers and their clients ignore the option.
+func WithDirectRecv() Option { return func(c *config) { c.directRecv = true } }

@@ -151,6 +151,14 @@ type Pipe struct {
 	// UDP: the socket (the server's for an accepted pipe).
 	udp *net.UDPConn
 
+	// Direct receive mode (WithDirectRecv): Recv calls read, one at a
+	// time; the holder of the token in rtok reads.
+	pull bool
+	rtok chan struct{}
+	dec  Decoder // TCP
+	rbuf []byte  // UDP
+	rdl  bool    // a read deadline is set; guarded by the token
+
 	// TCP servers.
 	ln net.Listener
 
@@ -334,12 +342,25 @@ func dial(ctx context.Context, proto Protocol, dst netip.AddrPort, host string, 
 			}
 			p.conn = tconn
 		}
-		p.gate.enter()
-		go p.readStream()
 	case UDP:
 		p.udp = c.(*net.UDPConn)
+	}
+	if cfg.directRecv {
+		p.pull = true
+		p.rtok = make(chan struct{}, 1)
+		p.rtok <- struct{}{}
+		if proto == TCP {
+			p.dec = cfg.framing.NewDecoder(p.conn)
+		} else {
+			p.rbuf = make([]byte, ReadBufferSize)
+		}
+	} else {
 		p.gate.enter()
-		go p.readDatagrams()
+		if proto == TCP {
+			go p.readStream()
+		} else {
+			go p.readDatagrams()
+		}
 	}
 	p.log.Debug("netcore: pipe open", "pipe", p.String())
 	return p, nil
@@ -529,6 +550,7 @@ func (p *Pipe) serveClient() {
 // caller has entered the gate.
 func (p *Pipe) readStream() {
 	dec := p.cfg.framing.NewDecoder(p.conn)
+	p.dec = dec
 	for {
 		if p.cfg.idleTimeout > 0 {
 			p.conn.SetReadDeadline(time.Now().Add(p.cfg.idleTimeout))
@@ -608,6 +630,81 @@ func (p *Pipe) readDatagrams() {
 			return
 		}
 	}
+}
+
+// pullOne reads one message in direct receive mode and dispatches it. The
+// caller has taken the read token; pullOne gives it back. A nil error
+// means a message was read (or a harmless UDP error counted); the caller
+// then looks at its queue again.
+func (p *Pipe) pullOne(ctx context.Context) error {
+	defer func() { p.rtok <- struct{}{} }()
+	if !p.gate.enter() {
+		return fmt.Errorf("netcore: recv on %s: %w", p, ErrClosed)
+	}
+	var rc interface{ SetReadDeadline(time.Time) error } = p.udp
+	if p.proto == TCP {
+		rc = p.conn
+	}
+	dl, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		rc.SetReadDeadline(dl)
+		p.rdl = true
+	} else if p.rdl {
+		rc.SetReadDeadline(time.Time{})
+		p.rdl = false
+	}
+	var stop func() bool
+	var fired chan struct{}
+	if ctx.Done() != nil {
+		fired = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			defer close(fired)
+			rc.SetReadDeadline(longAgo)
+		})
+	}
+	var (
+		data  []byte
+		from  = p.remote
+		err   error
+		flags int
+	)
+	if p.proto == TCP {
+		data, err = p.dec.Next()
+	} else {
+		var n int
+		n, _, flags, from, err = p.udp.ReadMsgUDPAddrPort(p.rbuf, nil)
+		if err == nil {
+			data = bytes.Clone(p.rbuf[:n])
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		}
+	}
+	if stop != nil && !stop() {
+		<-fired
+		p.rdl = true
+	}
+	p.gate.leave()
+	if err != nil {
+		switch {
+		case p.shut.Load():
+			return fmt.Errorf("netcore: recv on %s: %w", p, ErrClosed)
+		case errors.Is(err, os.ErrDeadlineExceeded) && (hasDeadline || ctx.Err() != nil):
+			if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("netcore: recv on %s: %w", p, ErrTimeout)
+			}
+			return ctxErr(ctx, "recv on "+p.String())
+		case p.proto == UDP:
+			p.count(cErrors, 1)
+			return nil
+		}
+		p.readFailed(err)
+		return fmt.Errorf("netcore: recv on %s: %w: %w", p, ErrClosed, err)
+	}
+	if flags&msgTrunc != 0 {
+		p.count(cBadInput, 1)
+		return nil
+	}
+	p.receive(data, from)
+	return nil
 }
 
 // receiveDatagram hands a datagram read by a server to the client pipe of

@@ -172,17 +172,31 @@ func (s *Subscription) pop() (Message, bool) {
 // it. It returns an error matching ErrTimeout (and
 // context.DeadlineExceeded) when ctx's deadline passes first, ctx's error
 // when ctx is cancelled, and ErrClosed once the subscription is closed, or
-// the pipe is closed and the queue is empty.
+// the pipe is closed and the queue is empty. On a pipe in direct receive
+// mode (WithDirectRecv) Recv reads the socket itself while no other Recv
+// does.
 func (s *Subscription) Recv(ctx context.Context) (Message, error) {
+	p := s.pipe
+	var tok chan struct{} // nil unless reading is up to Recv
+	if p.pull {
+		tok = p.rtok
+	}
 	for {
 		if m, ok := s.pop(); ok {
 			return m, nil
 		}
 		select {
 		case <-s.notify:
+		case <-tok:
+			if err := p.pullOne(ctx); err != nil {
+				if m, ok := s.pop(); ok {
+					return m, nil
+				}
+				return Message{}, err
+			}
 		case <-s.closed:
 			return Message{}, fmt.Errorf("netcore: recv %s: %w", s, ErrClosed)
-		case <-s.pipe.done:
+		case <-p.done:
 			if m, ok := s.pop(); ok {
 				return m, nil
 			}
