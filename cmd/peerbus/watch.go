@@ -108,14 +108,18 @@ func runWatch(cmd *cobra.Command, f *watchFlags, pattern string) error {
 		opts = append(opts, peer.FromPeers(f.peers...))
 	}
 	sub, err := c.p.Subscribe(pattern, func(_ context.Context, e peer.Event) error {
+		mu.Lock()
+		if f.count > 0 && seen >= f.count {
+			mu.Unlock()
+			return nil // events that arrive after --count was reached
+		}
+		seen++
+		done := f.count > 0 && seen >= f.count
+		mu.Unlock()
 		if err := ew.Write(e); err != nil {
 			fail(fmt.Errorf("write event: %w", err))
 			return err
 		}
-		mu.Lock()
-		seen++
-		done := f.count > 0 && seen >= f.count
-		mu.Unlock()
 		if done {
 			cancel()
 		}

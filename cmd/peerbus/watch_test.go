@@ -132,6 +132,7 @@ func TestWatchCount(t *testing.T) {
 	emitted(t, runCLI(t, "", "emit", "job.done", `1`, "--group", "dev", "--server", s))
 	emitted(t, runCLI(t, "", "emit", "job.done", `2`, "--group", "ops", "--server", s))
 	emitted(t, runCLI(t, "", "emit", "job.done", `3`, "--group", "ops", "--server", s))
+	emitted(t, runCLI(t, "", "emit", "job.done", `4`, "--group", "ops", "--server", s))
 	code, ok := w.wait(10 * time.Second)
 	if !ok || code != 0 {
 		t.Fatalf("watch --count 2: exited=%v code=%d; stderr:\n%s", ok, code, w.stderr.String())
