@@ -209,6 +209,11 @@ func (l *Lab) newNamespace(name string) *Namespace {
 	// Keep the lab IPv4 only and quiet; kernels without IPv6 lack the key.
 	_ = n.trySysctl("net.ipv6.conf.all.disable_ipv6", "1")
 	_ = n.trySysctl("net.ipv6.conf.default.disable_ipv6", "1")
+	// With br_netfilter loaded, bridged frames would also pass the
+	// namespace's iptables; the lab's rules assume they do not.
+	for _, f := range []string{"iptables", "ip6tables", "arptables"} {
+		_ = n.trySysctl("net.bridge.bridge-nf-call-"+f, "0")
+	}
 	return n
 }
 
