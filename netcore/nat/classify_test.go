@@ -53,6 +53,22 @@ func TestClassifyExplicitLocal(t *testing.T) {
 	}
 }
 
+func TestClassifyIPv6(t *testing.T) {
+	ctx := context.Background()
+	s, err := ListenServer(ctx, ServerConfig{Listen: netip.MustParseAddrPort("[::1]:0")})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer s.Close()
+	res, err := Classify(ctx, Config{Servers: []string{s.Addr().String()}})
+	if err != nil {
+		t.Fatalf("Classify: %v", err)
+	}
+	if res.NAT || res.MappedAddress.Addr() != netip.IPv6Loopback() || res.Mapping != EndpointIndependent {
+		t.Errorf("got nat=%v mapped=%v mapping=%s", res.NAT, res.MappedAddress, res.Mapping)
+	}
+}
+
 func TestClassifyPlainServer(t *testing.T) {
 	s := startServer(t, ServerConfig{})
 	res, err := Classify(context.Background(), Config{Servers: []string{s.Addr().String()}})

@@ -228,8 +228,9 @@ func runLabCase(t *testing.T, tc labCase) {
 			t.Errorf("classify output %q: %v", out, err)
 			return
 		}
-		if ho.Error != "" {
-			t.Errorf("classify %v: %s", servers, ho.Error)
+		if ho.Error != "" || ho.Result == nil {
+			t.Errorf("classify %v: %q, result %v", servers, ho.Error, ho.Result)
+			return
 		}
 		*into = ho.Result
 	}

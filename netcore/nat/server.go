@@ -238,7 +238,7 @@ func (s *Server) Close() error {
 // serve reads requests on socket i until it is closed.
 func (s *Server) serve(i int, c net.PacketConn) {
 	defer s.wg.Done()
-	buf := make([]byte, 2048)
+	buf := make([]byte, 4096)
 	for {
 		n, from, err := c.ReadFrom(buf)
 		if err != nil {
