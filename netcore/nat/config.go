@@ -74,7 +74,9 @@ type Config struct {
 
 	// ListenPacket opens the probe sockets. Nil means
 	// (&net.ListenConfig{}).ListenPacket. Tests use it to open sockets in
-	// another network namespace or to inject loss.
+	// another network namespace or to inject loss; with sockets in
+	// another namespace set Local's IP too, since the route lookup for an
+	// unspecified one happens in the calling thread's namespace.
 	ListenPacket ListenPacketFunc
 }
 

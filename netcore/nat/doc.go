@@ -9,11 +9,11 @@
 //
 //   - the mapped (server-reflexive) address, once a quorum of servers
 //     agree on its IP (Config.Quorum, a majority by default);
-//   - the RFC 5780 mapping behaviour (tests I-III of section 4.3:
-//     endpoint-independent, address-dependent or address-and-port-
-//     dependent) and filtering behaviour (section 4.4, same three),
-//     measured against the first (primary) server, which must support
-//     RFC 5780;
+//   - the RFC 5780 mapping behaviour (tests I-III of section 4.3), one
+//     of endpoint-independent, address-dependent and
+//     address-and-port-dependent, and the filtering behaviour (section
+//     4.4, same three), both measured against the first (primary) server,
+//     which must support RFC 5780;
 //   - the RFC 3489 name derived from both (ClassicName): open internet,
 //     full cone, restricted cone, port-restricted cone, symmetric,
 //     symmetric UDP firewall or blocked;

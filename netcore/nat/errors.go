@@ -21,7 +21,4 @@ var (
 
 	// ErrBadConfig means a Config or ServerConfig field is invalid.
 	ErrBadConfig = errors.New("nat: invalid configuration")
-
-	// ErrServerClosed is returned by Server methods after Close.
-	ErrServerClosed = errors.New("nat: server closed")
 )

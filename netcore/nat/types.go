@@ -43,8 +43,8 @@ const (
 	// RestrictedCone: endpoint-independent mapping, address-dependent
 	// filtering.
 	RestrictedCone Classic = "restricted-cone"
-	// PortRestrictedCone: endpoint-independent mapping, address-and-port-
-	// dependent filtering.
+	// PortRestrictedCone: endpoint-independent mapping and
+	// address-and-port-dependent filtering.
 	PortRestrictedCone Classic = "port-restricted-cone"
 	// Symmetric: mapping depends on the remote address (or address and
 	// port).
