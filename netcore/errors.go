@@ -82,6 +82,7 @@ type MessageTooLargeError struct {
 	Limit int
 }
 
+// Error describes the message and the limit it exceeds.
 func (e *MessageTooLargeError) Error() string {
 	if e.Size < 0 {
 		return fmt.Sprintf("netcore: %s exceeds limit of %d bytes", e.What, e.Limit)

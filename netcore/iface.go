@@ -21,9 +21,11 @@ type Interface struct {
 	// HardwareAddr is the link-layer address, empty for loopback and
 	// tunnels.
 	HardwareAddr string `json:"hardware_addr,omitempty"`
-	// Up, Loopback and Multicast mirror the interface flags.
-	Up        bool `json:"up"`
-	Loopback  bool `json:"loopback"`
+	// Up reports whether the interface is administratively up.
+	Up bool `json:"up"`
+	// Loopback marks loopback interfaces.
+	Loopback bool `json:"loopback"`
+	// Multicast reports whether the interface supports multicast.
 	Multicast bool `json:"multicast"`
 	// Addrs lists the interface's IP addresses, IPv4 first.
 	Addrs []IfaceAddr `json:"addrs"`
