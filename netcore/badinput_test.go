@@ -6,7 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -235,5 +238,46 @@ func TestSendDeadline(t *testing.T) {
 	}
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("blocked send: err = %v, want ErrTimeout", err)
+	}
+}
+
+// lockedBuf is a bytes.Buffer safe for concurrent writes.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestBadInputLogged logs dropped clients, rate-limited so that a flood of
+// bad clients cannot flood the log.
+func TestBadInputLogged(t *testing.T) {
+	var logs lockedBuf
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := mustListen(t, TCP, IPv4, WithFraming(LengthPrefixed(8)), WithLogger(log))
+	const clients = 10
+	for range clients {
+		c := rawConn(t, srv)
+		c.Write([]byte{0, 0, 1, 0})
+		expectDropped(t, c)
+	}
+	waitFor(t, "bad clients counted", func() bool { return srv.Stats().BadInput == clients })
+	warn := strings.Count(logs.String(), `level=WARN msg="netcore: connection dropped for bad input"`)
+	debug := strings.Count(logs.String(), `level=DEBUG msg="netcore: connection dropped for bad input"`)
+	if warn < 1 || warn == clients || warn+debug != clients {
+		t.Fatalf("%d warnings and %d debug lines for %d bad clients:\n%s", warn, debug, clients, logs.String())
+	}
+	if !strings.Contains(logs.String(), "frame of 256 bytes exceeds limit of 8 bytes") {
+		t.Fatalf("log does not say why:\n%s", logs.String())
 	}
 }

@@ -93,12 +93,17 @@ func (e *MessageTooLargeError) Error() string {
 // Is reports whether target is ErrMessageTooLarge.
 func (e *MessageTooLargeError) Is(target error) bool { return target == ErrMessageTooLarge }
 
-// ctxErr maps a finished context to the error netcore returns: ErrTimeout
-// for a passed deadline, the context's error otherwise.
-func ctxErr(ctx context.Context, op string) error {
+// ctxCause maps a finished context to ErrTimeout for a passed deadline and
+// to the context's error otherwise.
+func ctxCause(ctx context.Context) error {
 	err := ctx.Err()
 	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("netcore: %s: %w", op, ErrTimeout)
+		return ErrTimeout
 	}
-	return fmt.Errorf("netcore: %s: %w", op, err)
+	return err
+}
+
+// ctxErr is ctxCause with the operation that was waiting.
+func ctxErr(ctx context.Context, op string) error {
+	return fmt.Errorf("netcore: %s: %w", op, ctxCause(ctx))
 }

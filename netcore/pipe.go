@@ -178,6 +178,7 @@ type Pipe struct {
 	reason   error
 
 	ctr         [numCounters]atomic.Uint64
+	lastWarn    atomic.Int64 // unix nanoseconds of the last rate-limited warning
 	gate        gate
 	done        chan struct{}
 	shut        atomic.Bool
@@ -263,6 +264,23 @@ func (p *Pipe) Clients() []*Pipe {
 	return out
 }
 
+// warnLimited logs a warning about bad input at most once a second per
+// server (or client pipe), so a flood cannot flood the log; the others go
+// to debug level.
+func (p *Pipe) warnLimited(msg string, args ...any) {
+	srv := p
+	if p.parent != nil {
+		srv = p.parent
+	}
+	now := time.Now().UnixNano()
+	last := srv.lastWarn.Load()
+	if now-last >= int64(time.Second) && srv.lastWarn.CompareAndSwap(last, now) {
+		p.log.Warn(msg, args...)
+		return
+	}
+	p.log.Debug(msg, args...)
+}
+
 // count adds n to counter c of the pipe and of its server.
 func (p *Pipe) count(c counter, n uint64) {
 	p.ctr[c].Add(n)
@@ -287,7 +305,7 @@ func Dial(ctx context.Context, proto Protocol, addr string, opts ...Option) (*Pi
 	}
 	ip, err := Resolve(ctx, cfg.resolver, host, cfg.family)
 	if err != nil {
-		return nil, fmt.Errorf("netcore: dial %s %q: %w", proto, addr, err)
+		return nil, fmt.Errorf("netcore: dial %s: %w", proto, err)
 	}
 	return dial(ctx, proto, netip.AddrPortFrom(ip, uint16(port)), host, cfg)
 }
@@ -319,7 +337,7 @@ func dial(ctx context.Context, proto Protocol, dst netip.AddrPort, host string, 
 	c, err := d.DialContext(ctx, network, dst.String())
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("netcore: dial %s %s: %w", proto, dst, ctxErr(ctx, "dial"))
+			return nil, fmt.Errorf("netcore: dial %s %s: %w", proto, dst, ctxCause(ctx))
 		}
 		return nil, fmt.Errorf("netcore: dial %s %s: %w", proto, dst, err)
 	}
@@ -490,7 +508,7 @@ func (p *Pipe) startClient(c net.Conn) {
 		p.cmu.Unlock()
 		c.Close()
 		p.count(cRejected, 1)
-		p.log.Warn("netcore: client rejected, server full", "pipe", p.String(), "remote", remote, "max_conns", p.cfg.maxConns)
+		p.warnLimited("netcore: client rejected, server full", "pipe", p.String(), "remote", remote, "max_conns", p.cfg.maxConns)
 		return
 	}
 	child := p.newChild(remote)
@@ -508,7 +526,7 @@ func (p *Pipe) startClient(c net.Conn) {
 func (p *Pipe) newChild(remote netip.AddrPort) *Pipe {
 	c := newPipe(p.proto, roleAccepted, p.cfg)
 	c.parent = p
-	c.family = p.family
+	c.family = FamilyOf(remote.Addr())
 	c.local = p.local
 	c.remote = remote
 	c.udp = p.udp
@@ -535,7 +553,7 @@ func (p *Pipe) serveClient() {
 			p.gate.leave()
 			if !p.shut.Load() {
 				p.count(cBadInput, 1)
-				p.log.Warn("netcore: client dropped: tls handshake failed", "pipe", p.String(), "err", err)
+				p.warnLimited("netcore: client dropped: tls handshake failed", "pipe", p.String(), "err", err)
 			}
 			p.shutdown(fmt.Errorf("netcore: tls handshake: %w", err))
 			return
@@ -550,7 +568,6 @@ func (p *Pipe) serveClient() {
 // caller has entered the gate.
 func (p *Pipe) readStream() {
 	dec := p.cfg.framing.NewDecoder(p.conn)
-	p.dec = dec
 	for {
 		if p.cfg.idleTimeout > 0 {
 			p.conn.SetReadDeadline(time.Now().Add(p.cfg.idleTimeout))
@@ -587,7 +604,7 @@ func (p *Pipe) readFailed(err error) {
 		return
 	}
 	p.count(cBadInput, 1)
-	p.log.Warn("netcore: connection dropped for bad input", "pipe", p.String(), "err", err)
+	p.warnLimited("netcore: connection dropped for bad input", "pipe", p.String(), "err", err)
 	p.shutdown(err)
 }
 
@@ -619,7 +636,7 @@ func (p *Pipe) readDatagrams() {
 		failures = 0
 		if flags&msgTrunc != 0 {
 			p.count(cBadInput, 1)
-			p.log.Warn("netcore: truncated datagram dropped", "pipe", p.String(), "from", from)
+			p.warnLimited("netcore: truncated datagram dropped", "pipe", p.String(), "from", from)
 			continue
 		}
 		data := bytes.Clone(buf[:n])
