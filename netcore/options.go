@@ -111,7 +111,8 @@ func WithMaxConns(n int) Option { return func(c *config) { c.maxConns = n } }
 // WithAcceptQueue sets how many new clients wait for Accept (default
 // DefaultAcceptQueue). A client that finds the queue full is still served
 // by the server's handlers and subscriptions, but Accept does not return
-// it; UDP remotes that find it full get no client pipe.
+// it; UDP remotes that find it full get no client pipe. 0 turns Accept
+// off.
 func WithAcceptQueue(n int) Option { return func(c *config) { c.acceptQueue = max(n, 0) } }
 
 // WithBacklog sets how many unclaimed messages a pipe keeps (default

@@ -948,8 +948,11 @@ func (p *Pipe) Recv(ctx context.Context, sub *Subscription) (Message, error) {
 
 // Accept waits for the next client of a server pipe and returns its pipe:
 // a TCP connection (after its TLS handshake), or for UDP a remote address
-// not seen before. Messages the client sent before the caller subscribes
-// wait in the client pipe's backlog. A deadline on ctx gives an error
+// without a client pipe (one never seen, or whose pipe was closed).
+// Messages the client sent before the caller subscribes wait in the client
+// pipe's backlog. Up to WithAcceptQueue clients wait for Accept; the
+// caller should Close the UDP client pipes it no longer needs, as they
+// count against WithMaxConns until then. A deadline on ctx gives an error
 // matching ErrTimeout.
 func (p *Pipe) Accept(ctx context.Context) (*Pipe, error) {
 	if p.role != roleServer {
