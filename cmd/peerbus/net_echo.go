@@ -31,6 +31,7 @@ type echoFlags struct {
 	framing      string
 	maxSize      int
 	maxConns     int
+	idleTimeout  time.Duration
 	verbose      bool
 }
 
@@ -51,7 +52,8 @@ lines tell which. --framing sets how TCP streams are cut into messages:
 "raw" (default) echoes bytes as they arrive, "lines" echoes line by line,
 "length" expects a 4-byte big-endian length before every message. UDP
 echoes datagram by datagram. Bad input drops the offending TCP client only;
---max-conns bounds the clients held per socket.`,
+--max-conns bounds the clients held per socket and --idle-timeout frees
+the slots of silent ones.`,
 		Example: `  peerbus echo --tcp 7000 --udp 7000
   peerbus echo --tcp 7000,7001 --udp 7000 --v4
   peerbus echo --tcp 7000 --all-addresses --framing lines
@@ -72,6 +74,7 @@ echoes datagram by datagram. Bad input drops the offending TCP client only;
 	fl.StringVar(&f.framing, "framing", "raw", `how TCP streams are cut into messages: "raw", "lines" or "length"`)
 	fl.IntVar(&f.maxSize, "max-size", netcore.DefaultMaxMessageSize, "largest message in bytes with --framing lines or length")
 	fl.IntVar(&f.maxConns, "max-conns", netcore.DefaultMaxConns, "most clients held at once per socket")
+	fl.DurationVar(&f.idleTimeout, "idle-timeout", 5*time.Minute, "drop a TCP client silent this long (0: never)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log every message on stderr")
 	return cmd
 }
@@ -115,7 +118,10 @@ func (f *echoFlags) plan() (netcore.ListenSpec, []netcore.Option, error) {
 	if f.maxConns <= 0 {
 		return spec, nil, fmt.Errorf("--max-conns must be positive, not %d", f.maxConns)
 	}
-	opts := []netcore.Option{netcore.WithMaxConns(f.maxConns)}
+	if f.idleTimeout < 0 {
+		return spec, nil, fmt.Errorf("--idle-timeout must not be negative, not %v", f.idleTimeout)
+	}
+	opts := []netcore.Option{netcore.WithMaxConns(f.maxConns), netcore.WithIdleTimeout(f.idleTimeout)}
 	switch f.framing {
 	case "raw":
 		opts = append(opts, netcore.WithFraming(netcore.Raw()))

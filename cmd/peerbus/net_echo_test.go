@@ -286,6 +286,7 @@ func TestEchoCmdBadFlags(t *testing.T) {
 		{[]string{"--tcp", "0", "--framing", "xml"}, `want "raw", "lines" or "length"`},
 		{[]string{"--tcp", "0", "--max-conns", "0"}, "--max-conns must be positive"},
 		{[]string{"--tcp", "0", "--max-size", "-5"}, "--max-size must be positive"},
+		{[]string{"--tcp", "0", "--idle-timeout", "-1s"}, "--idle-timeout must not be negative"},
 		{[]string{"--tcp", "0", "stray"}, "unknown command"},
 	} {
 		_, _, err := runNetCmd(t, newEchoCmd(), tc.args...)
