@@ -6,7 +6,13 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // StartLocalCluster starts size nodes on loopback, with system-chosen
@@ -61,4 +67,143 @@ func StartLocalCluster(ctx context.Context, size int, dataDir, prefix string, op
 		return nil, err
 	}
 	return nodes, nil
+}
+
+// Streams whose replicas a clustered node manages (Options.LogReplicas):
+// the event log (peer.LogStream, "PEERBUS_EVENTS") and every other
+// stream or key-value bucket of peerbus ("PEERBUS_*", "KV_PEERBUS_*",
+// such as the projection snapshots).
+var managedStreamPrefixes = []string{"PEERBUS_", "KV_PEERBUS_"}
+
+// replicasInterval is how often the meta leader checks the replicas of
+// the managed streams (a stream creation advisory triggers a check at
+// once).
+const replicasInterval = 2 * time.Second
+
+// LogReplicas returns the replica count the node currently wants for the
+// event log: Options.LogReplicas resolved against the size of the
+// JetStream cluster (see Options.LogReplicas), 1 for a node that is not
+// clustered, 0 when the node does not manage replicas.
+func (n *Node) LogReplicas() int {
+	n.mu.Lock()
+	srv, want, started := n.srv, n.opts.LogReplicas, n.started
+	n.mu.Unlock()
+	if !started || srv == nil || want < 0 {
+		return 0
+	}
+	if !srv.JetStreamIsClustered() {
+		return 1
+	}
+	return targetReplicas(want, clusterPeers(srv))
+}
+
+// clusterPeers returns how many servers the JetStream meta group knows,
+// online or not, or 0 when unknown.
+func clusterPeers(srv *server.Server) int {
+	jsz, err := srv.Jsz(&server.JSzOptions{})
+	if err != nil || jsz.Meta == nil {
+		return 0
+	}
+	return 1 + len(jsz.Meta.Replicas)
+}
+
+// targetReplicas resolves Options.LogReplicas for a cluster of peers
+// servers.
+func targetReplicas(want, peers int) int {
+	switch {
+	case peers <= 0:
+		return 1
+	case want == 0 && peers >= DefaultLogReplicas:
+		return DefaultLogReplicas
+	case want == 0:
+		return 1
+	}
+	return min(want, peers)
+}
+
+// manageReplicas keeps the managed streams at the target replica count
+// while this node is the JetStream meta leader.
+func (n *Node) manageReplicas() {
+	defer n.bg.Done()
+	wake := make(chan struct{}, 1)
+	sub, err := n.nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.CREATED.>", func(*nats.Msg) {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	if err == nil {
+		defer sub.Unsubscribe()
+	}
+	t := time.NewTicker(replicasInterval)
+	defer t.Stop()
+	failed := map[string]string{} // stream -> last error logged
+	for {
+		select {
+		case <-n.bgStop:
+			return
+		case <-t.C:
+		case <-wake:
+		}
+		if !n.srv.JetStreamIsLeader() {
+			continue
+		}
+		n.reconcileReplicas(failed)
+	}
+}
+
+// reconcileReplicas updates the managed streams whose replica count is
+// not the target: lower ones in automatic mode, any other with an
+// explicit count.
+func (n *Node) reconcileReplicas(failed map[string]string) {
+	want := n.opts.LogReplicas
+	target := targetReplicas(want, clusterPeers(n.srv))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.bgStop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		return
+	}
+	names := js.StreamNames(ctx)
+	var list []string
+	for name := range names.Name() {
+		for _, p := range managedStreamPrefixes {
+			if strings.HasPrefix(name, p) {
+				list = append(list, name)
+				break
+			}
+		}
+	}
+	if names.Err() != nil {
+		return
+	}
+	for _, name := range list {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		cfg := s.CachedInfo().Config
+		if cfg.Replicas == target || (want == 0 && cfg.Replicas > target) {
+			delete(failed, name)
+			continue
+		}
+		from := cfg.Replicas
+		cfg.Replicas = target
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			if failed[name] != err.Error() {
+				n.log.Warn("stream replicas not changed yet (retrying)", "stream", name, "from", from, "to", target, "err", err)
+				failed[name] = err.Error()
+			}
+			continue
+		}
+		delete(failed, name)
+		n.log.Info("stream replicas changed", "stream", name, "from", from, "to", target)
+	}
 }

@@ -17,6 +17,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -51,11 +53,22 @@ type Node struct {
 	mu       sync.Mutex
 	started  bool
 	closed   bool
+	tornDown bool
 	startErr error
 
-	srv *server.Server
-	nc  *nats.Conn
-	js  jetstream.JetStream
+	srv    *server.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	inproc []nats.Option // credentials of in-process connections
+
+	disc     *discoverer     // LAN discovery, or nil
+	routesMu sync.Mutex      // serialises route reloads
+	sbase    *server.Options // pristine server options, for reloads
+	routes   []*url.URL      // the server's current routes
+	bg       sync.WaitGroup  // background goroutines (replicas, routes)
+	bgStop   chan struct{}   // closed by teardown
+	stopOnce sync.Once       // closes bgStop
+	addRoute chan struct{}   // wakes the route adder
 
 	fatalMu  sync.Mutex
 	fatalMsg string
@@ -77,7 +90,7 @@ func New(opts ...Option) (*Node, error) {
 	if l == nil {
 		l = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Node{opts: o, log: l}, nil
+	return &Node{opts: o, log: l, bgStop: make(chan struct{}), addRoute: make(chan struct{}, 1)}, nil
 }
 
 // Start creates and starts a node in one step.
@@ -124,45 +137,116 @@ func (n *Node) Up(ctx context.Context) error { return n.Start(ctx) }
 func (n *Node) startEmbedded(ctx context.Context) error {
 	o := n.opts
 	host, port, _ := hostPort(o.Listen, "listen")
-	name := o.Name
-	if name == "" {
-		name = defaultName(port)
-		n.opts.Name = name
-	}
 	sopts := &server.Options{
-		ServerName: name,
 		Host:       host,
 		Port:       port,
 		NoSigs:     true,
 		MaxPayload: o.MaxPayload,
 		Debug:      o.Debug,
 	}
-	if o.ClusterListen != "" || len(o.Routes) > 0 {
-		chost, cport := host, DefaultClusterPort
+	var (
+		chost    string
+		cport    int
+		announce netip.Addr // discovery: the route address others dial
+		ifi      *net.Interface
+	)
+	clustered := o.ClusterListen != "" || len(o.Routes) > 0 || o.Discover
+	if clustered {
+		chost, cport = host, DefaultClusterPort
 		if o.ClusterListen != "" {
 			chost, cport, _ = hostPort(o.ClusterListen, "cluster")
 		}
+		if o.Discover {
+			given := ""
+			if o.ClusterListen != "" {
+				given = chost
+			}
+			var err error
+			ifi, announce, err = discoveryInterface(o.DiscoveryInterface, given)
+			if err != nil {
+				return err
+			}
+			if o.ClusterListen == "" {
+				chost = announce.String()
+			}
+		}
 		if cport <= 0 {
 			// JetStream needs the node's own route URL when it has no
-			// seeds, so a system-chosen port is chosen here.
+			// seeds, and discovery announces it, so a system-chosen
+			// port is chosen here.
 			p, err := freePort(chost)
 			if err != nil {
 				return fmt.Errorf("bus: cluster listener: %w", err)
 			}
 			cport = p
 		}
-		sopts.Cluster = server.ClusterOpts{Name: o.ClusterName, Host: chost, Port: cport}
-		routes := o.Routes
-		if len(routes) == 0 && !o.NoJetStream {
-			// A first (seed) node routes to itself: the server skips the
-			// self route, and clustered JetStream accepts the setup.
+	}
+	name := o.Name
+	if name == "" {
+		name = defaultNodeName(port, chost)
+		n.opts.Name = name
+	}
+	sopts.ServerName = name
+	inproc, err := n.opts.secureServer(sopts)
+	if err != nil {
+		return err
+	}
+	n.inproc = inproc
+	if clustered {
+		sopts.Cluster.Name, sopts.Cluster.Host, sopts.Cluster.Port = o.ClusterName, chost, cport
+		routes := append([]string(nil), o.Routes...)
+		if o.Discover {
+			conn, err := listenBeacons(ifi, announce, mustGroup(o.DiscoveryGroup))
+			if err != nil {
+				return err
+			}
+			self := Beacon{Cluster: o.ClusterName, Name: name, Route: netip.AddrPortFrom(announce, uint16(cport))}
+			d, err := newDiscoverer(conn, self, o.DiscoveryInterval, n.log.With("component", "discovery"))
+			if err != nil {
+				conn.Close()
+				return err
+			}
+			n.disc = d
+			n.log.Info("discovery: listening", "interface", ifi.Name, "group", o.DiscoveryGroup,
+				"route", self.Route, "window", o.DiscoveryWindow)
+			found := d.Wait(ctx, o.DiscoveryWindow)
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w: %v", ErrNotReady, ctx.Err())
+			}
+			for _, r := range found {
+				routes = append(routes, routeString(r))
+			}
+			n.log.Info("discovery: window over", "found", len(found))
+		}
+		if !o.NoJetStream || len(routes) == 0 {
+			// A node routes to itself too: the server skips the self
+			// route, clustered JetStream accepts a first (seed) node,
+			// and the expected cluster size counts this node.
 			self := chost
 			if ip := net.ParseIP(self); ip != nil && ip.IsUnspecified() {
 				self = "127.0.0.1"
 			}
-			routes = []string{net.JoinHostPort(self, strconv.Itoa(cport))}
+			routes = append(routes, net.JoinHostPort(self, strconv.Itoa(cport)))
 		}
-		sopts.Routes, _ = routeURLs(routes)
+		all, _ := routeURLs(routes)
+		var urls []*url.URL
+		seen := map[string]bool{}
+		for _, u := range all {
+			if !seen[u.Host] {
+				seen[u.Host] = true
+				urls = append(urls, n.opts.withRouteCreds(u))
+			}
+		}
+		sopts.Routes = urls
+		n.routes = urls
+	}
+	leafs, _ := leafURLs(o.LeafURLs)
+	if len(leafs) > 0 {
+		r, err := n.opts.leafRemote(leafs)
+		if err != nil {
+			return err
+		}
+		sopts.LeafNode.Remotes = []*server.RemoteLeafOpts{r}
 	}
 	if !o.NoJetStream {
 		dir := o.DataDir
@@ -175,7 +259,15 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		}
 		sopts.JetStream = true
 		sopts.StoreDir = dir
+		sopts.JetStreamDomain = o.JetStreamDomain
+		if sopts.JetStreamDomain == "" && len(leafs) > 0 {
+			// A leafnode's JetStream needs a domain of its own, or the
+			// hub's and the leaf's JetStream APIs collide.
+			sopts.JetStreamDomain = nameSafe(name)
+		}
+		n.opts.JetStreamDomain = sopts.JetStreamDomain
 	}
+	n.sbase = sopts.Clone()
 	srv, err := server.NewServer(sopts)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
@@ -187,19 +279,109 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 	if err := n.waitServer(ctx); err != nil {
 		return err
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("peerbus:"+name),
-		nats.MaxReconnects(-1), nats.DrainTimeout(5*time.Second))
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(srv), nats.Name("peerbus:" + name),
+		nats.MaxReconnects(-1), nats.DrainTimeout(5 * time.Second)}, inproc...)...)
 	if err != nil {
 		return fmt.Errorf("%w: in-process connection: %v", ErrNotReady, err)
 	}
 	n.nc = nc
+	if len(leafs) > 0 {
+		if err := n.waitLeaf(ctx); err != nil {
+			return err
+		}
+	}
 	if !o.NoJetStream {
 		if err := n.waitJetStream(ctx); err != nil {
 			return err
 		}
 	}
+	if n.disc != nil {
+		n.bg.Add(1)
+		go n.routeAdder()
+		n.disc.OnNew(func(netip.AddrPort) { n.wakeRouteAdder() })
+		n.wakeRouteAdder() // routes heard since the window closed
+	}
+	if clustered && !o.NoJetStream && o.LogReplicas >= 0 {
+		n.bg.Add(1)
+		go n.manageReplicas()
+	}
 	n.log.Info("bus node ready", "name", name, "client", n.ClientURL(), "cluster", n.ClusterURL(),
-		"jetstream", !o.NoJetStream, "data_dir", n.opts.DataDir)
+		"jetstream", !o.NoJetStream, "domain", n.opts.JetStreamDomain, "data_dir", n.opts.DataDir,
+		"routes", len(n.routes), "leaf", len(leafs) > 0)
+	return nil
+}
+
+// waitLeaf waits until the leafnode connection is up.
+func (n *Node) waitLeaf(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for n.srv.NumLeafNodes() == 0 {
+		if msg := n.fatal(); msg != "" {
+			return fmt.Errorf("%w: %s", ErrNotReady, msg)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: leafnode connection to %s not established: %v",
+				ErrNotReady, redactURLs(n.opts.LeafURLs), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// wakeRouteAdder asks the route adder to look for new routes.
+func (n *Node) wakeRouteAdder() {
+	select {
+	case n.addRoute <- struct{}{}:
+	default:
+	}
+}
+
+// routeAdder adds the routes discovery finds after the start to the
+// running server, with a configuration reload.
+func (n *Node) routeAdder() {
+	defer n.bg.Done()
+	for {
+		select {
+		case <-n.bgStop:
+			return
+		case <-n.addRoute:
+		}
+		if err := n.addDiscoveredRoutes(); err != nil {
+			n.log.Warn("discovery: adding routes failed", "err", err)
+		}
+	}
+}
+
+// addDiscoveredRoutes reloads the server with the discovered routes it
+// does not have yet.
+func (n *Node) addDiscoveredRoutes() error {
+	n.routesMu.Lock()
+	defer n.routesMu.Unlock()
+	have := map[string]bool{}
+	for _, u := range n.routes {
+		have[u.Host] = true
+	}
+	var add []*url.URL
+	for _, r := range n.disc.Routes() {
+		if have[r.String()] {
+			continue
+		}
+		u, _ := url.Parse(routeString(r))
+		add = append(add, n.opts.withRouteCreds(u))
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	nopts := n.sbase.Clone()
+	nopts.Routes = append(append([]*url.URL(nil), n.routes...), add...)
+	if err := n.srv.ReloadOptions(nopts); err != nil {
+		return err
+	}
+	n.routes = nopts.Routes
+	for _, u := range add {
+		n.log.Info("discovery: route added", "route", u.Redacted())
+	}
 	return nil
 }
 
@@ -259,14 +441,19 @@ func (n *Node) startExternal(ctx context.Context) error {
 		name = defaultName(-1)
 		n.opts.Name = name
 	}
-	opts := []nats.Option{nats.Name("peerbus:" + name), nats.MaxReconnects(-1),
-		nats.DrainTimeout(5 * time.Second), nats.Timeout(5 * time.Second)}
+	creds, err := n.opts.clientCreds()
+	if err != nil {
+		return err
+	}
+	n.inproc = creds
+	opts := append([]nats.Option{nats.Name("peerbus:" + name), nats.MaxReconnects(-1),
+		nats.DrainTimeout(5 * time.Second), nats.Timeout(5 * time.Second)}, creds...)
 	if dl, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(dl)))
 	}
 	nc, err := nats.Connect(n.opts.ExternalURL, opts...)
 	if err != nil {
-		return fmt.Errorf("%w: connect %s: %v", ErrNotReady, n.opts.ExternalURL, err)
+		return fmt.Errorf("%w: connect %s: %v", ErrNotReady, redactURLs([]string{n.opts.ExternalURL}), err)
 	}
 	n.nc = nc
 	js, err := jetstream.New(nc)
@@ -300,6 +487,15 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) teardown() {
+	if n.tornDown {
+		return
+	}
+	n.tornDown = true
+	n.stopOnce.Do(func() { close(n.bgStop) })
+	if n.disc != nil {
+		_ = n.disc.Close()
+	}
+	n.bg.Wait()
 	if n.nc != nil {
 		done := make(chan struct{})
 		n.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
@@ -340,7 +536,7 @@ func (n *Node) JetStream() (jetstream.JetStream, error) {
 // closes it.
 func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	n.mu.Lock()
-	srv, url, started, closed := n.srv, n.opts.ExternalURL, n.started, n.closed
+	srv, url, started, closed, creds := n.srv, n.opts.ExternalURL, n.started, n.closed, n.inproc
 	n.mu.Unlock()
 	switch {
 	case closed:
@@ -348,9 +544,9 @@ func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	case !started:
 		return nil, ErrNotStarted
 	case srv != nil:
-		return nats.Connect("", append([]nats.Option{nats.InProcessServer(srv)}, opts...)...)
+		return nats.Connect("", append(append([]nats.Option{nats.InProcessServer(srv)}, creds...), opts...)...)
 	default:
-		return nats.Connect(url, opts...)
+		return nats.Connect(url, append(creds, opts...)...)
 	}
 }
 
@@ -446,18 +642,58 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// defaultNodeName is defaultName, with the cluster address added when
+// the node has a cluster listener on a specific address other than
+// loopback: "<hostname>-<ip>-<port>". Machines (or network namespaces,
+// or cloned VMs) often share a hostname and the default port, but not
+// their address on the network the cluster uses.
+func defaultNodeName(port int, clusterHost string) string {
+	a, err := netip.ParseAddr(clusterHost)
+	if err != nil || a.IsLoopback() || a.IsUnspecified() {
+		return defaultName(port)
+	}
+	ip := nameSafe(a.Unmap().String())
+	if port > 0 {
+		return hostLabel() + "-" + ip + "-" + strconv.Itoa(port)
+	}
+	return defaultName(port) + "-" + ip
+}
+
 // defaultName builds "<hostname>-<port>", or "<hostname>-<random>" when
 // the port is chosen by the system.
 func defaultName(port int) string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		h = "peerbus"
-	}
-	h = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(h)
+	h := hostLabel()
 	if port > 0 {
 		return h + "-" + strconv.Itoa(port)
 	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return h + "-" + hex.EncodeToString(b[:])
+}
+
+// hostLabel is the hostname made usable in a node name.
+func hostLabel() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "peerbus"
+	}
+	return strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(h)
+}
+
+// redactURLs joins URLs for messages, hiding passwords.
+func redactURLs(list []string) string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		if u, err := url.Parse(s); err == nil && u.User != nil {
+			s = u.Redacted()
+		}
+		out[i] = s
+	}
+	return strings.Join(out, ",")
+}
+
+// mustGroup parses a group validate has accepted.
+func mustGroup(s string) netip.AddrPort {
+	g, _ := parseGroup(s)
+	return g
 }

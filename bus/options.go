@@ -27,6 +27,18 @@ const (
 	// DefaultReadyTimeout bounds how long Start waits for the embedded
 	// server and its JetStream to become ready.
 	DefaultReadyTimeout = 30 * time.Second
+	// DefaultDiscoveryGroup is the UDP multicast group and port of LAN
+	// discovery beacons (an administratively scoped IPv4 group, so
+	// beacons stay on the site).
+	DefaultDiscoveryGroup = "239.255.80.66:6230"
+	// DefaultDiscoveryWindow is how long a discovering node listens for
+	// beacons before it starts its server with the routes it found.
+	DefaultDiscoveryWindow = 2 * time.Second
+	// DefaultDiscoveryInterval is the interval of discovery beacons.
+	DefaultDiscoveryInterval = time.Second
+	// DefaultLogReplicas is the replica count the node keeps the event
+	// log at once its JetStream cluster has at least that many servers.
+	DefaultLogReplicas = 3
 )
 
 // Environment variables read by FromEnv. Flags of the CLI override them,
@@ -40,6 +52,30 @@ const (
 	EnvDataDir     = "PEERBUS_DATA_DIR"     // JetStream data directory
 	EnvNATSURL     = "PEERBUS_NATS_URL"     // external NATS URL (no embedded server)
 	EnvNoJetStream = "PEERBUS_NO_JETSTREAM" // "1"/"true" disables JetStream
+
+	EnvDiscover        = "PEERBUS_DISCOVER"         // "1"/"true": LAN discovery by multicast
+	EnvDiscoveryGroup  = "PEERBUS_DISCOVERY_GROUP"  // multicast group:port of beacons
+	EnvDiscoveryIface  = "PEERBUS_DISCOVERY_IFACE"  // interface of beacons
+	EnvDiscoveryWindow = "PEERBUS_DISCOVERY_WINDOW" // listening time before start (duration)
+	EnvLeaf            = "PEERBUS_LEAF"             // leafnode remote URL(s)
+	EnvJSDomain        = "PEERBUS_JS_DOMAIN"        // JetStream domain
+	EnvLogReplicas     = "PEERBUS_LOG_REPLICAS"     // replicas of the event log (0 auto, -1 unmanaged)
+
+	EnvAuthToken       = "PEERBUS_AUTH_TOKEN"       // client token
+	EnvUser            = "PEERBUS_USER"             // client user
+	EnvPassword        = "PEERBUS_PASSWORD"         // client password
+	EnvNKeysFile       = "PEERBUS_NKEYS_FILE"       // file of allowed user nkeys
+	EnvNKeySeed        = "PEERBUS_NKEY_SEED"        // nkey seed (or seed file) to connect with
+	EnvCreds           = "PEERBUS_CREDS"            // JWT credentials file to connect with
+	EnvTLSCert         = "PEERBUS_TLS_CERT"         // client port certificate (PEM file)
+	EnvTLSKey          = "PEERBUS_TLS_KEY"          // its key
+	EnvTLSCA           = "PEERBUS_TLS_CA"           // CA of client certificates and remote servers
+	EnvTLSVerify       = "PEERBUS_TLS_VERIFY"       // "1"/"true": clients need a certificate
+	EnvClusterUser     = "PEERBUS_CLUSTER_USER"     // route user
+	EnvClusterPassword = "PEERBUS_CLUSTER_PASSWORD" // route password
+	EnvClusterTLSCert  = "PEERBUS_CLUSTER_TLS_CERT" // route certificate (PEM file)
+	EnvClusterTLSKey   = "PEERBUS_CLUSTER_TLS_KEY"  // its key
+	EnvClusterTLSCA    = "PEERBUS_CLUSTER_TLS_CA"   // CA of route certificates (mutual TLS)
 )
 
 // Options configures a Node. Obtain a populated value with
@@ -83,6 +119,76 @@ type Options struct {
 	Logger *slog.Logger
 	// Debug enables the embedded server's debug log lines.
 	Debug bool
+
+	// Discover turns on zero-config LAN discovery: the node announces
+	// its cluster name and route URL with UDP multicast beacons and
+	// routes to the nodes of its cluster it hears (see discovery.go).
+	Discover bool
+	// DiscoveryGroup is the multicast group:port of the beacons.
+	// Default: DefaultDiscoveryGroup.
+	DiscoveryGroup string
+	// DiscoveryInterface names the interface beacons are sent and
+	// received on. Default: the interface of a specific cluster listen
+	// address, else the first up, multicast-capable, non-loopback
+	// interface with an IPv4 address.
+	DiscoveryInterface string
+	// DiscoveryWindow is how long the node listens for beacons before it
+	// starts its server with the routes it heard. Default:
+	// DefaultDiscoveryWindow.
+	DiscoveryWindow time.Duration
+	// DiscoveryInterval is the interval between beacons. Default:
+	// DefaultDiscoveryInterval.
+	DiscoveryInterval time.Duration
+
+	// LeafURLs make the embedded server a leafnode of an existing NATS
+	// deployment (nats-leaf://, nats://, tls:// URLs with optional
+	// user:password@). Without JetStreamDomain the node runs no
+	// JetStream of its own and its peers use the hub's.
+	LeafURLs []string
+	// JetStreamDomain is the JetStream domain of the embedded server.
+	// A leafnode with its own JetStream needs one, distinct from the
+	// hub's. Default: none.
+	JetStreamDomain string
+
+	// LogReplicas is the replica count the node keeps the event log
+	// (and the projection snapshots) at: 0 means automatic
+	// (DefaultLogReplicas once the JetStream cluster has that many
+	// servers, else 1; never lowered), a positive value is used as is
+	// (capped at the cluster size), -1 leaves the streams alone.
+	LogReplicas int
+
+	// Token is the token clients must present on the client port. It
+	// excludes User and NKeys.
+	Token string
+	// User and Password are the credentials clients must present.
+	User, Password string
+	// NKeys are public user nkeys ("U...") allowed on the client port;
+	// NKeysFile adds the ones in a file (one per line, # comments).
+	NKeys     []string
+	NKeysFile string
+	// NKeySeed is the nkey seed ("SU...", or a file holding it) the node
+	// connects with in external mode and on its leafnode connection.
+	NKeySeed string
+	// CredsFile is a JWT credentials file the node connects with in
+	// external mode and on its leafnode connection.
+	CredsFile string
+	// TLSCert and TLSKey are PEM files of the client port's certificate
+	// (and, in external mode, the node's client certificate).
+	TLSCert, TLSKey string
+	// TLSCA is a PEM file of the CA that signs client certificates (with
+	// TLSVerify) and the certificates of remote servers (external mode,
+	// leafnode).
+	TLSCA string
+	// TLSVerify makes the client port require a client certificate
+	// signed by TLSCA (mutual TLS).
+	TLSVerify bool
+	// ClusterUser and ClusterPassword are the credentials routes must
+	// present; the node presents them on the routes it opens.
+	ClusterUser, ClusterPassword string
+	// ClusterTLSCert, ClusterTLSKey and ClusterTLSCA turn on mutual TLS
+	// on routes: each side presents its certificate and verifies the
+	// other's against the CA.
+	ClusterTLSCert, ClusterTLSKey, ClusterTLSCA string
 }
 
 // Option changes Options; see the With* functions.
@@ -94,6 +200,11 @@ func DefaultOptions() Options {
 		Listen:       DefaultListen,
 		ClusterName:  DefaultClusterName,
 		ReadyTimeout: DefaultReadyTimeout,
+		// Discovery defaults are filled in even with discovery off, so
+		// that turning it on needs no other option.
+		DiscoveryGroup:    DefaultDiscoveryGroup,
+		DiscoveryWindow:   DefaultDiscoveryWindow,
+		DiscoveryInterval: DefaultDiscoveryInterval,
 	}
 }
 
@@ -158,6 +269,88 @@ func WithReadyTimeout(d time.Duration) Option {
 	return func(o *Options) error { o.ReadyTimeout = d; return nil }
 }
 
+// WithDiscovery turns on LAN discovery by multicast beacons (see
+// Options.Discover).
+func WithDiscovery() Option {
+	return func(o *Options) error { o.Discover = true; return nil }
+}
+
+// WithDiscoveryGroup sets the multicast group:port of discovery beacons
+// and the interface they use ("" picks one).
+func WithDiscoveryGroup(group, iface string) Option {
+	return func(o *Options) error { o.DiscoveryGroup, o.DiscoveryInterface = group, iface; return nil }
+}
+
+// WithDiscoveryWindow sets how long a discovering node listens before it
+// starts, and the beacon interval (zero keeps a default).
+func WithDiscoveryWindow(window, interval time.Duration) Option {
+	return func(o *Options) error {
+		if window > 0 {
+			o.DiscoveryWindow = window
+		}
+		if interval > 0 {
+			o.DiscoveryInterval = interval
+		}
+		return nil
+	}
+}
+
+// WithLeaf makes the embedded server a leafnode of the NATS deployment at
+// urls (see Options.LeafURLs).
+func WithLeaf(urls ...string) Option {
+	return func(o *Options) error { o.LeafURLs = append(o.LeafURLs, urls...); return nil }
+}
+
+// WithJetStreamDomain sets the embedded server's JetStream domain.
+func WithJetStreamDomain(domain string) Option {
+	return func(o *Options) error { o.JetStreamDomain = domain; return nil }
+}
+
+// WithLogReplicas sets Options.LogReplicas (0 automatic, -1 unmanaged).
+func WithLogReplicas(n int) Option {
+	return func(o *Options) error { o.LogReplicas = n; return nil }
+}
+
+// WithToken requires clients to present token.
+func WithToken(token string) Option {
+	return func(o *Options) error { o.Token = token; return nil }
+}
+
+// WithUser requires clients to present user and password.
+func WithUser(user, password string) Option {
+	return func(o *Options) error { o.User, o.Password = user, password; return nil }
+}
+
+// WithNKeys allows clients with these public user nkeys.
+func WithNKeys(keys ...string) Option {
+	return func(o *Options) error { o.NKeys = append(o.NKeys, keys...); return nil }
+}
+
+// WithTLS serves the client port with TLS using the PEM files cert and
+// key. A non-empty ca verifies client certificates when verify is set,
+// and remote servers in external and leafnode mode.
+func WithTLS(cert, key, ca string, verify bool) Option {
+	return func(o *Options) error {
+		o.TLSCert, o.TLSKey, o.TLSCA, o.TLSVerify = cert, key, ca, verify
+		return nil
+	}
+}
+
+// WithClusterAuth requires routes to present user and password, and
+// presents them on the node's own routes.
+func WithClusterAuth(user, password string) Option {
+	return func(o *Options) error { o.ClusterUser, o.ClusterPassword = user, password; return nil }
+}
+
+// WithClusterTLS turns on mutual TLS on routes with the PEM files cert,
+// key and ca.
+func WithClusterTLS(cert, key, ca string) Option {
+	return func(o *Options) error {
+		o.ClusterTLSCert, o.ClusterTLSKey, o.ClusterTLSCA = cert, key, ca
+		return nil
+	}
+}
+
 // WithOptions replaces all options with opts.
 func WithOptions(opts Options) Option {
 	return func(o *Options) error { *o = opts; return nil }
@@ -192,12 +385,51 @@ func (o *Options) ApplyEnv(lookup func(string) (string, bool)) error {
 	if v, ok := lookup(EnvNATSURL); ok && v != "" {
 		o.ExternalURL = v
 	}
-	if v, ok := lookup(EnvNoJetStream); ok && v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("%w: %s=%q is not a boolean", ErrInvalidOption, EnvNoJetStream, v)
+	for _, b := range []struct {
+		env string
+		dst *bool
+	}{{EnvNoJetStream, &o.NoJetStream}, {EnvDiscover, &o.Discover}, {EnvTLSVerify, &o.TLSVerify}} {
+		if v, ok := lookup(b.env); ok && v != "" {
+			x, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%w: %s=%q is not a boolean", ErrInvalidOption, b.env, v)
+			}
+			*b.dst = x
 		}
-		o.NoJetStream = b
+	}
+	for _, s := range []struct {
+		env string
+		dst *string
+	}{
+		{EnvDiscoveryGroup, &o.DiscoveryGroup}, {EnvDiscoveryIface, &o.DiscoveryInterface},
+		{EnvJSDomain, &o.JetStreamDomain},
+		{EnvAuthToken, &o.Token}, {EnvUser, &o.User}, {EnvPassword, &o.Password},
+		{EnvNKeysFile, &o.NKeysFile}, {EnvNKeySeed, &o.NKeySeed}, {EnvCreds, &o.CredsFile},
+		{EnvTLSCert, &o.TLSCert}, {EnvTLSKey, &o.TLSKey}, {EnvTLSCA, &o.TLSCA},
+		{EnvClusterUser, &o.ClusterUser}, {EnvClusterPassword, &o.ClusterPassword},
+		{EnvClusterTLSCert, &o.ClusterTLSCert}, {EnvClusterTLSKey, &o.ClusterTLSKey},
+		{EnvClusterTLSCA, &o.ClusterTLSCA},
+	} {
+		if v, ok := lookup(s.env); ok && v != "" {
+			*s.dst = v
+		}
+	}
+	if v, ok := lookup(EnvLeaf); ok && v != "" {
+		o.LeafURLs = SplitList(v)
+	}
+	if v, ok := lookup(EnvDiscoveryWindow); ok && v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%w: %s=%q is not a positive duration", ErrInvalidOption, EnvDiscoveryWindow, v)
+		}
+		o.DiscoveryWindow = d
+	}
+	if v, ok := lookup(EnvLogReplicas); ok && v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%w: %s=%q is not an integer", ErrInvalidOption, EnvLogReplicas, v)
+		}
+		o.LogReplicas = n
 	}
 	return nil
 }
@@ -259,7 +491,10 @@ func (o *Options) validate() error {
 		o.ReadyTimeout = DefaultReadyTimeout
 	}
 	if o.ExternalURL != "" {
-		return nil
+		if o.Discover || len(o.LeafURLs) > 0 {
+			return fmt.Errorf("%w: discovery and leafnode need an embedded server, not an external NATS URL", ErrInvalidOption)
+		}
+		return o.validateClientCreds()
 	}
 	if o.Listen == "" {
 		o.Listen = DefaultListen
@@ -284,5 +519,28 @@ func (o *Options) validate() error {
 	if o.Name != "" && strings.ContainsAny(o.Name, " \t.*>") {
 		return fmt.Errorf("%w: node name %q must not contain spaces, '.', '*' or '>'", ErrInvalidOption, o.Name)
 	}
-	return nil
+	if o.DiscoveryWindow <= 0 {
+		o.DiscoveryWindow = DefaultDiscoveryWindow
+	}
+	if o.DiscoveryInterval <= 0 {
+		o.DiscoveryInterval = DefaultDiscoveryInterval
+	}
+	if o.DiscoveryGroup == "" {
+		o.DiscoveryGroup = DefaultDiscoveryGroup
+	}
+	if o.Discover {
+		if _, err := parseGroup(o.DiscoveryGroup); err != nil {
+			return err
+		}
+	}
+	if _, err := leafURLs(o.LeafURLs); err != nil {
+		return err
+	}
+	if o.JetStreamDomain != "" && strings.ContainsAny(o.JetStreamDomain, " \t.*>") {
+		return fmt.Errorf("%w: JetStream domain %q", ErrInvalidOption, o.JetStreamDomain)
+	}
+	if o.LogReplicas < -1 || o.LogReplicas > 5 {
+		return fmt.Errorf("%w: log replicas %d (want -1 to 5)", ErrInvalidOption, o.LogReplicas)
+	}
+	return o.validateSecurity()
 }

@@ -1,0 +1,174 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/peer"
+)
+
+// callWhere calls tag "where" on peer to from peer from, retrying while
+// interest spreads over the routes.
+func callWhere(ctx context.Context, t *testing.T, from *peer.Peer, to string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := from.Call(ctx, "where", []byte("null"), peer.OnPeer(to), peer.Timeout(2*time.Second))
+		if err == nil {
+			var s string
+			if err := json.Unmarshal(out, &s); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("call to %s: %v", to, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitReplicas waits until the event log has n replicas, all current.
+func waitReplicas(ctx context.Context, t *testing.T, js jetstream.JetStream, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for time.Now().Before(deadline) {
+		s, err := js.Stream(ctx, peer.LogStream)
+		if err == nil {
+			info := s.CachedInfo()
+			ok := info.Config.Replicas == n && info.Cluster != nil && len(info.Cluster.Replicas) == n-1
+			if ok {
+				for _, r := range info.Cluster.Replicas {
+					ok = ok && r.Current
+				}
+			}
+			if ok {
+				return
+			}
+			last = fmt.Sprintf("replicas %d, cluster %+v", info.Config.Replicas, info.Cluster)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("event log not at %d current replicas within %v: %s", n, within, last)
+}
+
+// TestThreeNodesReplicatedLog starts three clustered nodes with a peer on
+// each, checks that the event log becomes R3 by itself, shuts one node
+// down, and checks that calls, emits and replays go on without it.
+func TestThreeNodesReplicatedLog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	start := time.Now()
+	nodes, err := bus.StartLocalCluster(ctx, 3, t.TempDir(), "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("3-node cluster ready in %v", time.Since(start).Round(time.Millisecond))
+	for _, n := range nodes {
+		t.Cleanup(func() { _ = n.Close() })
+	}
+	// Start returns only once the meta group has a leader and the node
+	// is current.
+	for _, n := range nodes {
+		if !n.Server().JetStreamIsCurrent() {
+			t.Errorf("%s: JetStream not current after Start", n.Name())
+		}
+		jsz, err := n.Server().Jsz(nil)
+		if err != nil || jsz.Meta == nil || jsz.Meta.Leader == "" {
+			t.Errorf("%s: no meta leader after Start: %+v %v", n.Name(), jsz.Meta, err)
+		}
+		if got := n.LogReplicas(); got != 3 {
+			t.Errorf("%s: LogReplicas = %d, want 3", n.Name(), got)
+		}
+	}
+
+	peers := make([]*peer.Peer, 3)
+	for i, n := range nodes {
+		p, err := peer.New(n.Conn(), peer.WithName(n.Name()), peer.WithPresence(200*time.Millisecond, time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Close() })
+		peers[i] = p
+		name := n.Name()
+		if _, err := peer.Register(p, "where", func(context.Context, struct{}) (string, error) { return name, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for from := range peers {
+		for to := range peers {
+			if got := callWhere(ctx, t, peers[from], peers[to].ID()); got != nodes[to].Name() {
+				t.Errorf("call %d->%d ran on %q", from, to, got)
+			}
+		}
+	}
+
+	// The first emit creates the log with one replica (the peer's
+	// default); the meta leader's node raises it to three.
+	emit := func(p *peer.Peer, i int) {
+		t.Helper()
+		if _, err := p.Emit(ctx, "test.n", i); err != nil {
+			t.Fatalf("emit %d: %v", i, err)
+		}
+	}
+	for i := range 5 {
+		emit(peers[i%3], i)
+	}
+	js, err := nodes[0].JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3 := time.Now()
+	waitReplicas(ctx, t, js, 3, 20*time.Second)
+	t.Logf("event log at R3 %v after the first emits", time.Since(r3).Round(time.Millisecond))
+	for i := 5; i < 10; i++ {
+		emit(peers[i%3], i)
+	}
+
+	// One node (and its peer) goes away.
+	if err := peers[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	for i := 10; i < 20; i++ {
+		emit(peers[i%2], i)
+	}
+	t.Logf("10 events accepted by the remaining two nodes in %v", time.Since(down).Round(time.Millisecond))
+	if got := callWhere(ctx, t, peers[0], peers[1].ID()); got != nodes[1].Name() {
+		t.Errorf("call 0->1 after the shutdown ran on %q", got)
+	}
+	// Both remaining nodes replay all twenty events, in order.
+	for i, p := range peers[:2] {
+		var got []int
+		for e, err := range p.Replay(ctx, "test.>", peer.FromStart()) {
+			if err != nil {
+				t.Fatalf("replay on %d: %v", i, err)
+			}
+			var v int
+			if err := e.Decode(&v); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, v)
+		}
+		if len(got) != 20 {
+			t.Fatalf("replay on node %d: %d events %v, want 20", i, len(got), got)
+		}
+		for j, v := range got {
+			if v != j {
+				t.Fatalf("replay on node %d: event %d is %d: %v", i, j, v, got)
+			}
+		}
+	}
+}
