@@ -2,8 +2,10 @@ package peer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,8 +88,6 @@ func (p *Peer) Emit(ctx context.Context, name string, v any, opts ...EmitOption)
 	if err != nil {
 		return EventAck{}, err
 	}
-	ctx, cancel := p.callContext(ctx, callConfig{})
-	defer cancel()
 	pa, err := p.evlog.publish(ctx, m)
 	if err != nil {
 		return EventAck{}, fmt.Errorf("peer: emit %q: %w", name, err)
@@ -130,7 +130,7 @@ func (p *Peer) eventMsg(persist bool, name string, v any, opts []EmitOption) (*n
 	if p.isClosed() {
 		return nil, EventAck{}, ErrClosed
 	}
-	if err := ValidateEventName(name, false); err != nil {
+	if err := p.evlog.validName(name); err != nil {
 		return nil, EventAck{}, err
 	}
 	var ec emitConfig
@@ -145,25 +145,86 @@ func (p *Peer) eventMsg(persist bool, name string, v any, opts []EmitOption) (*n
 		return nil, EventAck{}, fmt.Errorf("peer: encode event %q: %w", name, err)
 	}
 	if ec.id == "" {
-		ec.id = uuid.NewString()
+		ec.id = newEventID()
 	}
 	ack := EventAck{ID: ec.id, Time: time.Now().UTC()}
-	var m *nats.Msg
+	// One backing array for the header values; the id slice is shared
+	// by the two id headers (nothing writes to them).
+	vals := [...]string{ack.ID, formatTime(ack.Time), p.opts.Codec.Name()}
+	m := &nats.Msg{Data: data, Header: make(nats.Header, 4)}
 	if persist {
-		m = &nats.Msg{Subject: EventSubject(p.opts.Group, p.id, name), Header: make(nats.Header, 4)}
-		m.Header[HeaderMsgID] = []string{ack.ID}
+		m.Subject = EventSubject(p.opts.Group, p.id, name)
+		m.Header[HeaderMsgID] = vals[0:1:1]
 	} else {
-		m = &nats.Msg{Subject: TransientSubject(p.opts.Group, p.id, name), Header: make(nats.Header, 3)}
+		m.Subject = TransientSubject(p.opts.Group, p.id, name)
 	}
-	m.Header[HeaderEventID] = []string{ack.ID}
-	m.Header[HeaderTime] = []string{ack.Time.Format(time.RFC3339Nano)}
-	m.Header[HeaderCodec] = []string{p.opts.Codec.Name()}
-	if len(data) > p.maxData(m.Header)-len(m.Subject) {
+	m.Header[HeaderEventID] = vals[0:1:1]
+	m.Header[HeaderTime] = vals[1:2:2]
+	m.Header[HeaderCodec] = vals[2:3:3]
+	hdr := 16 + 3*4 + len(HeaderEventID) + len(HeaderTime) + len(HeaderCodec) + len(vals[0]) + len(vals[1]) + len(vals[2])
+	if persist {
+		hdr += 4 + len(HeaderMsgID) + len(vals[0])
+	}
+	if len(data) > int(p.nc.MaxPayload())-hdr-len(m.Subject) {
 		return nil, EventAck{}, fmt.Errorf("%w: event of %d bytes exceeds the bus max payload of %d bytes",
 			ErrPayloadTooLarge, len(data), p.nc.MaxPayload())
 	}
-	m.Data = data
 	return m, ack, nil
+}
+
+// formatTime formats t in UTC as RFC 3339 with nanoseconds, trailing
+// zeros of the fraction removed (time.RFC3339Nano), without the cost of
+// the general formatter.
+func formatTime(t time.Time) string {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.Format(time.RFC3339Nano)
+	}
+	h, mi, s := t.Clock()
+	ns := t.Nanosecond()
+	var b [30]byte
+	put := func(i, v, w int) {
+		for j := i + w - 1; j >= i; j-- {
+			b[j] = byte('0' + v%10)
+			v /= 10
+		}
+	}
+	put(0, y, 4)
+	b[4] = '-'
+	put(5, int(mo), 2)
+	b[7] = '-'
+	put(8, d, 2)
+	b[10] = 'T'
+	put(11, h, 2)
+	b[13] = ':'
+	put(14, mi, 2)
+	b[16] = ':'
+	put(17, s, 2)
+	n := 19
+	if ns != 0 {
+		b[19] = '.'
+		put(20, ns, 9)
+		n = 29
+		for b[n-1] == '0' {
+			n--
+		}
+	}
+	b[n] = 'Z'
+	return string(b[:n+1])
+}
+
+// newEventID returns a random (version 4) uuid. Its bits come from the
+// runtime's ChaCha8 generator, seeded by the system: ids are unique and
+// unpredictable, and much cheaper than reading the system's generator
+// for every event.
+func newEventID() string {
+	var u uuid.UUID
+	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
+	return u.String()
 }
 
 // ParseEvent decodes a persisted event message (subject, headers,

@@ -172,6 +172,8 @@ type eventLog struct {
 
 	mu     sync.Mutex                    // serialises ensure
 	stream atomic.Pointer[streamRef]     // set once the stream is known
+	names  sync.Map                      // event names known to be valid
+	nnames atomic.Int32                  // entries in names (bounded)
 	kvMu   sync.Mutex                    // serialises bucket lookups
 	kvs    map[string]jetstream.KeyValue // snapshot buckets by name
 }
@@ -189,6 +191,23 @@ func newEventLog(p *Peer) *eventLog {
 		panic(fmt.Sprintf("peer: jetstream: %v", err))
 	}
 	return &eventLog{p: p, cfg: p.opts.Log, js: js, kvs: make(map[string]jetstream.KeyValue)}
+}
+
+// maxNames bounds the cache of valid event names.
+const maxNames = 4096
+
+// validName checks an event name, remembering valid ones.
+func (l *eventLog) validName(name string) error {
+	if _, ok := l.names.Load(name); ok {
+		return nil
+	}
+	if err := ValidateEventName(name, false); err != nil {
+		return err
+	}
+	if l.nnames.Add(1) <= maxNames {
+		l.names.Store(name, struct{}{})
+	}
+	return nil
 }
 
 // close fails pending async emits and releases the async ack
@@ -338,8 +357,26 @@ func (l *eventLog) retry(ctx context.Context, op func(ctx context.Context) error
 	}
 }
 
-// publish stores m in the log and returns the stream's ack.
+// publish stores m in the log and returns the stream's ack. Once the
+// stream is known, the first attempt goes straight to it; the retry
+// loop (bounded by ctx and CallTimeout) only runs when it fails.
 func (l *eventLog) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+	start := time.Now()
+	if l.stream.Load() != nil {
+		actx, cancel := attemptContext(ctx)
+		pa, err := l.js.PublishMsg(actx, m)
+		cancel()
+		if err == nil {
+			return pa, nil
+		}
+		if kind, mapped := classify(err); kind == errFatal && ctx.Err() == nil {
+			return nil, mapped
+		} else if kind == errNoStream {
+			l.forget()
+		}
+	}
+	ctx, cancel := context.WithDeadline(ctx, start.Add(l.p.opts.CallTimeout))
+	defer cancel()
 	var pa *jetstream.PubAck
 	err := l.retry(ctx, func(ctx context.Context) error {
 		if _, err := l.ensure(ctx); err != nil {
@@ -350,6 +387,15 @@ func (l *eventLog) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck,
 		return err
 	})
 	return pa, err
+}
+
+// attemptContext bounds one attempt by emitAttemptTimeout, reusing ctx
+// when its deadline is nearer.
+func attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= emitAttemptTimeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, emitAttemptTimeout)
 }
 
 // storedTime returns the time header of the stored event seq (used for
@@ -393,15 +439,28 @@ func (f *EmitFuture) Wait(ctx context.Context) (EventAck, error) {
 	if f.done {
 		return f.ack, f.err
 	}
-	ctx, cancel := f.p.callContext(ctx, callConfig{})
-	defer cancel()
 	var pa *jetstream.PubAck
 	var err error
+	ok := f.paf.Ok()
 	select {
-	case pa = <-f.paf.Ok():
-	case err = <-f.paf.Err():
-	case <-ctx.Done():
-		return EventAck{}, fmt.Errorf("peer: emit %q: %w: no ack from the event log: %w", f.name, ErrTimeout, ctx.Err())
+	case pa = <-ok: // the usual case once acks came back: no more work
+	default:
+		errc := f.paf.Err()
+		select {
+		case pa = <-ok:
+		case err = <-errc:
+		default:
+			// Not acknowledged yet: wait, within ctx and CallTimeout.
+			var cancel context.CancelFunc
+			ctx, cancel = f.p.callContext(ctx, callConfig{})
+			defer cancel()
+			select {
+			case pa = <-ok:
+			case err = <-errc:
+			case <-ctx.Done():
+				return EventAck{}, fmt.Errorf("peer: emit %q: %w: no ack from the event log: %w", f.name, ErrTimeout, ctx.Err())
+			}
+		}
 	}
 	if err != nil {
 		if kind, mapped := classify(err); kind == errFatal {
@@ -445,9 +504,18 @@ func (p *Peer) EmitAsync(ctx context.Context, name string, v any, opts ...EmitOp
 	if err != nil {
 		return nil, err
 	}
+	f := &EmitFuture{p: p, name: name, m: m, ack: ack}
+	if p.evlog.stream.Load() != nil {
+		// Fast path: the stream is known; room is left for this emit.
+		if f.paf, err = p.evlog.js.PublishMsgAsync(m); err == nil {
+			return f, nil
+		}
+		if kind, mapped := classify(err); kind == errFatal {
+			return nil, fmt.Errorf("peer: emit %q: %w", name, mapped)
+		}
+	}
 	ctx, cancel := p.callContext(ctx, callConfig{})
 	defer cancel()
-	f := &EmitFuture{p: p, name: name, m: m, ack: ack}
 	err = p.evlog.retry(ctx, func(ctx context.Context) error {
 		if _, err := p.evlog.ensure(ctx); err != nil {
 			return err

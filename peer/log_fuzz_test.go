@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -90,6 +91,23 @@ func FuzzProjectionSnapshot(f *testing.F) {
 		if err != nil || again.Seq != d.Seq || again.Name != d.Name || again.Codec != d.Codec ||
 			string(again.stateBytes()) != string(d.stateBytes()) {
 			t.Fatalf("round trip: %+v %v, want %+v", again, err, d)
+		}
+	})
+}
+
+// FuzzLogTimeFormat checks the event time formatter against the
+// standard library's RFC 3339 formatting.
+func FuzzLogTimeFormat(f *testing.F) {
+	f.Add(int64(1763711430), int64(123456789))
+	f.Add(int64(0), int64(0))
+	f.Add(int64(1763711430), int64(100000000))
+	f.Add(int64(-62135596800), int64(1))
+	f.Add(int64(253402300799), int64(999999999))
+	f.Add(int64(253402300800), int64(0))
+	f.Fuzz(func(t *testing.T, sec, nsec int64) {
+		tm := time.Unix(sec, nsec)
+		if got, want := formatTime(tm), tm.UTC().Format(time.RFC3339Nano); got != want {
+			t.Fatalf("formatTime(%d, %d) = %q, want %q", sec, nsec, got, want)
 		}
 	})
 }
