@@ -131,10 +131,14 @@ func (b *Beacon) UnmarshalBinary(data []byte) error {
 	if !ok {
 		return fmt.Errorf("%w: address of %d bytes", ErrBeacon, len(ipb))
 	}
+	if ip.Is4In6() {
+		// IPv4 travels in 4 bytes; one encoding per beacon.
+		return fmt.Errorf("%w: IPv4-mapped address", ErrBeacon)
+	}
 	nb := Beacon{
 		Cluster: string(cluster),
 		Name:    string(name),
-		Route:   netip.AddrPortFrom(ip.Unmap(), binary.BigEndian.Uint16(rest)),
+		Route:   netip.AddrPortFrom(ip, binary.BigEndian.Uint16(rest)),
 	}
 	if err := checkBeaconName(nb.Cluster); err != nil {
 		return fmt.Errorf("%w: cluster: %v", ErrBeacon, err)

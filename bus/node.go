@@ -218,7 +218,7 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 			}
 			n.log.Info("discovery: window over", "found", len(found))
 		}
-		if !o.NoJetStream || len(routes) == 0 {
+		if !o.NoJetStream {
 			// A node routes to itself too: the server skips the self
 			// route, clustered JetStream accepts a first (seed) node,
 			// and the expected cluster size counts this node.

@@ -119,6 +119,10 @@ func (o *Options) secureServer(s *server.Options) ([]nats.Option, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: route TLS: %v", ErrAuth, err)
 		}
+		// A node is the client of the routes it opens: it verifies the
+		// other side against the same CA (as nats-server's own
+		// configuration file parser does for cluster TLS).
+		tc.RootCAs = tc.ClientCAs
 		s.Cluster.TLSConfig = tc
 		s.Cluster.TLSTimeout = 5
 	}
