@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -705,3 +706,141 @@ func TestLogOnClusteredNodes(t *testing.T) {
 		t.Fatalf("durable: %v", ns)
 	}
 }
+
+func TestLogEmitThroughLeaderChange(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes, err := bus.StartLocalCluster(ctx, 3, t.TempDir(), "lc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	})
+	cfg := peer.WithEventLog(peer.LogConfig{Replicas: 3})
+	a := newPeer(t, nodes[0], cfg)
+	b := newPeer(t, nodes[1], cfg)
+	before, err := a.LogInfo(ctx)
+	if err != nil || before.Replicas != 3 || before.Leader == "" {
+		t.Fatalf("log: %+v %v", before, err)
+	}
+	const perPeer = 150
+	acks := make([][]peer.EventAck, 2)
+	errs := make(chan error, 2)
+	stepdown := make(chan struct{})
+	for i, p := range []*peer.Peer{a, b} {
+		go func() {
+			for j := range perPeer {
+				if i == 0 && j == perPeer/3 {
+					close(stepdown)
+				}
+				ack, err := p.Emit(ctx, "tick", num{j})
+				if err != nil {
+					errs <- fmt.Errorf("peer %d emit %d: %w", i, j, err)
+					return
+				}
+				acks[i] = append(acks[i], ack)
+			}
+			errs <- nil
+		}()
+	}
+	<-stepdown
+	// Move the stream's leadership while both peers emit.
+	if _, err := nodes[2].Conn().Request("$JS.API.STREAM.LEADER.STEPDOWN."+peer.LogStream, nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := a.LogInfo(ctx)
+	if err != nil || after.Events != 2*perPeer || after.Leader == before.Leader {
+		t.Fatalf("log after: %+v %v (leader before %s)", after, err, before.Leader)
+	}
+	// Every acknowledged event is there once, each peer's in its order.
+	evs := replayAll(t, b, "tick")
+	byID := map[string]peer.Event{}
+	for _, e := range evs {
+		if _, dup := byID[e.ID]; dup {
+			t.Fatalf("event %s stored twice", e.ID)
+		}
+		byID[e.ID] = e
+	}
+	for i, p := range []*peer.Peer{a, b} {
+		var last uint64
+		for j, ack := range acks[i] {
+			e, ok := byID[ack.ID]
+			if !ok || e.Seq != ack.Seq || e.Peer != p.ID() || e.Seq <= last {
+				t.Fatalf("peer %d event %d: %+v (ack %+v)", i, j, e, ack)
+			}
+			last = e.Seq
+		}
+	}
+}
+
+func TestLogEmitAcrossLeaderNodeShutdown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes, err := bus.StartLocalCluster(ctx, 3, t.TempDir(), "ll")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	})
+	cfg := peer.WithEventLog(peer.LogConfig{Replicas: 3})
+	probe := newPeer(t, nodes[0], cfg)
+	info, err := probe.LogInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim *bus.Node
+	var others []*bus.Node
+	for _, n := range nodes {
+		if n.Name() == info.Leader {
+			victim = n
+		} else {
+			others = append(others, n)
+		}
+	}
+	if victim == nil {
+		t.Fatalf("leader %q is none of the nodes", info.Leader)
+	}
+	var retries atomic.Int64
+	lg := slog.New(countHandler{&retries})
+	p := newPeer(t, others[0], cfg, peer.WithLogger(lg), peer.WithCallTimeout(30*time.Second))
+	acks := emitN(t, p, "tick", 0, 20)
+	// The stream leader's node stops (no drain): the two others elect a
+	// new leader; emits meanwhile are retried until it answers.
+	victim.Server().Shutdown()
+	acks = append(acks, emitN(t, p, "tick", 20, 20)...)
+	t.Logf("%d emit retries while the leader changed", retries.Load())
+	q := newPeer(t, others[1])
+	evs := replayAll(t, q, "tick")
+	if got := nums(t, evs); !slices.Equal(got, seqRange(0, 39)) {
+		t.Fatalf("events after leader loss: %v", got)
+	}
+	for i, e := range evs {
+		if e.ID != acks[i].ID || e.Seq != acks[i].Seq {
+			t.Fatalf("event %d: %+v, ack %+v", i, e, acks[i])
+		}
+	}
+}
+
+// countHandler counts the event log's retry log lines.
+type countHandler struct{ n *atomic.Int64 }
+
+func (h countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "retrying") {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countHandler) WithGroup(string) slog.Handler      { return h }
