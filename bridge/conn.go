@@ -1,0 +1,271 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Attempt is the record of one strategy tried by Dial.
+type Attempt struct {
+	// Strategy is the strategy.
+	Strategy Strategy
+	// Duration is how long it ran.
+	Duration time.Duration
+	// Skipped says why the strategy was not tried ("" if it was).
+	Skipped string
+	// Err is why it failed (nil for the one that worked or a skipped one).
+	Err error
+}
+
+// String describes the attempt, e.g. "direct: failed after 2s: ...".
+func (a Attempt) String() string {
+	switch {
+	case a.Skipped != "":
+		return fmt.Sprintf("%s: skipped: %s", a.Strategy, a.Skipped)
+	case a.Err != nil:
+		return fmt.Sprintf("%s: failed after %v: %v", a.Strategy, a.Duration.Round(time.Millisecond), a.Err)
+	}
+	return fmt.Sprintf("%s: connected in %v", a.Strategy, a.Duration.Round(time.Millisecond))
+}
+
+// DialResult tells how a connection was made.
+type DialResult struct {
+	// Peer is the id of the exposing peer (useful when dialing any).
+	Peer string
+	// Service is the service name; Proto "tcp" or "udp".
+	Service string
+	Proto   string
+	// Session is the session id (it names the session's bus subjects).
+	Session string
+	// Path is the strategy that connected.
+	Path Strategy
+	// Local and Remote are the raw path's addresses (invalid for Relay).
+	Local, Remote netip.AddrPort
+	// Attempts lists the strategies in the order they were considered.
+	Attempts []Attempt
+	// Open is how long the open call took; Setup the whole dial.
+	Open, Setup time.Duration
+	// LocalNAT and RemoteNAT are the NAT information the sides exchanged
+	// (nil without STUN).
+	LocalNAT, RemoteNAT *NATInfo
+}
+
+// Conn is a stream connection to a TCP service on another peer, made by
+// Dial: a raw TCP connection (direct, reverse or hole-punched) or a
+// stream relayed over the bus. It implements net.Conn; CloseWrite
+// half-closes it.
+type Conn struct {
+	c   net.Conn // *net.TCPConn or *relay
+	res DialResult
+}
+
+// Read reads from the service.
+func (c *Conn) Read(b []byte) (int, error) { return c.c.Read(b) }
+
+// Write writes to the service. Over the relay it waits for credit from
+// the other side, so it blocks while the other side does not read.
+func (c *Conn) Write(b []byte) (int, error) { return c.c.Write(b) }
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// CloseWrite half-closes the connection: the service reads EOF, while
+// this side can go on reading its answer.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.c.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("%w: no half-close on this path", ErrProtocol)
+}
+
+// LocalAddr returns the local address: a *net.TCPAddr on a raw path, an
+// Addr on the relay.
+func (c *Conn) LocalAddr() net.Addr { return c.c.LocalAddr() }
+
+// RemoteAddr returns the remote address: a *net.TCPAddr on a raw path,
+// an Addr on the relay.
+func (c *Conn) RemoteAddr() net.Addr { return c.c.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines.
+func (c *Conn) SetDeadline(t time.Time) error { return c.c.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.c.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
+
+// Path returns the strategy that connected.
+func (c *Conn) Path() Strategy { return c.res.Path }
+
+// Result returns how the connection was made.
+func (c *Conn) Result() DialResult { return c.res }
+
+var _ net.Conn = (*Conn)(nil)
+
+// PacketConn is a datagram connection to a UDP service on another peer,
+// made by DialPacket: a raw UDP path (direct, reverse or hole-punched)
+// or datagrams relayed over the bus. It implements net.Conn with
+// datagram semantics, like a connected UDP socket: each Write sends one
+// datagram, each Read returns one (truncated to the buffer). Datagrams
+// may be lost, as over UDP.
+type PacketConn struct {
+	c   net.Conn // *udpPath or *relay
+	res DialResult
+}
+
+// Read reads one datagram from the service.
+func (c *PacketConn) Read(b []byte) (int, error) { return c.c.Read(b) }
+
+// Write sends b as one datagram to the service.
+func (c *PacketConn) Write(b []byte) (int, error) { return c.c.Write(b) }
+
+// Close closes the connection and tells the exposer to end the session.
+func (c *PacketConn) Close() error { return c.c.Close() }
+
+// LocalAddr returns the local address: a *net.UDPAddr on a raw path, an
+// Addr on the relay.
+func (c *PacketConn) LocalAddr() net.Addr { return c.c.LocalAddr() }
+
+// RemoteAddr returns the remote address: a *net.UDPAddr on a raw path,
+// an Addr on the relay.
+func (c *PacketConn) RemoteAddr() net.Addr { return c.c.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines.
+func (c *PacketConn) SetDeadline(t time.Time) error { return c.c.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline.
+func (c *PacketConn) SetReadDeadline(t time.Time) error { return c.c.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline.
+func (c *PacketConn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
+
+// Path returns the strategy that connected.
+func (c *PacketConn) Path() Strategy { return c.res.Path }
+
+// Result returns how the connection was made.
+func (c *PacketConn) Result() DialResult { return c.res }
+
+var _ net.Conn = (*PacketConn)(nil)
+
+// udpPath is the dialer's end of a raw UDP path: data datagrams carry a
+// type byte, and only the chosen remote's are taken.
+type udpPath struct {
+	conn      *net.UDPConn
+	remote    netip.AddrPort
+	sec       *secret
+	peerNonce []byte
+
+	rmu  sync.Mutex
+	rbuf []byte
+	wmu  sync.Mutex
+	wbuf []byte
+
+	lastSent atomic.Int64
+	done     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
+}
+
+func newUDPPath(conn *net.UDPConn, remote netip.AddrPort, sec *secret, peerNonce []byte) *udpPath {
+	u := &udpPath{conn: conn, remote: remote, sec: sec, peerNonce: peerNonce,
+		rbuf: make([]byte, 65536), done: make(chan struct{})}
+	u.lastSent.Store(time.Now().UnixNano())
+	u.wg.Add(1)
+	go u.keepalive()
+	return u
+}
+
+// keepalive keeps the NAT mappings of the path open while idle.
+func (u *udpPath) keepalive() {
+	defer u.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-u.done:
+			return
+		case now := <-tick.C:
+			if now.Sub(time.Unix(0, u.lastSent.Load())) > udpKeepaliveInterval {
+				u.lastSent.Store(now.UnixNano())
+				_, _ = u.conn.WriteToUDPAddrPort([]byte{udpKeepalive}, u.remote)
+			}
+		}
+	}
+}
+
+func (u *udpPath) Read(b []byte) (int, error) {
+	u.rmu.Lock()
+	defer u.rmu.Unlock()
+	for {
+		n, from, err := u.conn.ReadFromUDPAddrPort(u.rbuf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return 0, fmt.Errorf("bridge: read: %w", ErrClosed)
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return 0, fmt.Errorf("bridge: read: %w", ErrTimeout)
+			}
+			return 0, err
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if n == 0 || from != u.remote {
+			continue
+		}
+		switch u.rbuf[0] {
+		case udpData:
+			return copy(b, u.rbuf[1:n]), nil
+		case udpClose:
+			if c, ok := u.sec.parseUDPCtl(u.rbuf[:n]); ok && c.peerNonce == u.sec.nonce {
+				return 0, ErrPeerClosed
+			}
+		}
+	}
+}
+
+func (u *udpPath) Write(b []byte) (int, error) {
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
+	u.wbuf = append(append(u.wbuf[:0], udpData), b...)
+	if _, err := u.conn.WriteToUDPAddrPort(u.wbuf, u.remote); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return 0, fmt.Errorf("bridge: write: %w", ErrTimeout)
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return 0, fmt.Errorf("bridge: write: %w", ErrClosed)
+		}
+		return 0, err
+	}
+	u.lastSent.Store(time.Now().UnixNano())
+	return len(b), nil
+}
+
+// Close tells the exposer (twice, it is UDP) and closes the socket.
+func (u *udpPath) Close() error {
+	err := fmt.Errorf("bridge: close: %w", ErrClosed)
+	u.once.Do(func() {
+		close(u.done)
+		pkt := u.sec.appendUDPCtl(nil, udpClose, u.peerNonce)
+		for range 2 {
+			_, _ = u.conn.WriteToUDPAddrPort(pkt, u.remote)
+		}
+		err = u.conn.Close()
+		u.wg.Wait()
+	})
+	return err
+}
+
+func (u *udpPath) LocalAddr() net.Addr               { return u.conn.LocalAddr() }
+func (u *udpPath) RemoteAddr() net.Addr              { return net.UDPAddrFromAddrPort(u.remote) }
+func (u *udpPath) SetDeadline(t time.Time) error     { return u.conn.SetDeadline(t) }
+func (u *udpPath) SetReadDeadline(t time.Time) error { return u.conn.SetReadDeadline(t) }
+func (u *udpPath) SetWriteDeadline(t time.Time) error {
+	return u.conn.SetWriteDeadline(t)
+}

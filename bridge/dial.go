@@ -1,0 +1,641 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/peerbus/peerbus/peer"
+)
+
+// AnyPeer, given as the peer id to Dial or DialPacket, lets any peer
+// exposing the service answer (the bus picks one).
+const AnyPeer = "any"
+
+// Dial connects to the TCP service name exposed by the peer with id
+// peerID (AnyPeer or "": any peer exposing it), trying the allowed
+// strategies in order (see Strategy) until one connects. p may be a
+// client-only peer. ctx bounds the whole setup, not the connection.
+// The error wraps ErrNoSuchService, ErrWrongProtocol,
+// ErrServiceUnavailable or ErrNoPath (with every attempt) when that is
+// the cause.
+func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option) (*Conn, error) {
+	c, res, err := dial(ctx, p, peerID, name, "tcp", newConfig(opts))
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{c: c, res: res}, nil
+}
+
+// DialPacket connects to the UDP service name exposed by the peer with
+// id peerID (AnyPeer or "": any peer exposing it); see Dial.
+func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option) (*PacketConn, error) {
+	c, res, err := dial(ctx, p, peerID, name, "udp", newConfig(opts))
+	if err != nil {
+		return nil, err
+	}
+	return &PacketConn{c: c, res: res}, nil
+}
+
+// dialer is the dialing side of one session during its setup.
+type dialer struct {
+	p     *peer.Peer
+	nc    *nats.Conn
+	cfg   *config
+	log   *slog.Logger
+	sec   *secret
+	proto string
+	name  string
+	ans   answer
+
+	setup    context.Context
+	endSetup context.CancelFunc
+	wg       sync.WaitGroup
+
+	ln       *net.TCPListener
+	port     uint16
+	udp      *net.UDPConn
+	tcpCands []Candidate
+	udpCands []Candidate
+	localNAT *NATInfo
+
+	found chan net.Conn // authenticated raw TCP connections
+	won   chan netip.AddrPort
+
+	mu         sync.Mutex
+	finished   bool
+	selectable map[netip.AddrPort]bool
+	errs       []string
+
+	readerStop atomic.Bool
+	readerDone chan struct{}
+}
+
+func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *config) (net.Conn, DialResult, error) {
+	start := time.Now()
+	res := DialResult{Service: name, Proto: proto}
+	if err := ValidateName(name); err != nil {
+		return nil, res, err
+	}
+	if peerID == AnyPeer {
+		peerID = ""
+	}
+	sec, err := newSecret()
+	if err != nil {
+		return nil, res, fmt.Errorf("bridge: random: %w", err)
+	}
+	res.Session = sec.idHex()
+	d := &dialer{
+		p: p, nc: p.Conn(), cfg: cfg, sec: sec, proto: proto, name: name,
+		log:        cfg.log.With("session", res.Session, "service", name),
+		found:      make(chan net.Conn, 16),
+		won:        make(chan netip.AddrPort, 1),
+		selectable: map[netip.AddrPort]bool{},
+	}
+	d.setup, d.endSetup = context.WithCancel(ctx)
+	var keep net.Conn
+	defer func() { d.cleanup(keep) }()
+
+	if err := d.prepare(ctx); err != nil {
+		return nil, res, err
+	}
+	res.LocalNAT = d.localNAT
+	if err := d.open(ctx, peerID); err != nil {
+		return nil, res, err
+	}
+	res.Peer, res.RemoteNAT, res.Open = d.ans.Peer, d.ans.NAT, time.Since(start)
+	d.log.Debug("session opened", "peer", d.ans.Peer, "tcp", d.ans.TCP, "udp", d.ans.UDP, "took", res.Open)
+	if d.ln != nil {
+		d.goSafe(d.acceptLoop)
+	}
+	if d.udp != nil {
+		d.readerDone = make(chan struct{})
+		d.goSafe(d.udpReader)
+	}
+
+	for _, st := range DefaultStrategies {
+		if !cfg.allowed(st) {
+			continue
+		}
+		if why := d.skip(st, res.RemoteNAT); why != "" {
+			res.Attempts = append(res.Attempts, Attempt{Strategy: st, Skipped: why})
+			d.log.Debug("strategy skipped", "strategy", st, "why", why)
+			continue
+		}
+		t0 := time.Now()
+		c, err := d.try(ctx, st)
+		att := Attempt{Strategy: st, Duration: time.Since(t0), Err: err}
+		res.Attempts = append(res.Attempts, att)
+		if err != nil {
+			d.log.Debug("strategy failed", "strategy", st, "err", err, "took", att.Duration)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		res.Path = st
+		res.Setup = time.Since(start)
+		if st != Relay {
+			res.Local, res.Remote = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
+		}
+		if u, ok := c.(*udpPathConn); ok {
+			// The raw UDP path: the socket stays, wrapped.
+			keep = u
+			c = newUDPPath(u.UDPConn, u.remote, sec, d.ans.Nonce)
+		}
+		d.log.Info("connected", "peer", d.ans.Peer, "path", st, "remote", res.Remote, "took", res.Setup)
+		return c, res, nil
+	}
+	d.notifyClose()
+	res.Setup = time.Since(start)
+	if ctx.Err() != nil {
+		return nil, res, fmt.Errorf("%w (%s)", ctxErr(ctx, "dial "+name), summarize(res.Attempts))
+	}
+	return nil, res, fmt.Errorf("%w: service %q on peer %s: %s", ErrNoPath, name, res.Peer, summarize(res.Attempts))
+}
+
+func summarize(atts []Attempt) string {
+	if len(atts) == 0 {
+		return "no strategy allowed"
+	}
+	parts := make([]string, len(atts))
+	for i, a := range atts {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (d *dialer) goSafe(f func()) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		f()
+	}()
+}
+
+// rawAllowed reports whether any raw-path strategy applies.
+func (d *dialer) rawAllowed() bool {
+	c := d.cfg
+	if d.proto == "tcp" {
+		return c.allowed(Direct) || c.allowed(Reverse) || c.allowed(PunchTCP)
+	}
+	return c.allowed(Direct) || c.allowed(Reverse) || c.allowed(PunchUDP)
+}
+
+// prepare classifies the NAT and opens the local path sockets.
+func (d *dialer) prepare(ctx context.Context) error {
+	if !d.rawAllowed() {
+		return nil
+	}
+	d.localNAT = classify(ctx, d.cfg.stun)
+	loopback := !d.cfg.noLoopback
+	switch d.proto {
+	case "tcp":
+		if !d.cfg.allowed(Reverse) && !d.cfg.allowed(PunchTCP) {
+			return nil
+		}
+		lc := net.ListenConfig{}
+		if reuseSupported {
+			lc.Control = reuseControl
+		}
+		l, err := lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+		if err != nil {
+			return fmt.Errorf("bridge: path listener: %w", err)
+		}
+		d.ln = l.(*net.TCPListener)
+		d.port = uint16(d.ln.Addr().(*net.TCPAddr).Port)
+		d.tcpCands = hostCandidates(d.port, loopback)
+		if n := d.localNAT; n != nil && n.NAT && n.Mapped.Is4() {
+			d.tcpCands = addCandidate(d.tcpCands, Candidate{Addr: netip.AddrPortFrom(n.Mapped, d.port), Kind: KindMapped})
+		}
+		sortCandidates(d.tcpCands)
+	case "udp":
+		u, err := net.ListenUDP("udp4", &net.UDPAddr{})
+		if err != nil {
+			return fmt.Errorf("bridge: path socket: %w", err)
+		}
+		d.udp = u
+		d.udpCands = hostCandidates(uint16(u.LocalAddr().(*net.UDPAddr).Port), loopback)
+		if len(d.cfg.stun.Servers) > 0 {
+			if m, err := mappedAddr(ctx, u, d.cfg.stun); err == nil {
+				d.udpCands = addCandidate(d.udpCands, Candidate{Addr: m, Kind: KindMapped})
+			} else {
+				d.log.Debug("no mapped address for the path socket", "err", err)
+			}
+		}
+		sortCandidates(d.udpCands)
+	}
+	return nil
+}
+
+// open sends the offer and takes the answer.
+func (d *dialer) open(ctx context.Context, peerID string) error {
+	var strategies []Strategy
+	var setup time.Duration
+	for _, st := range DefaultStrategies {
+		if d.cfg.allowed(st) {
+			strategies = append(strategies, st)
+			setup += d.cfg.timeouts[st]
+		}
+	}
+	o := offer{
+		V: protoVersion, Session: d.sec.idHex(), Name: d.name, Proto: d.proto,
+		Key: d.sec.key, Nonce: d.sec.nonce[:], Strategies: strategies,
+		TCP: d.tcpCands, UDP: d.udpCands, NAT: d.localNAT,
+		KeepAliveMS: d.cfg.relay.keepalive.Milliseconds(), SetupMS: setup.Milliseconds(),
+	}
+	o.Peer = d.p.ID()
+	fn, err := peer.Stub[offer, answer](d.p, OpenTag(d.name))
+	if err != nil {
+		return fmt.Errorf("bridge: open %q: %w", d.name, err)
+	}
+	target := peer.OnAny()
+	who := "any peer"
+	if peerID != "" {
+		target = peer.OnPeer(peerID)
+		who = "peer " + peerID
+	}
+	ans, err := fn.Call(ctx, o, target, peer.Timeout(d.cfg.openTimeout))
+	switch {
+	case errors.Is(err, peer.ErrNoSuchTag):
+		return fmt.Errorf("%w: %s does not expose %q", ErrNoSuchService, who, d.name)
+	case errors.Is(err, peer.ErrNoResponders) && peerID == "":
+		return fmt.Errorf("%w: no peer exposes %q", ErrNoSuchService, d.name)
+	case errors.Is(err, peer.ErrNoResponders):
+		return fmt.Errorf("%w: %s is not on the bus (or exposes nothing)", ErrNoSuchService, who)
+	case err != nil:
+		return fmt.Errorf("bridge: open %q on %s: %w", d.name, who, err)
+	}
+	switch ans.Code {
+	case "":
+	case codeWrongProto:
+		return fmt.Errorf("%w: %s", ErrWrongProtocol, ans.Error)
+	case codeUnavailable:
+		return fmt.Errorf("%w: %q on peer %s: %s", ErrServiceUnavailable, d.name, ans.Peer, ans.Error)
+	case codeClosed:
+		return fmt.Errorf("%w: %q on peer %s is closing", ErrNoSuchService, d.name, ans.Peer)
+	default:
+		return fmt.Errorf("%w: open refused (%s): %s", ErrProtocol, ans.Code, ans.Error)
+	}
+	if len(ans.Nonce) != nonceSize || ans.Peer == "" {
+		return fmt.Errorf("%w: malformed answer", ErrProtocol)
+	}
+	d.ans = ans
+	return nil
+}
+
+// skip says why a strategy cannot work here, or "".
+func (d *dialer) skip(st Strategy, remote *NATInfo) string {
+	tcp := d.proto == "tcp"
+	switch st {
+	case Direct:
+		if (tcp && len(d.ans.TCP) == 0) || (!tcp && len(d.ans.UDP) == 0) {
+			return "the exposer offered no address"
+		}
+	case Reverse:
+		if (tcp && d.ln == nil) || (!tcp && d.udp == nil) {
+			return "no local path socket"
+		}
+	case PunchUDP:
+		if tcp {
+			return "TCP service: UDP hole punching carries datagrams only, TCP services punch with TCP"
+		}
+		if d.udp == nil || len(d.ans.UDP) == 0 {
+			return "no path sockets"
+		}
+		if d.localNAT.symmetric() && remote.symmetric() {
+			return "both peers are behind symmetric NATs"
+		}
+	case PunchTCP:
+		switch {
+		case !tcp:
+			return "UDP service: UDP services punch with UDP"
+		case !reuseSupported:
+			return "this platform cannot share a port between sockets"
+		case d.ln == nil || len(d.ans.TCP) == 0:
+			return "no path listeners"
+		case !d.localNAT.predictable():
+			return fmt.Sprintf("this side's external port is unpredictable (%s NAT, %s port allocation)", d.localNAT.Mapping, d.localNAT.PortAllocation)
+		case !remote.predictable():
+			return fmt.Sprintf("the exposer's external port is unpredictable (%s NAT, %s port allocation)", remote.Mapping, remote.PortAllocation)
+		}
+	}
+	return ""
+}
+
+// try runs one strategy with its timeout.
+func (d *dialer) try(ctx context.Context, st Strategy) (net.Conn, error) {
+	timeout := d.cfg.timeouts[st]
+	sctx, cancel := context.WithTimeout(d.setup, timeout)
+	defer cancel()
+	d.mu.Lock()
+	d.errs = nil
+	d.mu.Unlock()
+	tcp := d.proto == "tcp"
+	switch st {
+	case Direct:
+		if tcp {
+			for _, c := range d.ans.TCP {
+				d.goSafe(func() { d.connect(sctx, c.Addr, false) })
+			}
+			return d.waitTCP(sctx, timeout)
+		}
+		return d.udpStage(sctx, timeout, true)
+	case Reverse:
+		if err := d.ctl(sctx, opReverse, timeout); err != nil {
+			return nil, err
+		}
+		if tcp {
+			return d.waitTCP(sctx, timeout)
+		}
+		return d.udpStage(sctx, timeout, false)
+	case PunchUDP:
+		if err := d.ctl(sctx, opPunchUDP, timeout); err != nil {
+			return nil, err
+		}
+		return d.udpStage(sctx, timeout, true)
+	case PunchTCP:
+		if err := d.ctl(sctx, opPunchTCP, timeout); err != nil {
+			return nil, err
+		}
+		for _, c := range d.ans.TCP {
+			d.goSafe(func() { d.connect(sctx, c.Addr, true) })
+		}
+		return d.waitTCP(sctx, timeout)
+	case Relay:
+		return d.relay(sctx, timeout)
+	}
+	return nil, fmt.Errorf("%w: unknown strategy %q", ErrProtocol, st)
+}
+
+// ctl sends a control request to the exposer's session.
+func (d *dialer) ctl(ctx context.Context, op string, timeout time.Duration) error {
+	data, _ := json.Marshal(ctlRequest{Op: op, TimeoutMS: timeout.Milliseconds()})
+	m, err := d.nc.RequestWithContext(ctx, ctlSubject(d.sec.idHex()), data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("%w: the exposer's session is gone", ErrPeerGone)
+		}
+		return fmt.Errorf("bridge: control %s: %w", op, err)
+	}
+	var r ctlReply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return fmt.Errorf("%w: control reply: %v", ErrProtocol, err)
+	}
+	if !r.OK {
+		return fmt.Errorf("bridge: control %s refused: %s", op, r.Error)
+	}
+	return nil
+}
+
+// notifyClose tells the exposer to drop the session (no reply awaited).
+func (d *dialer) notifyClose() {
+	if d.ans.Peer == "" {
+		return
+	}
+	data, _ := json.Marshal(ctlRequest{Op: opClose})
+	_ = d.nc.Publish(ctlSubject(d.sec.idHex()), data)
+}
+
+func (d *dialer) noteErr(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.errs) < 4 {
+		d.errs = append(d.errs, err.Error())
+	}
+}
+
+// stageErr describes a strategy that timed out.
+func (d *dialer) stageErr(ctx context.Context, timeout time.Duration) error {
+	d.mu.Lock()
+	errs := strings.Join(d.errs, "; ")
+	d.mu.Unlock()
+	err := fmt.Errorf("no answer within %v", timeout)
+	if d.setup.Err() != nil {
+		err = ctxErr(d.setup, "setup")
+	}
+	if errs != "" {
+		err = fmt.Errorf("%w (%s)", err, errs)
+	}
+	return err
+}
+
+// connect dials one of the exposer's candidates and authenticates.
+func (d *dialer) connect(ctx context.Context, addr netip.AddrPort, punch bool) {
+	c, err := connectTCP(ctx, addr, d.port, punch)
+	if err != nil {
+		if ctx.Err() == nil || !punch {
+			d.noteErr(err)
+		}
+		return
+	}
+	d.authenticate(c)
+}
+
+// acceptLoop takes connections from the exposer (reverse and punch).
+func (d *dialer) acceptLoop() {
+	for {
+		c, err := d.ln.Accept()
+		if err != nil {
+			return
+		}
+		d.goSafe(func() { d.authenticate(c) })
+	}
+}
+
+// authenticate runs the handshake on c and hands it to the waiting
+// strategy; c is closed if the setup ends first.
+func (d *dialer) authenticate(c net.Conn) {
+	stop := context.AfterFunc(d.setup, func() { _ = c.Close() })
+	err := handshakeTCP(c, d.sec, time.Now().Add(handshakeTimeout))
+	if !stop() {
+		return // closed by the end of the setup
+	}
+	if err != nil {
+		d.noteErr(fmt.Errorf("%s: %w", c.RemoteAddr(), err))
+		_ = c.Close()
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.finished {
+		_ = c.Close()
+		return
+	}
+	select {
+	case d.found <- c:
+	default:
+		_ = c.Close()
+	}
+}
+
+// waitTCP waits for an authenticated connection and selects it.
+func (d *dialer) waitTCP(ctx context.Context, timeout time.Duration) (net.Conn, error) {
+	for {
+		select {
+		case c := <-d.found:
+			if err := c.SetWriteDeadline(time.Now().Add(handshakeTimeout)); err == nil {
+				if _, err = c.Write([]byte{tcpSelect}); err == nil {
+					_ = c.SetWriteDeadline(time.Time{})
+					return c, nil
+				}
+			}
+			_ = c.Close()
+		case <-ctx.Done():
+			return nil, d.stageErr(ctx, timeout)
+		}
+	}
+}
+
+// udpReader reads the path socket during the setup: it answers probes
+// and notes every address the exposer's valid packets come from.
+func (d *dialer) udpReader() {
+	defer close(d.readerDone)
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := d.udp.ReadFromUDPAddrPort(buf)
+		if d.readerStop.Load() {
+			return
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		c, ok := d.sec.parseUDPCtl(buf[:n])
+		if !ok || c.peerNonce != d.sec.nonce || string(c.nonce[:]) != string(d.ans.Nonce) {
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		switch c.typ {
+		case udpProbe:
+			_, _ = d.udp.WriteToUDPAddrPort(d.sec.appendUDPCtl(nil, udpAck, d.ans.Nonce), from)
+			d.markSelectable(from)
+		case udpAck:
+			d.markSelectable(from)
+		case udpSelectAck:
+			select {
+			case d.won <- from:
+			default:
+			}
+		}
+	}
+}
+
+// markSelectable records an address the exposer reached us from and
+// selects it at once.
+func (d *dialer) markSelectable(a netip.AddrPort) {
+	d.mu.Lock()
+	isNew := !d.selectable[a]
+	d.selectable[a] = true
+	d.mu.Unlock()
+	if isNew {
+		_, _ = d.udp.WriteToUDPAddrPort(d.sec.appendUDPCtl(nil, udpSelect, d.ans.Nonce), a)
+	}
+}
+
+// udpStage probes the exposer's candidates (if probe) and selects every
+// address that answered, until one select is acknowledged.
+func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, probe bool) (net.Conn, error) {
+	probePkt := d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce)
+	selPkt := d.sec.appendUDPCtl(nil, udpSelect, d.ans.Nonce)
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for {
+		if probe {
+			for _, c := range d.ans.UDP {
+				_, _ = d.udp.WriteToUDPAddrPort(probePkt, c.Addr)
+			}
+		}
+		d.mu.Lock()
+		var sel []netip.AddrPort
+		for a := range d.selectable {
+			sel = append(sel, a)
+		}
+		d.mu.Unlock()
+		for _, a := range sel {
+			_, _ = d.udp.WriteToUDPAddrPort(selPkt, a)
+		}
+		select {
+		case a := <-d.won:
+			// Stop the setup reader; the socket becomes the path.
+			d.readerStop.Store(true)
+			_ = d.udp.SetReadDeadline(time.Now())
+			<-d.readerDone
+			_ = d.udp.SetReadDeadline(time.Time{})
+			return &udpPathConn{UDPConn: d.udp, remote: a}, nil
+		case <-ctx.Done():
+			return nil, d.stageErr(ctx, timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+// udpPathConn carries the chosen remote out of udpStage.
+type udpPathConn struct {
+	*net.UDPConn
+	remote netip.AddrPort
+}
+
+func (u *udpPathConn) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(u.remote) }
+
+// relay asks the exposer for a relay and starts this side's.
+func (d *dialer) relay(ctx context.Context, timeout time.Duration) (net.Conn, error) {
+	id := d.sec.idHex()
+	local := Addr{Peer: d.p.ID(), Service: d.name}
+	remote := Addr{Peer: d.ans.Peer, Service: d.name}
+	rl, err := newRelay(d.nc, toDialer(id), toExposer(id), d.proto == "udp", d.cfg.relay, local, remote)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.ctl(ctx, opRelay, timeout); err != nil {
+		_ = rl.Close()
+		return nil, err
+	}
+	if err := rl.start(); err != nil {
+		_ = rl.Close()
+		return nil, err
+	}
+	return rl, nil
+}
+
+// cleanup ends the setup: every raw connection and socket not kept as
+// the path is closed, and every setup goroutine has returned.
+func (d *dialer) cleanup(keep net.Conn) {
+	d.mu.Lock()
+	d.finished = true
+	d.mu.Unlock()
+	d.endSetup()
+	if d.ln != nil {
+		_ = d.ln.Close()
+	}
+	if d.udp != nil && keep == nil {
+		_ = d.udp.Close()
+	}
+	if d.udp != nil && keep != nil && !d.readerStop.Load() {
+		d.readerStop.Store(true)
+		_ = d.udp.SetReadDeadline(time.Now())
+		<-d.readerDone
+		_ = d.udp.SetReadDeadline(time.Time{})
+	}
+	d.wg.Wait()
+	for {
+		select {
+		case c := <-d.found:
+			_ = c.Close()
+		default:
+			return
+		}
+	}
+}

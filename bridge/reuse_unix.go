@@ -1,0 +1,28 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package bridge
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// reuseSupported reports whether sockets can share a port, which TCP hole
+// punching needs (a listener and connecting sockets on one port).
+const reuseSupported = true
+
+// reuseControl sets SO_REUSEADDR and SO_REUSEPORT on a socket before it
+// binds.
+func reuseControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		if serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}

@@ -1,0 +1,761 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/peerbus/peerbus/peer"
+)
+
+// Exposer-side limits.
+const (
+	// targetDialTimeout bounds the exposer's connection to its service.
+	targetDialTimeout = 5 * time.Second
+	// handshakeTimeout bounds the authentication of one raw connection.
+	handshakeTimeout = 5 * time.Second
+	// probeInterval is how often UDP probes (and selects) are sent.
+	probeInterval = 50 * time.Millisecond
+	// punchRetry is the pause between two TCP simultaneous-open attempts.
+	punchRetry = 50 * time.Millisecond
+	// udpKeepaliveInterval keeps NAT mappings of raw UDP paths alive.
+	udpKeepaliveInterval = 15 * time.Second
+	// maxSetup bounds how long an exposer keeps a session without path.
+	maxSetup = 2 * time.Minute
+)
+
+// ServiceStats are counters of an exposed service.
+type ServiceStats struct {
+	// Opened counts sessions opened by dialers; Active those still
+	// running.
+	Opened uint64
+	Active int
+	// Paths counts sessions by the path they got.
+	Paths map[Strategy]uint64
+}
+
+// Service is a local TCP or UDP service exposed on the bus under a name
+// by one peer, created by Expose. Only the exposed target is reachable
+// through it: dialers name the service, never an address. Its methods
+// are safe for concurrent use.
+type Service struct {
+	p     *peer.Peer
+	name  string
+	proto string
+	addr  string
+	cfg   *config
+	log   *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[string]*exSession
+	opened   uint64
+	paths    map[Strategy]uint64
+}
+
+// Expose makes the local service at target ("tcp://host:port" or
+// "udp://host:port") reachable by other peers as name on peer p, until
+// Close. p must be a peer that serves tags (not a client-only peer):
+// dialers reach the service through p's tag "bridge.open.<name>". ctx
+// bounds only the setup. The target is dialled for each session, when a
+// dialer opens one.
+func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Option) (*Service, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	proto, addr, err := ParseTarget(target)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, ctxErr(ctx, "expose "+name)
+	}
+	cfg := newConfig(opts)
+	s := &Service{
+		p: p, name: name, proto: proto, addr: addr, cfg: cfg,
+		log:      cfg.log.With("service", name),
+		sessions: map[string]*exSession{},
+		paths:    map[Strategy]uint64{},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if _, err := peer.Register(p, OpenTag(name), s.open); err != nil {
+		s.cancel()
+		if errors.Is(err, peer.ErrDuplicateTag) {
+			return nil, fmt.Errorf("%w: %q on peer %s", ErrAlreadyExposed, name, p.ID())
+		}
+		return nil, fmt.Errorf("bridge: expose %q: %w", name, err)
+	}
+	if len(cfg.stun.Servers) > 0 {
+		// Classify now, so the first dialer does not wait for it.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			classify(s.ctx, cfg.stun)
+		}()
+	}
+	s.log.Info("service exposed", "target", target, "peer", p.ID())
+	return s, nil
+}
+
+// Name returns the service name.
+func (s *Service) Name() string { return s.name }
+
+// Target returns the exposed target, "tcp://host:port" or
+// "udp://host:port".
+func (s *Service) Target() string { return s.proto + "://" + s.addr }
+
+// Stats returns the service's counters.
+func (s *Service) Stats() ServiceStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := ServiceStats{Opened: s.opened, Active: len(s.sessions), Paths: map[Strategy]uint64{}}
+	for k, v := range s.paths {
+		st.Paths[k] = v
+	}
+	return st
+}
+
+// Close stops exposing the service, ends every session (their
+// connections to the target close) and waits for them. A second Close
+// returns ErrClosed.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("bridge: close service %q: %w", s.name, ErrClosed)
+	}
+	s.closed = true
+	s.mu.Unlock()
+	err := s.p.Unregister(OpenTag(s.name))
+	if errors.Is(err, peer.ErrNoSuchTag) {
+		err = nil
+	}
+	s.cancel()
+	s.wg.Wait()
+	s.log.Info("service closed")
+	return err
+}
+
+// open serves an offer (the tag bridge.open.<name>).
+func (s *Service) open(ctx context.Context, o offer) (answer, error) {
+	ans := answer{V: protoVersion, Peer: s.p.ID(), Proto: s.proto}
+	refuse := func(code string, err error) (answer, error) {
+		ans.Code, ans.Error = code, err.Error()
+		s.log.Debug("session refused", "session", o.Session, "code", code, "err", err)
+		return ans, nil
+	}
+	if o.V != protoVersion {
+		return refuse(codeBadRequest, fmt.Errorf("protocol version %d not supported (want %d)", o.V, protoVersion))
+	}
+	if o.Proto != s.proto {
+		return refuse(codeWrongProto, fmt.Errorf("service %q is %s, not %s", s.name, s.proto, o.Proto))
+	}
+	sec, err := exposerSecret(o.Session, o.Key)
+	if err != nil {
+		return refuse(codeBadRequest, err)
+	}
+	if len(o.Nonce) != nonceSize {
+		return refuse(codeBadRequest, errors.New("bad nonce"))
+	}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return refuse(codeClosed, errors.New("service closing"))
+	case s.sessions[o.Session] != nil:
+		s.mu.Unlock()
+		return refuse(codeBadRequest, errors.New("session exists"))
+	}
+	s.mu.Unlock()
+
+	ss, err := s.newSession(ctx, o, sec)
+	if err != nil {
+		return refuse(codeUnavailable, err)
+	}
+	ans.Nonce = sec.nonce[:]
+	ans.TCP, ans.UDP, ans.NAT = ss.tcpCands, ss.udpCands, ss.nat
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ss.teardown()
+		return refuse(codeClosed, errors.New("service closing"))
+	}
+	s.sessions[o.Session] = ss
+	s.opened++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go ss.run()
+	return ans, nil
+}
+
+// exSession is the exposer's side of one session.
+type exSession struct {
+	svc  *Service
+	log  *slog.Logger
+	sec  *secret
+	o    offer
+	nc   *nats.Conn
+	nat  *NATInfo
+	peer Addr // the dialer, as a relay address
+
+	ctx      context.Context // the session's life
+	cancel   context.CancelFunc
+	setup    context.Context // until a path is chosen
+	endSetup context.CancelFunc
+	wg       sync.WaitGroup
+
+	target net.Conn // *net.TCPConn, or a connected *net.UDPConn
+	ln     *net.TCPListener
+	port   uint16
+	udp    *net.UDPConn
+	ctl    *nats.Subscription
+
+	tcpCands, udpCands []Candidate
+
+	mu        sync.Mutex
+	stage     Strategy
+	chosen    bool
+	path      Strategy
+	udpRemote netip.AddrPort
+	relay     *relay
+	conns     []net.Conn // raw connections being authenticated or used
+
+	lastActive atomic.Int64 // unix nanoseconds, UDP sessions
+	lastSent   atomic.Int64
+}
+
+func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSession, error) {
+	ss := &exSession{
+		svc: s, sec: sec, o: o, nc: s.p.Conn(), stage: Direct,
+		log:  s.log.With("session", o.Session, "dialer", o.Peer),
+		peer: Addr{Peer: o.Peer, Service: s.name},
+	}
+	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
+	ss.setup, ss.endSetup = context.WithCancel(ss.ctx)
+	ok := false
+	defer func() {
+		if !ok {
+			ss.teardown()
+		}
+	}()
+	dctx, cancel := context.WithTimeout(ctx, targetDialTimeout)
+	defer cancel()
+	var d net.Dialer
+	t, err := d.DialContext(dctx, s.proto, s.addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrServiceUnavailable, err)
+	}
+	ss.target = t
+	has := func(st Strategy) bool {
+		for _, x := range o.Strategies {
+			if x == st {
+				return true
+			}
+		}
+		return false
+	}
+	raw := has(Direct) || has(Reverse) || has(PunchUDP) || has(PunchTCP)
+	if raw && len(s.cfg.stun.Servers) > 0 {
+		ss.nat = classify(ctx, s.cfg.stun)
+	}
+	loopback := !s.cfg.noLoopback
+	switch {
+	case s.proto == "tcp" && (has(Direct) || has(PunchTCP)):
+		lc := net.ListenConfig{}
+		if reuseSupported {
+			lc.Control = reuseControl
+		}
+		l, err := lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+		if err != nil {
+			return nil, fmt.Errorf("bridge: path listener: %w", err)
+		}
+		ss.ln = l.(*net.TCPListener)
+		ss.port = uint16(ss.ln.Addr().(*net.TCPAddr).Port)
+		ss.tcpCands = hostCandidates(ss.port, loopback)
+		if ss.nat != nil && ss.nat.NAT && ss.nat.Mapped.Is4() {
+			ss.tcpCands = addCandidate(ss.tcpCands, Candidate{Addr: netip.AddrPortFrom(ss.nat.Mapped, ss.port), Kind: KindMapped})
+		}
+		sortCandidates(ss.tcpCands)
+	case s.proto == "udp" && raw:
+		u, err := net.ListenUDP("udp4", &net.UDPAddr{})
+		if err != nil {
+			return nil, fmt.Errorf("bridge: path socket: %w", err)
+		}
+		ss.udp = u
+		port := uint16(u.LocalAddr().(*net.UDPAddr).Port)
+		ss.udpCands = hostCandidates(port, loopback)
+		if len(s.cfg.stun.Servers) > 0 {
+			if m, err := mappedAddr(ctx, u, s.cfg.stun); err == nil {
+				ss.udpCands = addCandidate(ss.udpCands, Candidate{Addr: m, Kind: KindMapped})
+			} else {
+				ss.log.Debug("no mapped address for the path socket", "err", err)
+			}
+		}
+		sortCandidates(ss.udpCands)
+	}
+	sub, err := ss.nc.Subscribe(ctlSubject(o.Session), ss.onCtl)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: subscribe: %w", err)
+	}
+	ss.ctl = sub
+	ok = true
+	return ss, nil
+}
+
+// run starts the session's goroutines and waits for its end.
+func (ss *exSession) run() {
+	defer ss.svc.wg.Done()
+	setupLimit := time.Duration(ss.o.SetupMS)*time.Millisecond + 10*time.Second
+	setupLimit = min(max(setupLimit, 10*time.Second), maxSetup)
+	ss.touch()
+	timer := time.AfterFunc(setupLimit, func() {
+		ss.mu.Lock()
+		chosen := ss.chosen
+		ss.mu.Unlock()
+		if !chosen {
+			ss.log.Debug("session setup timed out")
+			ss.cancel()
+		}
+	})
+	if ss.ln != nil {
+		ss.goSafe(ss.acceptLoop)
+	}
+	if ss.udp != nil {
+		ss.goSafe(ss.udpReader)
+	}
+	<-ss.ctx.Done()
+	timer.Stop()
+	ss.teardown()
+	ss.wg.Wait()
+	ss.svc.mu.Lock()
+	delete(ss.svc.sessions, ss.o.Session)
+	ss.svc.mu.Unlock()
+	ss.log.Debug("session ended")
+}
+
+func (ss *exSession) goSafe(f func()) {
+	ss.wg.Add(1)
+	go func() {
+		defer ss.wg.Done()
+		f()
+	}()
+}
+
+// teardown closes every resource of the session; it is idempotent.
+func (ss *exSession) teardown() {
+	ss.cancel()
+	if ss.ctl != nil {
+		_ = ss.ctl.Unsubscribe()
+	}
+	if ss.ln != nil {
+		_ = ss.ln.Close()
+	}
+	if ss.udp != nil {
+		_ = ss.udp.Close()
+	}
+	if ss.target != nil {
+		_ = ss.target.Close()
+	}
+	ss.mu.Lock()
+	conns := ss.conns
+	ss.conns = nil
+	rl := ss.relay
+	ss.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	if rl != nil {
+		_ = rl.Close()
+	}
+}
+
+func (ss *exSession) touch() { ss.lastActive.Store(time.Now().UnixNano()) }
+
+// track remembers a raw connection so teardown closes it; it reports
+// false (and closes c) when the session already ended.
+func (ss *exSession) track(c net.Conn) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ctx.Err() != nil {
+		_ = c.Close()
+		return false
+	}
+	ss.conns = append(ss.conns, c)
+	return true
+}
+
+// choose makes the path; only the first call wins. It ends the setup:
+// the listener closes and probing and punching stop.
+func (ss *exSession) choose(path Strategy, remote netip.AddrPort) bool {
+	ss.mu.Lock()
+	if ss.chosen || ss.ctx.Err() != nil {
+		ss.mu.Unlock()
+		return false
+	}
+	ss.chosen, ss.path, ss.udpRemote = true, path, remote
+	ss.mu.Unlock()
+	ss.endSetup()
+	if ss.ln != nil {
+		_ = ss.ln.Close()
+	}
+	ss.svc.mu.Lock()
+	ss.svc.paths[path]++
+	ss.svc.mu.Unlock()
+	ss.log.Info("session path chosen", "path", path, "remote", remote)
+	if fn := ss.svc.cfg.onSession; fn != nil {
+		fn(SessionInfo{Service: ss.svc.name, Session: ss.o.Session, Peer: ss.o.Peer, Path: path, Remote: remote})
+	}
+	return true
+}
+
+func (ss *exSession) currentStage() Strategy {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.stage
+}
+
+// onCtl serves the dialer's control requests.
+func (ss *exSession) onCtl(m *nats.Msg) {
+	var req ctlRequest
+	reply := func(err error) {
+		if m.Reply == "" {
+			return
+		}
+		r := ctlReply{OK: err == nil}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		data, _ := json.Marshal(r)
+		_ = m.Respond(data)
+	}
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		reply(fmt.Errorf("%w: control request: %v", ErrProtocol, err))
+		return
+	}
+	if ss.ctx.Err() != nil {
+		reply(fmt.Errorf("bridge: session %w", ErrClosed))
+		return
+	}
+	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+	if timeout <= 0 || timeout > maxSetup {
+		timeout = DefaultPunchTCPTimeout
+	}
+	ss.log.Debug("control request", "op", req.Op)
+	switch req.Op {
+	case opClose:
+		ss.cancel()
+		reply(nil)
+	case opReverse, opPunchUDP, opPunchTCP:
+		st := Strategy(req.Op)
+		if req.Op == opReverse {
+			st = Reverse
+		}
+		ss.mu.Lock()
+		ss.stage = st
+		ss.mu.Unlock()
+		switch {
+		case ss.svc.proto == "tcp" && st == Reverse:
+			ss.startTCPDials(timeout, false)
+		case ss.svc.proto == "tcp" && st == PunchTCP:
+			if ss.ln == nil {
+				reply(fmt.Errorf("%w: no path listener", ErrProtocol))
+				return
+			}
+			ss.startTCPDials(timeout, true)
+		case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
+			if ss.udp == nil {
+				reply(fmt.Errorf("%w: no path socket", ErrProtocol))
+				return
+			}
+			ss.goSafe(func() { ss.probe(timeout) })
+		default:
+			reply(fmt.Errorf("%w: %s for a %s service", ErrProtocol, req.Op, ss.svc.proto))
+			return
+		}
+		reply(nil)
+	case opRelay:
+		packet := ss.svc.proto == "udp"
+		cfg := ss.svc.cfg.relay
+		if ss.o.KeepAliveMS > 0 {
+			cfg.keepalive = time.Duration(ss.o.KeepAliveMS) * time.Millisecond
+		}
+		local := Addr{Peer: ss.svc.p.ID(), Service: ss.svc.name}
+		rl, err := newRelay(ss.nc, toExposer(ss.o.Session), toDialer(ss.o.Session), packet, cfg, local, ss.peer)
+		if err != nil {
+			reply(err)
+			return
+		}
+		ss.mu.Lock()
+		ss.stage = Relay
+		ss.relay = rl
+		ss.mu.Unlock()
+		if ss.ctx.Err() != nil || !ss.choose(Relay, netip.AddrPort{}) {
+			reply(fmt.Errorf("%w: a path was chosen already", ErrProtocol))
+			return
+		}
+		if err := rl.start(); err != nil {
+			reply(err)
+			ss.cancel()
+			return
+		}
+		reply(nil)
+		if packet {
+			ss.goSafe(func() { ss.forwardUDPRelay(rl) })
+		} else {
+			ss.goSafe(func() {
+				pump(ss.ctx, rl, ss.target)
+				ss.cancel()
+			})
+		}
+	default:
+		reply(fmt.Errorf("%w: unknown control op %q", ErrProtocol, req.Op))
+	}
+}
+
+// acceptLoop authenticates every connection to the path listener.
+func (ss *exSession) acceptLoop() {
+	for {
+		c, err := ss.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !ss.track(c) {
+			return
+		}
+		ss.goSafe(func() { ss.serveRaw(c) })
+	}
+}
+
+// serveRaw authenticates a raw TCP connection, waits for the dialer to
+// select it and then carries the session over it.
+func (ss *exSession) serveRaw(c net.Conn) {
+	if err := handshakeTCP(c, ss.sec, time.Now().Add(handshakeTimeout)); err != nil {
+		ss.log.Debug("raw connection refused", "remote", c.RemoteAddr(), "err", err)
+		_ = c.Close()
+		return
+	}
+	stop := context.AfterFunc(ss.setup, func() { _ = c.SetReadDeadline(time.Now()) })
+	var b [1]byte
+	_, err := io.ReadFull(c, b[:])
+	stop()
+	if err != nil || b[0] != tcpSelect {
+		_ = c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	remote := addrPort(c.RemoteAddr())
+	if !ss.choose(ss.currentStage(), remote) {
+		_ = c.Close()
+		return
+	}
+	pump(ss.ctx, c, ss.target)
+	ss.cancel()
+}
+
+// startTCPDials connects to the dialer's TCP candidates: from ephemeral
+// ports (reverse), or from the path listener's port again and again
+// (simultaneous open, punch).
+func (ss *exSession) startTCPDials(timeout time.Duration, punch bool) {
+	ctx, cancel := context.WithTimeout(ss.setup, timeout)
+	var wg sync.WaitGroup
+	for _, cand := range ss.o.TCP {
+		wg.Add(1)
+		ss.goSafe(func() {
+			defer wg.Done()
+			c, err := connectTCP(ctx, cand.Addr, ss.port, punch)
+			if err != nil {
+				return
+			}
+			if !ss.track(c) {
+				return
+			}
+			ss.serveRaw(c)
+		})
+	}
+	ss.goSafe(func() {
+		wg.Wait()
+		cancel()
+	})
+}
+
+// probe sends UDP probes to the dialer's candidates until the setup
+// ends or the timeout.
+func (ss *exSession) probe(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ss.setup, timeout)
+	defer cancel()
+	pkt := ss.sec.appendUDPCtl(nil, udpProbe, ss.o.Nonce)
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for {
+		for _, c := range ss.o.UDP {
+			_, _ = ss.udp.WriteToUDPAddrPort(pkt, c.Addr)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// udpReader reads the path socket for the whole session: control
+// packets during the setup, data from the chosen remote afterwards.
+func (ss *exSession) udpReader() {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := ss.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ss.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		ss.mu.Lock()
+		chosen, remote := ss.chosen, ss.udpRemote
+		ss.mu.Unlock()
+		switch buf[0] {
+		case udpData:
+			if chosen && from == remote {
+				ss.touch()
+				_, _ = ss.target.Write(buf[1:n])
+			}
+			continue
+		case udpKeepalive:
+			continue
+		}
+		c, ok := ss.sec.parseUDPCtl(buf[:n])
+		if !ok || c.peerNonce != ss.sec.nonce || string(c.nonce[:]) != string(ss.o.Nonce) {
+			continue
+		}
+		switch c.typ {
+		case udpProbe:
+			_, _ = ss.udp.WriteToUDPAddrPort(ss.sec.appendUDPCtl(nil, udpAck, ss.o.Nonce), from)
+		case udpSelect:
+			if !chosen {
+				if !ss.choose(ss.currentStage(), from) {
+					continue
+				}
+				ss.goSafe(ss.forwardUDPRaw)
+				chosen, remote = true, from
+			}
+			if from == remote {
+				_, _ = ss.udp.WriteToUDPAddrPort(ss.sec.appendUDPCtl(nil, udpSelectAck, ss.o.Nonce), from)
+			}
+		case udpClose:
+			if chosen && from == remote {
+				ss.cancel()
+				return
+			}
+		}
+	}
+}
+
+// forwardUDPRaw sends the target's datagrams to the chosen remote and
+// keeps the session alive until idle.
+func (ss *exSession) forwardUDPRaw() {
+	ss.mu.Lock()
+	remote := ss.udpRemote
+	ss.mu.Unlock()
+	ss.goSafe(func() { ss.idleWatch(func() { _, _ = ss.udp.WriteToUDPAddrPort([]byte{udpKeepalive}, remote) }) })
+	buf := make([]byte, 65536)
+	for {
+		n, err := ss.target.Read(buf[1:])
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ss.ctx.Err() != nil {
+				return
+			}
+			continue // e.g. ICMP port unreachable from the target
+		}
+		buf[0] = udpData
+		ss.touch()
+		ss.lastSent.Store(time.Now().UnixNano())
+		_, _ = ss.udp.WriteToUDPAddrPort(buf[:1+n], remote)
+	}
+}
+
+// forwardUDPRelay carries datagrams between the relay and the target.
+func (ss *exSession) forwardUDPRelay(rl *relay) {
+	ss.goSafe(func() { ss.idleWatch(nil) })
+	ss.goSafe(func() {
+		buf := make([]byte, 65536)
+		for {
+			n, err := rl.Read(buf)
+			if err != nil {
+				ss.cancel()
+				return
+			}
+			ss.touch()
+			_, _ = ss.target.Write(buf[:n])
+		}
+	})
+	buf := make([]byte, 65536)
+	for {
+		n, err := ss.target.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ss.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		ss.touch()
+		if _, err := rl.Write(buf[:n]); err != nil && !errors.Is(err, ErrProtocol) {
+			ss.cancel()
+			return
+		}
+	}
+}
+
+// idleWatch ends a UDP session idle for the idle timeout; keepalive, if
+// not nil, runs when nothing was sent for udpKeepaliveInterval.
+func (ss *exSession) idleWatch(keepalive func()) {
+	idle := ss.svc.cfg.udpIdle
+	tick := time.NewTicker(min(idle/4, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ss.ctx.Done():
+			return
+		case now := <-tick.C:
+			if now.Sub(time.Unix(0, ss.lastActive.Load())) > idle {
+				ss.log.Debug("udp session idle")
+				ss.cancel()
+				return
+			}
+			if keepalive != nil && now.Sub(time.Unix(0, ss.lastSent.Load())) > udpKeepaliveInterval {
+				ss.lastSent.Store(now.UnixNano())
+				keepalive()
+			}
+		}
+	}
+}
+
+// addrPort converts a net.Addr of a TCP or UDP socket.
+func addrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case *net.UDPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
