@@ -41,9 +41,6 @@ func (o *Options) validateSecurity() error {
 			return fmt.Errorf("%w: %q is not a public user nkey", ErrInvalidOption, k)
 		}
 	}
-	if (o.TLSCert == "") != (o.TLSKey == "") {
-		return fmt.Errorf("%w: TLS certificate and key go together", ErrInvalidOption)
-	}
 	if o.TLSVerify && (o.TLSCA == "" || o.TLSCert == "") {
 		return fmt.Errorf("%w: verifying client certificates needs a TLS certificate, key and CA", ErrInvalidOption)
 	}
@@ -58,6 +55,9 @@ func (o *Options) validateSecurity() error {
 func (o *Options) validateClientCreds() error {
 	if o.NKeySeed != "" && o.CredsFile != "" {
 		return fmt.Errorf("%w: an nkey seed and a credentials file exclude each other", ErrInvalidOption)
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return fmt.Errorf("%w: TLS certificate and key go together", ErrInvalidOption)
 	}
 	return nil
 }
@@ -140,9 +140,20 @@ func (o *Options) withRouteCreds(u *url.URL) *url.URL {
 	return &c
 }
 
+// ConnectOptions returns the NATS client options that present o's
+// credentials (Token, User and Password, NKeySeed, CredsFile), trust
+// TLSCA and present the TLSCert client certificate: what a node in
+// external mode connects with, and what a client of a node secured with
+// the same options needs.
+func (o Options) ConnectOptions() ([]nats.Option, error) {
+	if err := o.validateClientCreds(); err != nil {
+		return nil, err
+	}
+	return o.clientCreds()
+}
+
 // clientCreds returns the options the node's connection to an external
-// NATS presents: token, user and password, nkey seed or credentials
-// file, the trusted CA and the client certificate.
+// NATS presents (see ConnectOptions).
 func (o *Options) clientCreds() ([]nats.Option, error) {
 	var opts []nats.Option
 	if o.Token != "" {

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/peerbus/peerbus/bus"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -47,10 +48,59 @@ func serverDefault() string {
 	return defaultServer
 }
 
-// addServerFlag adds --server (-s) to cmd, stored in dst.
+// addServerFlag adds --server (-s) to cmd, stored in dst, and the
+// credential flags (stored in cliCreds).
 func addServerFlag(cmd *cobra.Command, dst *string) {
-	cmd.Flags().StringVarP(dst, "server", "s", serverDefault(),
+	fs := cmd.Flags()
+	fs.StringVarP(dst, "server", "s", serverDefault(),
 		"URL of the node to talk to ($"+envServer+")")
+	c := &cliCreds
+	fs.StringVar(&c.token, "token", "", "token the node requires ($"+bus.EnvAuthToken+")")
+	fs.StringVar(&c.user, "user", "", "user the node requires, with --password ($"+bus.EnvUser+")")
+	fs.StringVar(&c.password, "password", "", "password of --user ($"+bus.EnvPassword+")")
+	fs.StringVar(&c.nkey, "nkey", "", "nkey seed (SU...) or a `FILE` holding it ($"+bus.EnvNKeySeed+")")
+	fs.StringVar(&c.creds, "creds", "", "JWT credentials `FILE` ($"+bus.EnvCreds+")")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM `FILE` of the CA that signed the node's certificate ($"+bus.EnvTLSCA+")")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for nodes that verify clients ($"+envClientTLSCert+")")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM key `FILE` of --tls-cert ($"+envClientTLSKey+")")
+}
+
+// Environment variables of the client certificate (the node's own
+// PEERBUS_TLS_CERT and PEERBUS_TLS_KEY are its server certificate).
+const (
+	envClientTLSCert = "PEERBUS_CLIENT_TLS_CERT"
+	envClientTLSKey  = "PEERBUS_CLIENT_TLS_KEY"
+)
+
+// credFlags are the credentials of the client commands. An empty flag
+// falls back to its environment variable when the connection is made, so
+// that secrets never show as flag defaults in --help.
+type credFlags struct {
+	token, user, password, nkey, creds, tlsCA, tlsCert, tlsKey string
+}
+
+// cliCreds holds the credential flags of the command being run.
+var cliCreds credFlags
+
+// options returns the NATS options presenting the credentials.
+func (c credFlags) options(lookup func(string) string) ([]nats.Option, error) {
+	pick := func(flag, env string) string {
+		if flag != "" {
+			return flag
+		}
+		return strings.TrimSpace(lookup(env))
+	}
+	o := bus.Options{
+		Token:     pick(c.token, bus.EnvAuthToken),
+		User:      pick(c.user, bus.EnvUser),
+		Password:  pick(c.password, bus.EnvPassword),
+		NKeySeed:  pick(c.nkey, bus.EnvNKeySeed),
+		CredsFile: pick(c.creds, bus.EnvCreds),
+		TLSCA:     pick(c.tlsCA, bus.EnvTLSCA),
+		TLSCert:   pick(c.tlsCert, envClientTLSCert),
+		TLSKey:    pick(c.tlsKey, envClientTLSKey),
+	}
+	return o.ConnectOptions()
 }
 
 // signalContext returns a context canceled by SIGINT or SIGTERM.
@@ -115,18 +165,31 @@ func dialServer(server string, extra ...nats.Option) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	creds, err := cliCreds.options(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
 	rd := &recordingDialer{d: net.Dialer{Timeout: connectTimeout}}
-	opts := append([]nats.Option{
+	opts := append(append([]nats.Option{
 		nats.Name("peerbus-cli"),
 		nats.Timeout(connectTimeout),
 		nats.SetCustomDialer(rd),
 		nats.NoReconnect(),
-	}, extra...)
+	}, creds...), extra...)
 	nc, err := nats.Connect(u, opts...)
 	if err != nil {
 		why := err
 		if derr := rd.err(); derr != nil {
 			why = derr
+		}
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+			return nil, fmt.Errorf("node at %s refused the credentials: %v\n"+
+				"(give --token, --user/--password, --nkey or --creds, or $%s, $%s/$%s)",
+				redactURL(u), err, bus.EnvAuthToken, bus.EnvUser, bus.EnvPassword)
+		}
+		if strings.Contains(err.Error(), "tls") || strings.Contains(err.Error(), "x509") {
+			return nil, fmt.Errorf("TLS with node at %s failed: %v\n(give the node's CA with --tls-ca, and a client certificate with --tls-cert/--tls-key if it verifies clients)",
+				redactURL(u), err)
 		}
 		return nil, fmt.Errorf("cannot reach node at %s: %v\n"+
 			"(is a node running there? start one with \"peerbus node\", or choose another with --server or $%s)",

@@ -39,6 +39,30 @@ type nodeFlags struct {
 
 	funcs    []string
 	logLevel string
+
+	discover        bool
+	discoveryGroup  string
+	discoveryIface  string
+	discoveryWindow time.Duration
+	leaf            []string
+	jsDomain        string
+	logReplicas     int
+
+	authToken       string
+	user            string
+	password        string
+	nkeysFile       string
+	nkeySeed        string
+	creds           string
+	tlsCert         string
+	tlsKey          string
+	tlsCA           string
+	tlsVerify       bool
+	clusterUser     string
+	clusterPassword string
+	clusterTLSCert  string
+	clusterTLSKey   string
+	clusterTLSCA    string
 }
 
 func init() {
@@ -66,11 +90,10 @@ Once ready the node prints on stdout, one "key: value" per line:
 
 and nothing else. Logs go to stderr (--log-level).
 
-Every option also comes from the environment (PEERBUS_NAME, PEERBUS_LISTEN,
-PEERBUS_CLUSTER, PEERBUS_CLUSTER_NAME, PEERBUS_ROUTES, PEERBUS_DATA_DIR,
-PEERBUS_NATS_URL, PEERBUS_NO_JETSTREAM, PEERBUS_GROUP, PEERBUS_HUB,
-PEERBUS_PEER_NAME, PEERBUS_PEER_ID): flags override the environment, which
-overrides the defaults.
+Every option also comes from the environment (the variable is named in each
+flag's help, e.g. PEERBUS_LISTEN): flags override the environment, which
+overrides the defaults. Prefer the environment for passwords and tokens, which
+other users of the machine can read on a command line.
 
 --func TAG=COMMAND serves TAG by running COMMAND with "sh -c": the JSON
 arguments on stdin, the JSON result on stdout (empty stdout means null).
@@ -80,7 +103,27 @@ The command's environment has PEERBUS_TAG and PEERBUS_CALLER (the calling
 peer's id) added.
 
 Clustered JetStream needs a quorum: a node with routes waits until enough
-of its cluster peers are up, so start cluster members together.`,
+of its cluster peers are up, so start cluster members together.
+
+--discover finds the other nodes of the cluster (same --cluster-name) on the
+LAN with UDP multicast beacons (group 239.255.80.66:6230 by default): the node
+listens for --discovery-window, then starts with routes to every node it heard,
+and adds nodes heard later. Its cluster listener defaults to the discovery
+interface's address, port 6222.
+
+With three or more nodes the event log is kept in three copies (--log-replicas).
+
+--leaf makes the embedded server a leafnode of an existing NATS deployment;
+the node keeps its own JetStream (and event log) in a JetStream domain named
+after the node (--js-domain).
+
+Security: --auth-token, or --user/--password and --nkeys-file, protect the
+client port (client commands then need --token, --user/--password or --nkey);
+--tls-cert/--tls-key serve it with TLS, --tls-verify with --tls-ca requires
+client certificates. --cluster-user/--cluster-password and
+--cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca (mutual TLS) protect the
+routes. In external and leafnode mode --nkey-seed, --creds, --tls-ca and the
+user credentials are what the node presents.`,
 		Example: `  # A single node on the default address (127.0.0.1:4222)
   peerbus node
 
@@ -94,7 +137,18 @@ of its cluster peers are up, so start cluster members together.`,
     --routes 127.0.0.1:6222,127.0.0.1:6223
 
   # Join an existing NATS deployment instead of embedding a server
-  peerbus node --nats-url nats://nats.example.com:4222 --group workers`,
+  peerbus node --nats-url nats://nats.example.com:4222 --group workers
+
+  # Zero-config cluster on a LAN: run this on three machines
+  peerbus node --discover --cluster-name shop
+
+  # A leafnode of an existing deployment, with its own event log
+  peerbus node --leaf nats-leaf://hub.example.com:7422
+
+  # A secured node: token on the client port, mutual TLS between nodes
+  PEERBUS_AUTH_TOKEN=s3cret peerbus node --listen 0.0.0.0:4222 \
+    --cluster 0.0.0.0:6222 --routes n1:6222,n2:6222,n3:6222 \
+    --cluster-tls-cert node.pem --cluster-tls-key node-key.pem --cluster-tls-ca ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runNode(cmd, f) },
 	}
@@ -116,6 +170,30 @@ of its cluster peers are up, so start cluster members together.`,
 	fs.StringVar(&f.peerID, "peer-id", "", "fixed peer id (default a new uuid) [$"+peer.EnvPeerID+"]")
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve a tag by running a shell command (sh -c), given as `TAG=COMMAND` (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
+
+	fs.BoolVar(&f.discover, "discover", false, "find the cluster's other nodes on the LAN by UDP multicast [$"+bus.EnvDiscover+"]")
+	fs.StringVar(&f.discoveryGroup, "discovery-group", bus.DefaultDiscoveryGroup, "multicast group:port of discovery beacons [$"+bus.EnvDiscoveryGroup+"]")
+	fs.StringVar(&f.discoveryIface, "discovery-iface", "", "interface of discovery (default: the cluster address's, else the first multicast one) [$"+bus.EnvDiscoveryIface+"]")
+	fs.DurationVar(&f.discoveryWindow, "discovery-window", bus.DefaultDiscoveryWindow, "how long to listen for other nodes before starting [$"+bus.EnvDiscoveryWindow+"]")
+	fs.StringSliceVar(&f.leaf, "leaf", nil, "join the NATS deployment at this `URL` as a leafnode (nats-leaf://[user:password@]host:7422) [$"+bus.EnvLeaf+"]")
+	fs.StringVar(&f.jsDomain, "js-domain", "", "JetStream domain (default with --leaf: the node name) [$"+bus.EnvJSDomain+"]")
+	fs.IntVar(&f.logReplicas, "log-replicas", 0, "copies of the event log: 0 = 3 once the cluster has 3 nodes, else 1; -1 = leave alone [$"+bus.EnvLogReplicas+"]")
+
+	fs.StringVar(&f.authToken, "auth-token", "", "token clients must present [$"+bus.EnvAuthToken+"]")
+	fs.StringVar(&f.user, "user", "", "user clients must present (with --password) [$"+bus.EnvUser+"]")
+	fs.StringVar(&f.password, "password", "", "password of --user [$"+bus.EnvPassword+"]")
+	fs.StringVar(&f.nkeysFile, "nkeys-file", "", "`FILE` of public user nkeys allowed to connect, one per line [$"+bus.EnvNKeysFile+"]")
+	fs.StringVar(&f.nkeySeed, "nkey-seed", "", "nkey seed (SU..., or a FILE holding it) presented in --nats-url and --leaf mode [$"+bus.EnvNKeySeed+"]")
+	fs.StringVar(&f.creds, "creds", "", "JWT credentials `FILE` presented in --nats-url and --leaf mode [$"+bus.EnvCreds+"]")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate `FILE` of the client port (TLS) [$"+bus.EnvTLSCert+"]")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key `FILE` of --tls-cert [$"+bus.EnvTLSKey+"]")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA `FILE`: verifies client certificates (--tls-verify) and remote servers [$"+bus.EnvTLSCA+"]")
+	fs.BoolVar(&f.tlsVerify, "tls-verify", false, "require client certificates signed by --tls-ca [$"+bus.EnvTLSVerify+"]")
+	fs.StringVar(&f.clusterUser, "cluster-user", "", "user routes must present (with --cluster-password) [$"+bus.EnvClusterUser+"]")
+	fs.StringVar(&f.clusterPassword, "cluster-password", "", "password of --cluster-user [$"+bus.EnvClusterPassword+"]")
+	fs.StringVar(&f.clusterTLSCert, "cluster-tls-cert", "", "PEM certificate `FILE` of the routes (mutual TLS) [$"+bus.EnvClusterTLSCert+"]")
+	fs.StringVar(&f.clusterTLSKey, "cluster-tls-key", "", "PEM key `FILE` of --cluster-tls-cert [$"+bus.EnvClusterTLSKey+"]")
+	fs.StringVar(&f.clusterTLSCA, "cluster-tls-ca", "", "PEM CA `FILE` route certificates must be signed by [$"+bus.EnvClusterTLSCA+"]")
 	return cmd, f
 }
 
@@ -168,6 +246,51 @@ func nodeOptions(fs *pflag.FlagSet, f *nodeFlags, lookup func(string) (string, b
 	}
 	if set("ready-timeout") {
 		bo.ReadyTimeout = f.readyTimeout
+	}
+	if set("discover") {
+		bo.Discover = f.discover
+	}
+	if set("discovery-window") {
+		bo.DiscoveryWindow = f.discoveryWindow
+	}
+	if set("leaf") {
+		bo.LeafURLs = nil
+		for _, u := range f.leaf {
+			bo.LeafURLs = append(bo.LeafURLs, bus.SplitList(u)...)
+		}
+	}
+	if set("log-replicas") {
+		bo.LogReplicas = f.logReplicas
+	}
+	if set("tls-verify") {
+		bo.TLSVerify = f.tlsVerify
+	}
+	for _, s := range []struct {
+		flag string
+		src  string
+		dst  *string
+	}{
+		{"discovery-group", f.discoveryGroup, &bo.DiscoveryGroup},
+		{"discovery-iface", f.discoveryIface, &bo.DiscoveryInterface},
+		{"js-domain", f.jsDomain, &bo.JetStreamDomain},
+		{"auth-token", f.authToken, &bo.Token},
+		{"user", f.user, &bo.User},
+		{"password", f.password, &bo.Password},
+		{"nkeys-file", f.nkeysFile, &bo.NKeysFile},
+		{"nkey-seed", f.nkeySeed, &bo.NKeySeed},
+		{"creds", f.creds, &bo.CredsFile},
+		{"tls-cert", f.tlsCert, &bo.TLSCert},
+		{"tls-key", f.tlsKey, &bo.TLSKey},
+		{"tls-ca", f.tlsCA, &bo.TLSCA},
+		{"cluster-user", f.clusterUser, &bo.ClusterUser},
+		{"cluster-password", f.clusterPassword, &bo.ClusterPassword},
+		{"cluster-tls-cert", f.clusterTLSCert, &bo.ClusterTLSCert},
+		{"cluster-tls-key", f.clusterTLSKey, &bo.ClusterTLSKey},
+		{"cluster-tls-ca", f.clusterTLSCA, &bo.ClusterTLSCA},
+	} {
+		if set(s.flag) {
+			*s.dst = s.src
+		}
 	}
 	if set("group") {
 		po.Group = f.group
@@ -248,6 +371,9 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 		}
 		if errors.Is(err, bus.ErrNotReady) && len(bo.Routes) > 0 && bo.ExternalURL == "" && !bo.NoJetStream {
 			return fmt.Errorf("%w\n(a clustered node waits for a quorum of its routes %v; are the other nodes running?)", err, bo.Routes)
+		}
+		if errors.Is(err, bus.ErrNotReady) && bo.Discover && !bo.NoJetStream {
+			return fmt.Errorf("%w\n(a discovering node waits until a second node of cluster %q joins: clustered JetStream needs a quorum)", err, bo.ClusterName)
 		}
 		return err
 	}
