@@ -416,6 +416,7 @@ func (l *eventLog) storedTime(ctx context.Context, seq uint64) (time.Time, bool)
 // EmitFuture is the pending result of EmitAsync.
 type EmitFuture struct {
 	p    *Peer
+	id   string
 	name string
 	m    *nats.Msg
 	paf  jetstream.PubAckFuture
@@ -427,7 +428,7 @@ type EmitFuture struct {
 }
 
 // ID returns the event id.
-func (f *EmitFuture) ID() string { return f.ack.ID }
+func (f *EmitFuture) ID() string { return f.id }
 
 // Wait returns once the event is stored, like Emit. An emit the bus did
 // not store (JetStream not current) is retried synchronously with the
@@ -504,7 +505,7 @@ func (p *Peer) EmitAsync(ctx context.Context, name string, v any, opts ...EmitOp
 	if err != nil {
 		return nil, err
 	}
-	f := &EmitFuture{p: p, name: name, m: m, ack: ack}
+	f := &EmitFuture{p: p, id: ack.ID, name: name, m: m, ack: ack}
 	if p.evlog.stream.Load() != nil {
 		// Fast path: the stream is known; room is left for this emit.
 		if f.paf, err = p.evlog.js.PublishMsgAsync(m); err == nil {

@@ -573,13 +573,18 @@ func parseAckReply(reply string) (ackMeta, error) {
 // msgEvent decodes an event delivered by a log consumer: the event from
 // subject and headers, its log position from the ack reply subject.
 func msgEvent(subject, reply string, h nats.Header, data []byte) (Event, error) {
+	e, _, err := msgEventMeta(subject, reply, h, data)
+	return e, err
+}
+
+func msgEventMeta(subject, reply string, h nats.Header, data []byte) (Event, ackMeta, error) {
 	e, err := parseEvent(subject, h, data, false)
 	if err != nil {
-		return Event{}, err
+		return Event{}, ackMeta{}, err
 	}
 	md, err := parseAckReply(reply)
 	if err != nil {
-		return Event{}, err
+		return Event{}, ackMeta{}, err
 	}
 	e.Seq = md.streamSeq
 	e.Deliveries = int(min(md.delivered, 1<<31-1))
@@ -589,7 +594,7 @@ func msgEvent(subject, reply string, h nats.Header, data []byte) (Event, error) 
 	if e.Time.IsZero() {
 		e.Time = md.stored
 	}
-	return e, nil
+	return e, md, nil
 }
 
 // replayConfig applies opts for a replay or a count.
@@ -653,24 +658,88 @@ func (p *Peer) Replay(ctx context.Context, pattern string, opts ...SubOption) it
 			return
 		}
 		defer it.Stop()
+		var last atomic.Pointer[ackMeta] // position of the last event handed out
+		var exhausted atomic.Bool
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.watchReplay(ctx, cons, it, &last, &exhausted, stop)
+		}()
+		defer wg.Wait()
+		defer close(stop)
 		for n := uint64(0); n < total; n++ {
 			msg, err := it.Next(jetstream.NextContext(ctx))
 			if err != nil {
+				if exhausted.Load() {
+					return // the events left were deleted (retention) meanwhile
+				}
 				yield(Event{}, fmt.Errorf("peer: replay %q: %w", pattern, err))
 				return
 			}
-			e, err := msgEvent(msg.Subject(), msg.Reply(), msg.Headers(), msg.Data())
+			e, md, err := msgEventMeta(msg.Subject(), msg.Reply(), msg.Headers(), msg.Data())
 			if err != nil {
 				err = fmt.Errorf("peer: replay %q: %w", pattern, err)
 			} else {
 				e.codec, e.Deliveries = p.opts.Codec, 0
+				last.Store(&md)
 			}
 			if !yield(e, err) || err != nil {
 				return
 			}
-			if md, err := parseAckReply(msg.Reply()); err == nil && md.pending == 0 {
+			if md.pending == 0 {
 				return // events that aged out meanwhile: nothing left
 			}
+		}
+	}
+}
+
+// replayStallCheck is how often a replay that got nothing new checks
+// whether the events it still expects were deleted (by retention) in
+// the meantime.
+const replayStallCheck = time.Second
+
+// watchReplay stops a replay's iterator when ctx ends, or when it got
+// nothing for replayStallCheck and the server has nothing left for it.
+func (p *Peer) watchReplay(ctx context.Context, cons jetstream.Consumer, it jetstream.MessagesContext,
+	last *atomic.Pointer[ackMeta], exhausted *atomic.Bool, stop <-chan struct{}) {
+	t := time.NewTicker(replayStallCheck)
+	defer t.Stop()
+	prev := last.Load()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			it.Stop()
+			return
+		case <-t.C:
+		}
+		cur := last.Load()
+		if cur != prev {
+			prev = cur
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, emitAttemptTimeout)
+		ci, err := cons.Info(ictx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		// Nothing left on the server, and nothing delivered that this
+		// replay did not hand out (a purge moves the stream position of
+		// the consumer, not its delivery count).
+		var handed uint64
+		if cur != nil && cur.consumer == ci.Name {
+			handed = cur.consumerSeq
+		} else if cur != nil {
+			continue // the ordered consumer was recreated: look again later
+		}
+		if ci.NumPending == 0 && ci.Delivered.Consumer == handed {
+			exhausted.Store(true)
+			it.Stop()
+			return
 		}
 	}
 }

@@ -450,13 +450,14 @@ func TestLogDurableResumesAfterRestart(t *testing.T) {
 	acks = append(acks, emitN(t, pub2, "job.done", 9, 2)...)
 	s2 := newPeer(t, n2)
 	var second collector
-	if _, err := s2.Subscribe("job.>", second.handle, peer.Durable("billing"), peer.MustExist()); err != nil {
+	// Resuming keeps the position; delivery settings become the new ones.
+	if _, err := s2.Subscribe("job.>", second.handle, peer.Durable("billing"), peer.MustExist(), peer.MaxDeliver(7)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "resumed events", func() bool { return second.len() >= 5 })
 	waitFor(t, "all acked", func() bool {
 		di, err := s2.DurableInfo(ctx, "billing")
-		return err == nil && di.AckFloor == acks[9].Seq && di.AckPending == 0 && di.Pending == 0
+		return err == nil && di.AckFloor == acks[9].Seq && di.AckPending == 0 && di.Pending == 0 && di.MaxDeliver == 7
 	})
 	evs := second.events()
 	if got := nums(t, evs); !slices.Equal(got, seqRange(6, 10)) {
@@ -844,3 +845,52 @@ func (h countHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h countHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestLogReplayEndsWhenEventsAreDeleted(t *testing.T) {
+	n := jsNode(t, t.TempDir(), "purged")
+	p := newPeer(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const total = 3000
+	var fs []*peer.EmitFuture
+	for i := range total {
+		f, err := p.EmitAsync(ctx, "bulk", num{i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs = append(fs, f)
+	}
+	for _, f := range fs {
+		if _, err := f.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js, err := n.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, peer.LogStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Retention removes what the replay has not received yet: it ends
+	// with what it got, rather than waiting for events that are gone.
+	got := 0
+	for e, err := range p.Replay(ctx, "bulk") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got++; got == 1 {
+			if err := s.Purge(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if e.Seq != uint64(got) {
+			t.Fatalf("event %d has seq %d", got, e.Seq)
+		}
+	}
+	if got == 0 || got >= total || ctx.Err() != nil {
+		t.Fatalf("replay of a purged log gave %d events (ctx %v)", got, ctx.Err())
+	}
+	t.Logf("replay ended after %d buffered events", got)
+}
