@@ -257,7 +257,7 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSess
 	var d net.Dialer
 	t, err := d.DialContext(dctx, s.proto, s.addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrServiceUnavailable, err)
+		return nil, err
 	}
 	ss.target = t
 	has := func(st Strategy) bool {
