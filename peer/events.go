@@ -84,7 +84,9 @@ func WithEventID(id string) EmitOption { return func(c *emitConfig) { c.id = id 
 // (bounded by CallTimeout). Without JetStream on the bus it returns
 // ErrNoLog; a full log that discards new events gives ErrLogFull.
 func (p *Peer) Emit(ctx context.Context, name string, v any, opts ...EmitOption) (EventAck, error) {
-	m, ack, err := p.eventMsg(true, name, v, opts)
+	buf := getEventBuf()
+	defer eventBufs.Put(buf) // the message is not used after publish
+	m, ack, err := p.eventMsg(buf, true, name, v, opts)
 	if err != nil {
 		return EventAck{}, err
 	}
@@ -106,7 +108,9 @@ func (p *Peer) EmitTransient(ctx context.Context, name string, v any, opts ...Em
 	if err := ctx.Err(); err != nil {
 		return EventAck{}, err
 	}
-	m, ack, err := p.eventMsg(false, name, v, opts)
+	buf := getEventBuf()
+	defer eventBufs.Put(buf) // PublishMsg copies the message
+	m, ack, err := p.eventMsg(buf, false, name, v, opts)
 	if err != nil {
 		return EventAck{}, err
 	}
@@ -124,9 +128,21 @@ func TransientSubject(group, id, name string) string {
 	return subjTevt + group + "." + id + "." + name
 }
 
-// eventMsg builds the message of an event: persisted (log subject, with
-// the dedupe id) or transient.
-func (p *Peer) eventMsg(persist bool, name string, v any, opts []EmitOption) (*nats.Msg, EventAck, error) {
+// eventBuf holds an event message and its header values, reused (see
+// eventBufs) by the emits that are done with the message when they
+// return.
+type eventBuf struct {
+	m    nats.Msg
+	vals [3]string
+}
+
+var eventBufs = sync.Pool{New: func() any { return &eventBuf{m: nats.Msg{Header: make(nats.Header, 4)}} }}
+
+func getEventBuf() *eventBuf { return eventBufs.Get().(*eventBuf) }
+
+// eventMsg builds the message of an event, persisted (log subject, with
+// the dedupe id) or transient, in buf (nil: a new one).
+func (p *Peer) eventMsg(buf *eventBuf, persist bool, name string, v any, opts []EmitOption) (*nats.Msg, EventAck, error) {
 	if p.isClosed() {
 		return nil, EventAck{}, ErrClosed
 	}
@@ -148,10 +164,17 @@ func (p *Peer) eventMsg(persist bool, name string, v any, opts []EmitOption) (*n
 		ec.id = newEventID()
 	}
 	ack := EventAck{ID: ec.id, Time: time.Now().UTC()}
+	if buf == nil {
+		buf = &eventBuf{m: nats.Msg{Header: make(nats.Header, 4)}}
+	}
 	// One backing array for the header values; the id slice is shared
 	// by the two id headers (nothing writes to them).
-	vals := [...]string{ack.ID, formatTime(ack.Time), p.opts.Codec.Name()}
-	m := &nats.Msg{Data: data, Header: make(nats.Header, 4)}
+	vals := &buf.vals
+	*vals = [3]string{ack.ID, formatTime(ack.Time), p.opts.Codec.Name()}
+	h := buf.m.Header
+	clear(h)
+	buf.m = nats.Msg{Data: data, Header: h}
+	m := &buf.m
 	if persist {
 		m.Subject = EventSubject(p.opts.Group, p.id, name)
 		m.Header[HeaderMsgID] = vals[0:1:1]

@@ -501,7 +501,7 @@ func (p *Peer) finishAck(ctx context.Context, ack EventAck, pa *jetstream.PubAck
 // except an event that had to be retried. At most 4096 events wait for
 // an ack at a time; further calls wait for room, within ctx.
 func (p *Peer) EmitAsync(ctx context.Context, name string, v any, opts ...EmitOption) (*EmitFuture, error) {
-	m, ack, err := p.eventMsg(true, name, v, opts)
+	m, ack, err := p.eventMsg(nil, true, name, v, opts) // kept until acked
 	if err != nil {
 		return nil, err
 	}
