@@ -30,6 +30,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// externalPingInterval is the ping interval of a node's connection to an
+// external NATS: with two pings outstanding, a dead server is noticed
+// within about three intervals.
+const externalPingInterval = 3 * time.Second
+
 // Sentinel errors returned by this package.
 var (
 	// ErrInvalidOption reports an option value that cannot be used.
@@ -218,10 +223,14 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 			}
 			n.log.Info("discovery: window over", "found", len(found))
 		}
-		if !o.NoJetStream {
-			// A node routes to itself too: the server skips the self
-			// route, clustered JetStream accepts a first (seed) node,
-			// and the expected cluster size counts this node.
+		if !o.NoJetStream && (len(routes) == 0 || o.Discover) {
+			// A first (seed) node routes to itself: the server skips
+			// the self route, and clustered JetStream accepts the
+			// setup. A discovering node lists itself among the nodes it
+			// found, so that the expected cluster size counts it.
+			// Configured routes are left alone: they usually name this
+			// node already, and a second name for it would inflate the
+			// expected size (and the quorum) of the JetStream cluster.
 			self := chost
 			if ip := net.ParseIP(self); ip != nil && ip.IsUnspecified() {
 				self = "127.0.0.1"
@@ -446,8 +455,12 @@ func (n *Node) startExternal(ctx context.Context) error {
 		return err
 	}
 	n.inproc = creds
+	// Pings every few seconds: a node cut off by a partition sends no
+	// RST, and the client default (two minutes) would keep the peers of
+	// this connection on the wrong side that long.
 	opts := append([]nats.Option{nats.Name("peerbus:" + name), nats.MaxReconnects(-1),
-		nats.DrainTimeout(5 * time.Second), nats.Timeout(5 * time.Second)}, creds...)
+		nats.DrainTimeout(5 * time.Second), nats.Timeout(5 * time.Second),
+		nats.PingInterval(externalPingInterval), nats.MaxPingsOutstanding(2)}, creds...)
 	if dl, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(dl)))
 	}
