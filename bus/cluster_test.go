@@ -134,23 +134,45 @@ func TestThreeNodesReplicatedLog(t *testing.T) {
 		emit(peers[i%3], i)
 	}
 
-	// One node (and its peer) goes away.
-	if err := peers[2].Close(); err != nil {
+	// The node leading the log (and its peer) goes away, the hardest
+	// case: the other two elect a new stream leader.
+	s, err := js.Stream(ctx, peer.LogStream)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nodes[2].Close(); err != nil {
+	gone := -1
+	for i, n := range nodes {
+		if n.Name() == s.CachedInfo().Cluster.Leader {
+			gone = i
+		}
+	}
+	if gone < 0 {
+		t.Fatalf("no node leads the log: %+v", s.CachedInfo().Cluster)
+	}
+	var rest []int
+	for i := range nodes {
+		if i != gone {
+			rest = append(rest, i)
+		}
+	}
+	if err := peers[gone].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[gone].Close(); err != nil {
 		t.Fatal(err)
 	}
 	down := time.Now()
 	for i := 10; i < 20; i++ {
-		emit(peers[i%2], i)
+		emit(peers[rest[i%2]], i)
 	}
-	t.Logf("10 events accepted by the remaining two nodes in %v", time.Since(down).Round(time.Millisecond))
-	if got := callWhere(ctx, t, peers[0], peers[1].ID()); got != nodes[1].Name() {
-		t.Errorf("call 0->1 after the shutdown ran on %q", got)
+	t.Logf("stream leader %s shut down; 10 events accepted by the other two nodes in %v",
+		nodes[gone].Name(), time.Since(down).Round(time.Millisecond))
+	if got := callWhere(ctx, t, peers[rest[0]], peers[rest[1]].ID()); got != nodes[rest[1]].Name() {
+		t.Errorf("call after the shutdown ran on %q", got)
 	}
 	// Both remaining nodes replay all twenty events, in order.
-	for i, p := range peers[:2] {
+	for _, i := range rest {
+		p := peers[i]
 		var got []int
 		for e, err := range p.Replay(ctx, "test.>", peer.FromStart()) {
 			if err != nil {
