@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -53,6 +55,9 @@ type DialResult struct {
 	// LocalNAT and RemoteNAT are the NAT information the sides exchanged
 	// (nil without STUN).
 	LocalNAT, RemoteNAT *NATInfo
+	// LocalCandidates and RemoteCandidates are the addresses the sides
+	// offered for raw paths: UDP ones (UDP services), then TCP ones.
+	LocalCandidates, RemoteCandidates []Candidate
 }
 
 // Conn is a stream connection to a TCP service on another peer, made by
@@ -268,4 +273,102 @@ func (u *udpPath) SetDeadline(t time.Time) error     { return u.conn.SetDeadline
 func (u *udpPath) SetReadDeadline(t time.Time) error { return u.conn.SetReadDeadline(t) }
 func (u *udpPath) SetWriteDeadline(t time.Time) error {
 	return u.conn.SetWriteDeadline(t)
+}
+
+// maxFramedDatagram is the largest datagram carried over a TCP path.
+const maxFramedDatagram = 65535
+
+// tcpPacket carries the datagrams of a UDP service over a raw TCP path
+// (hole-punched TCP), each prefixed by its length (2 bytes, big-endian).
+type tcpPacket struct {
+	net.Conn
+	rmu  sync.Mutex
+	wmu  sync.Mutex
+	hdr  [2]byte
+	wbuf []byte
+}
+
+func (t *tcpPacket) Read(b []byte) (int, error) {
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	if _, err := io.ReadFull(t.Conn, t.hdr[:]); err != nil {
+		return 0, mapNetErr("read", err)
+	}
+	n := int(binary.BigEndian.Uint16(t.hdr[:]))
+	if n <= len(b) {
+		_, err := io.ReadFull(t.Conn, b[:n])
+		return n, mapNetErr("read", err)
+	}
+	// Truncate, as a UDP socket does, and skip the rest.
+	if _, err := io.ReadFull(t.Conn, b); err != nil {
+		return 0, mapNetErr("read", err)
+	}
+	_, err := io.CopyN(io.Discard, t.Conn, int64(n-len(b)))
+	return len(b), mapNetErr("read", err)
+}
+
+func (t *tcpPacket) Write(b []byte) (int, error) {
+	if len(b) > maxFramedDatagram {
+		return 0, fmt.Errorf("%w: datagram of %d bytes", ErrProtocol, len(b))
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.wbuf = binary.BigEndian.AppendUint16(t.wbuf[:0], uint16(len(b)))
+	t.wbuf = append(t.wbuf, b...)
+	if _, err := t.Conn.Write(t.wbuf); err != nil {
+		return 0, mapNetErr("write", err)
+	}
+	return len(b), nil
+}
+
+// mapNetErr maps socket timeouts and closes to this package's errors.
+func mapNetErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("bridge: %s: %w", op, ErrClosed)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("bridge: %s: %w", op, ErrTimeout)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("bridge: %s: %w", op, ErrPeerClosed)
+	}
+	return err
+}
+
+// forwardFramed carries framed datagrams between a TCP path and a UDP
+// target until either fails.
+func forwardFramed(path *tcpPacket, target net.Conn, touch func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, maxFramedDatagram)
+		for {
+			n, err := path.Read(buf)
+			if err != nil {
+				_ = target.Close()
+				return
+			}
+			touch()
+			_, _ = target.Write(buf[:n])
+		}
+	}()
+	buf := make([]byte, maxFramedDatagram)
+	for {
+		n, err := target.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				break
+			}
+			continue // e.g. ICMP port unreachable from the target
+		}
+		touch()
+		if _, err := path.Write(buf[:n]); err != nil {
+			break
+		}
+	}
+	_ = path.Close()
+	<-done
 }

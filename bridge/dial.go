@@ -65,6 +65,7 @@ type dialer struct {
 	ln       *net.TCPListener
 	port     uint16
 	udp      *net.UDPConn
+	sock     *pathSocket // writes of udp
 	tcpCands []Candidate
 	udpCands []Candidate
 	localNAT *NATInfo
@@ -114,6 +115,8 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		return nil, res, err
 	}
 	res.Peer, res.RemoteNAT, res.Open = d.ans.Peer, d.ans.NAT, time.Since(start)
+	res.LocalCandidates = append(append([]Candidate(nil), d.udpCands...), d.tcpCands...)
+	res.RemoteCandidates = append(append([]Candidate(nil), d.ans.UDP...), d.ans.TCP...)
 	d.log.Debug("session opened", "peer", d.ans.Peer, "tcp", d.ans.TCP, "udp", d.ans.UDP, "took", res.Open)
 	if d.ln != nil {
 		d.goSafe(d.acceptLoop)
@@ -133,6 +136,7 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 			continue
 		}
 		t0 := time.Now()
+		d.log.Debug("strategy", "strategy", st)
 		c, err := d.try(ctx, st)
 		att := Attempt{Strategy: st, Duration: time.Since(t0), Err: err}
 		res.Attempts = append(res.Attempts, att)
@@ -152,6 +156,9 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 			// The raw UDP path: the socket stays, wrapped.
 			keep = u
 			c = newUDPPath(u.UDPConn, u.remote, sec, d.ans.Nonce)
+		} else if proto == "udp" && st != Relay {
+			// Datagrams over a TCP path.
+			c = &tcpPacket{Conn: c}
 		}
 		d.log.Info("connected", "peer", d.ans.Peer, "path", st, "remote", res.Remote, "took", res.Setup)
 		return c, res, nil
@@ -189,7 +196,7 @@ func (d *dialer) rawAllowed() bool {
 	if d.proto == "tcp" {
 		return c.allowed(Direct) || c.allowed(Reverse) || c.allowed(PunchTCP)
 	}
-	return c.allowed(Direct) || c.allowed(Reverse) || c.allowed(PunchUDP)
+	return c.allowed(Direct) || c.allowed(Reverse) || c.allowed(PunchUDP) || c.allowed(PunchTCP)
 }
 
 // prepare classifies the NAT and opens the local path sockets.
@@ -199,11 +206,7 @@ func (d *dialer) prepare(ctx context.Context) error {
 	}
 	d.localNAT = classify(ctx, d.cfg.stun)
 	loopback := !d.cfg.noLoopback
-	switch d.proto {
-	case "tcp":
-		if !d.cfg.allowed(Reverse) && !d.cfg.allowed(PunchTCP) {
-			return nil
-		}
+	if (d.proto == "tcp" && d.cfg.allowed(Reverse)) || d.cfg.allowed(PunchTCP) {
 		lc := net.ListenConfig{}
 		if reuseSupported {
 			lc.Control = reuseControl
@@ -219,12 +222,14 @@ func (d *dialer) prepare(ctx context.Context) error {
 			d.tcpCands = addCandidate(d.tcpCands, Candidate{Addr: netip.AddrPortFrom(n.Mapped, d.port), Kind: KindMapped})
 		}
 		sortCandidates(d.tcpCands)
-	case "udp":
+	}
+	if d.proto == "udp" && (d.cfg.allowed(Direct) || d.cfg.allowed(Reverse) || d.cfg.allowed(PunchUDP)) {
 		u, err := net.ListenUDP("udp4", &net.UDPAddr{})
 		if err != nil {
 			return fmt.Errorf("bridge: path socket: %w", err)
 		}
 		d.udp = u
+		d.sock = newPathSocket(u)
 		d.udpCands = hostCandidates(uint16(u.LocalAddr().(*net.UDPAddr).Port), loopback)
 		if len(d.cfg.stun.Servers) > 0 {
 			if m, err := mappedAddr(ctx, u, d.cfg.stun); err == nil {
@@ -299,8 +304,8 @@ func (d *dialer) skip(st Strategy, remote *NATInfo) string {
 	tcp := d.proto == "tcp"
 	switch st {
 	case Direct:
-		if (tcp && len(d.ans.TCP) == 0) || (!tcp && len(d.ans.UDP) == 0) {
-			return "the exposer offered no address"
+		if (tcp && len(reachable(d.ans.TCP, remote)) == 0) || (!tcp && (d.udp == nil || len(reachable(d.ans.UDP, remote)) == 0)) {
+			return "the exposer offered no address reachable without punching"
 		}
 	case Reverse:
 		if (tcp && d.ln == nil) || (!tcp && d.udp == nil) {
@@ -318,8 +323,6 @@ func (d *dialer) skip(st Strategy, remote *NATInfo) string {
 		}
 	case PunchTCP:
 		switch {
-		case !tcp:
-			return "UDP service: UDP services punch with UDP"
 		case !reuseSupported:
 			return "this platform cannot share a port between sockets"
 		case d.ln == nil || len(d.ans.TCP) == 0:
@@ -345,25 +348,36 @@ func (d *dialer) try(ctx context.Context, st Strategy) (net.Conn, error) {
 	switch st {
 	case Direct:
 		if tcp {
-			for _, c := range d.ans.TCP {
-				d.goSafe(func() { d.connect(sctx, c.Addr, false) })
+			// Every candidate failing ends the strategy early.
+			var wg sync.WaitGroup
+			failed := make(chan struct{})
+			for _, c := range reachable(d.ans.TCP, d.ans.NAT) {
+				wg.Add(1)
+				d.goSafe(func() {
+					defer wg.Done()
+					d.connect(sctx, c.Addr, false)
+				})
 			}
-			return d.waitTCP(sctx, timeout)
+			d.goSafe(func() {
+				wg.Wait()
+				close(failed)
+			})
+			return d.waitTCP(sctx, timeout, failed)
 		}
-		return d.udpStage(sctx, timeout, true)
+		return d.udpStage(sctx, timeout, reachable(d.ans.UDP, d.ans.NAT), false)
 	case Reverse:
 		if err := d.ctl(sctx, opReverse, timeout); err != nil {
 			return nil, err
 		}
 		if tcp {
-			return d.waitTCP(sctx, timeout)
+			return d.waitTCP(sctx, timeout, nil)
 		}
-		return d.udpStage(sctx, timeout, false)
+		return d.udpStage(sctx, timeout, nil, false)
 	case PunchUDP:
 		if err := d.ctl(sctx, opPunchUDP, timeout); err != nil {
 			return nil, err
 		}
-		return d.udpStage(sctx, timeout, true)
+		return d.udpStage(sctx, timeout, d.ans.UDP, true)
 	case PunchTCP:
 		if err := d.ctl(sctx, opPunchTCP, timeout); err != nil {
 			return nil, err
@@ -371,7 +385,7 @@ func (d *dialer) try(ctx context.Context, st Strategy) (net.Conn, error) {
 		for _, c := range d.ans.TCP {
 			d.goSafe(func() { d.connect(sctx, c.Addr, true) })
 		}
-		return d.waitTCP(sctx, timeout)
+		return d.waitTCP(sctx, timeout, nil)
 	case Relay:
 		return d.relay(sctx, timeout)
 	}
@@ -479,10 +493,23 @@ func (d *dialer) authenticate(c net.Conn) {
 	}
 }
 
-// waitTCP waits for an authenticated connection and selects it.
-func (d *dialer) waitTCP(ctx context.Context, timeout time.Duration) (net.Conn, error) {
+// waitTCP waits for an authenticated connection and selects it. A
+// closed failed channel means no connection can come any more.
+func (d *dialer) waitTCP(ctx context.Context, timeout time.Duration, failed <-chan struct{}) (net.Conn, error) {
 	for {
 		select {
+		case <-failed:
+			select {
+			case c := <-d.found:
+				d.found <- c // taken below
+				failed = nil
+				continue
+			default:
+			}
+			d.mu.Lock()
+			errs := strings.Join(d.errs, "; ")
+			d.mu.Unlock()
+			return nil, fmt.Errorf("every address failed (%s)", errs)
 		case c := <-d.found:
 			if err := c.SetWriteDeadline(time.Now().Add(handshakeTimeout)); err == nil {
 				if _, err = c.Write([]byte{tcpSelect}); err == nil {
@@ -520,7 +547,7 @@ func (d *dialer) udpReader() {
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		switch c.typ {
 		case udpProbe:
-			_, _ = d.udp.WriteToUDPAddrPort(d.sec.appendUDPCtl(nil, udpAck, d.ans.Nonce), from)
+			d.sock.send(d.sec.appendUDPCtl(nil, udpAck, d.ans.Nonce), from)
 			d.markSelectable(from)
 		case udpAck:
 			d.markSelectable(from)
@@ -541,44 +568,42 @@ func (d *dialer) markSelectable(a netip.AddrPort) {
 	d.selectable[a] = true
 	d.mu.Unlock()
 	if isNew {
-		_, _ = d.udp.WriteToUDPAddrPort(d.sec.appendUDPCtl(nil, udpSelect, d.ans.Nonce), a)
+		d.sock.send(d.sec.appendUDPCtl(nil, udpSelect, d.ans.Nonce), a)
 	}
 }
 
-// udpStage probes the exposer's candidates (if probe) and selects every
-// address that answered, until one select is acknowledged.
-func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, probe bool) (net.Conn, error) {
-	probePkt := d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce)
+// udpStage probes cands (with punch: opening probes first) and selects
+// every address the exposer answered or probed from, until one select is
+// acknowledged.
+func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, cands []Candidate, punch bool) (net.Conn, error) {
 	selPkt := d.sec.appendUDPCtl(nil, udpSelect, d.ans.Nonce)
-	tick := time.NewTicker(probeInterval)
-	defer tick.Stop()
-	for {
-		if probe {
-			for _, c := range d.ans.UDP {
-				_, _ = d.udp.WriteToUDPAddrPort(probePkt, c.Addr)
-			}
-		}
+	reselect := func() {
 		d.mu.Lock()
-		var sel []netip.AddrPort
+		sel := make([]netip.AddrPort, 0, len(d.selectable))
 		for a := range d.selectable {
 			sel = append(sel, a)
 		}
 		d.mu.Unlock()
 		for _, a := range sel {
-			_, _ = d.udp.WriteToUDPAddrPort(selPkt, a)
+			d.sock.send(selPkt, a)
 		}
-		select {
-		case a := <-d.won:
-			// Stop the setup reader; the socket becomes the path.
-			d.readerStop.Store(true)
-			_ = d.udp.SetReadDeadline(time.Now())
-			<-d.readerDone
-			_ = d.udp.SetReadDeadline(time.Time{})
-			return &udpPathConn{UDPConn: d.udp, remote: a}, nil
-		case <-ctx.Done():
-			return nil, d.stageErr(ctx, timeout)
-		case <-tick.C:
-		}
+	}
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	d.goSafe(func() {
+		probeLoop(pctx, d.sock, d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce), cands, punch, reselect)
+	})
+	select {
+	case a := <-d.won:
+		stop()
+		// Stop the setup reader; the socket becomes the path.
+		d.readerStop.Store(true)
+		_ = d.udp.SetReadDeadline(time.Now())
+		<-d.readerDone
+		_ = d.udp.SetReadDeadline(time.Time{})
+		return &udpPathConn{UDPConn: d.udp, remote: a}, nil
+	case <-ctx.Done():
+		return nil, d.stageErr(ctx, timeout)
 	}
 }
 

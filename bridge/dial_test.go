@@ -115,6 +115,7 @@ func TestConcurrentStreamsAcrossCluster(t *testing.T) {
 	nodes := startCluster(t, 2)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
+	waitPeer(t, pd, pe.ID())
 	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
 	if err != nil {
 		t.Fatal(err)
@@ -267,6 +268,7 @@ func TestDefaultStrategiesPreferDirect(t *testing.T) {
 	nodes := startCluster(t, 2)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
+	waitPeer(t, pd, pe.ID())
 	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
 	if err != nil {
 		t.Fatal(err)

@@ -173,3 +173,26 @@ func natsConnect(t testing.TB, url string) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// waitPeer waits until peer id answers a ping from p: its subscriptions
+// have reached p's node.
+func waitPeer(t testing.TB, p *peer.Peer, id string) {
+	t.Helper()
+	ping, err := peer.Stub[struct{}, any](p, peer.TagPing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := ping.Call(ctx, struct{}{}, peer.OnPeer(id))
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer %s unreachable: %v", id, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

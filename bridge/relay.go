@@ -189,7 +189,7 @@ func (r *relay) send(f frame) error {
 	return nil
 }
 
-func signal(c chan struct{}) {
+func wake(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
 	default:
@@ -206,8 +206,8 @@ func (r *relay) failLocked(err error) bool {
 	if r.werr == nil {
 		r.werr = err
 	}
-	signal(r.readable)
-	signal(r.writable)
+	wake(r.readable)
+	wake(r.writable)
 	return first && !r.peerClosed
 }
 
@@ -259,7 +259,7 @@ func (r *relay) handleLocked(f frame) error {
 		r.rq = append(r.rq, f.payload)
 		r.rqBytes += len(f.payload)
 		r.recvOff = end
-		signal(r.readable)
+		wake(r.readable)
 	case frameCredit:
 		r.grow(f.value)
 	case frameFin:
@@ -270,7 +270,7 @@ func (r *relay) handleLocked(f frame) error {
 			return fmt.Errorf("%w: stream of %d bytes ended, %d received", ErrRelayLost, f.value, r.recvOff)
 		}
 		r.finRecv, r.finAt = true, f.value
-		signal(r.readable)
+		wake(r.readable)
 	case frameClose:
 		r.peerClosed = true
 		why := ErrPeerClosed
@@ -283,8 +283,8 @@ func (r *relay) handleLocked(f frame) error {
 		if r.rerr == nil && (r.packet || !r.finRecv) {
 			r.rerr = why
 		}
-		signal(r.readable)
-		signal(r.writable)
+		wake(r.readable)
+		wake(r.writable)
 	case framePing:
 		r.grow(f.value)
 		if !r.packet && !r.finRecv {
@@ -293,7 +293,7 @@ func (r *relay) handleLocked(f frame) error {
 			}
 			if f.fin && f.sent == r.recvOff {
 				r.finRecv, r.finAt = true, f.sent
-				signal(r.readable)
+				wake(r.readable)
 			}
 		}
 	case frameDgram:
@@ -305,7 +305,7 @@ func (r *relay) handleLocked(f frame) error {
 			return nil
 		}
 		r.rq = append(r.rq, f.payload)
-		signal(r.readable)
+		wake(r.readable)
 	}
 	return nil
 }
@@ -314,7 +314,7 @@ func (r *relay) handleLocked(f frame) error {
 func (r *relay) grow(limit uint64) {
 	if !r.packet && limit > r.credit {
 		r.credit = limit
-		signal(r.writable)
+		wake(r.writable)
 	}
 }
 

@@ -31,6 +31,7 @@ func TestRelay100MBAcrossCluster(t *testing.T) {
 	target := echoServer(t)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
+	waitPeer(t, pd, pe.ID())
 	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", target)
 	if err != nil {
 		t.Fatal(err)

@@ -8,3 +8,8 @@ import "syscall"
 const reuseSupported = false
 
 func reuseControl(_, _ string, _ syscall.RawConn) error { return nil }
+
+const ttlSupported = false
+
+func getTTL(syscall.Conn) (int, error) { return 64, nil }
+func setTTL(syscall.Conn, int) error   { return nil }

@@ -26,3 +26,37 @@ func reuseControl(_, _ string, c syscall.RawConn) error {
 	}
 	return serr
 }
+
+// ttlSupported reports whether setTTL works here.
+const ttlSupported = true
+
+// getTTL returns the IPv4 TTL of a socket.
+func getTTL(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var ttl int
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		ttl, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL)
+	}); err != nil {
+		return 0, err
+	}
+	return ttl, serr
+}
+
+// setTTL sets the IPv4 TTL of a socket's packets.
+func setTTL(c syscall.Conn, ttl int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ttl)
+	}); err != nil {
+		return err
+	}
+	return serr
+}

@@ -222,6 +222,7 @@ type exSession struct {
 	ln     *net.TCPListener
 	port   uint16
 	udp    *net.UDPConn
+	sock   *pathSocket // writes of udp
 	ctl    *nats.Subscription
 
 	tcpCands, udpCands []Candidate
@@ -273,8 +274,7 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSess
 		ss.nat = classify(ctx, s.cfg.stun)
 	}
 	loopback := !s.cfg.noLoopback
-	switch {
-	case s.proto == "tcp" && (has(Direct) || has(PunchTCP)):
+	if (s.proto == "tcp" && has(Direct)) || has(PunchTCP) {
 		lc := net.ListenConfig{}
 		if reuseSupported {
 			lc.Control = reuseControl
@@ -290,12 +290,14 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSess
 			ss.tcpCands = addCandidate(ss.tcpCands, Candidate{Addr: netip.AddrPortFrom(ss.nat.Mapped, ss.port), Kind: KindMapped})
 		}
 		sortCandidates(ss.tcpCands)
-	case s.proto == "udp" && raw:
+	}
+	if s.proto == "udp" && (has(Direct) || has(Reverse) || has(PunchUDP)) {
 		u, err := net.ListenUDP("udp4", &net.UDPAddr{})
 		if err != nil {
 			return nil, fmt.Errorf("bridge: path socket: %w", err)
 		}
 		ss.udp = u
+		ss.sock = newPathSocket(u)
 		port := uint16(u.LocalAddr().(*net.UDPAddr).Port)
 		ss.udpCands = hostCandidates(port, loopback)
 		if len(s.cfg.stun.Servers) > 0 {
@@ -454,7 +456,7 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 	if timeout <= 0 || timeout > maxSetup {
 		timeout = DefaultPunchTCPTimeout
 	}
-	ss.log.Debug("control request", "op", req.Op)
+	ss.log.Debug("control request", "op", req.Op, "timeout", timeout)
 	switch req.Op {
 	case opClose:
 		ss.cancel()
@@ -469,19 +471,23 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 		ss.mu.Unlock()
 		switch {
 		case ss.svc.proto == "tcp" && st == Reverse:
-			ss.startTCPDials(timeout, false)
-		case ss.svc.proto == "tcp" && st == PunchTCP:
+			ss.startTCPDials(timeout, reachable(ss.o.TCP, ss.o.NAT), false)
+		case st == PunchTCP:
 			if ss.ln == nil {
 				reply(fmt.Errorf("%w: no path listener", ErrProtocol))
 				return
 			}
-			ss.startTCPDials(timeout, true)
+			ss.startTCPDials(timeout, ss.o.TCP, true)
 		case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
 			if ss.udp == nil {
 				reply(fmt.Errorf("%w: no path socket", ErrProtocol))
 				return
 			}
-			ss.goSafe(func() { ss.probe(timeout) })
+			cands, punch := reachable(ss.o.UDP, ss.o.NAT), st == PunchUDP
+			if punch {
+				cands = ss.o.UDP
+			}
+			ss.goSafe(func() { ss.probe(timeout, cands, punch) })
 		default:
 			reply(fmt.Errorf("%w: %s for a %s service", ErrProtocol, req.Op, ss.svc.proto))
 			return
@@ -562,17 +568,25 @@ func (ss *exSession) serveRaw(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	pump(ss.ctx, c, ss.target)
+	if ss.svc.proto == "udp" {
+		// Datagrams over the TCP path, framed.
+		ss.goSafe(func() { ss.idleWatch(nil) })
+		stop := context.AfterFunc(ss.ctx, func() { _ = c.Close() })
+		forwardFramed(&tcpPacket{Conn: c}, ss.target, ss.touch)
+		stop()
+	} else {
+		pump(ss.ctx, c, ss.target)
+	}
 	ss.cancel()
 }
 
 // startTCPDials connects to the dialer's TCP candidates: from ephemeral
 // ports (reverse), or from the path listener's port again and again
 // (simultaneous open, punch).
-func (ss *exSession) startTCPDials(timeout time.Duration, punch bool) {
+func (ss *exSession) startTCPDials(timeout time.Duration, cands []Candidate, punch bool) {
 	ctx, cancel := context.WithTimeout(ss.setup, timeout)
 	var wg sync.WaitGroup
-	for _, cand := range ss.o.TCP {
+	for _, cand := range cands {
 		wg.Add(1)
 		ss.goSafe(func() {
 			defer wg.Done()
@@ -593,23 +607,11 @@ func (ss *exSession) startTCPDials(timeout time.Duration, punch bool) {
 }
 
 // probe sends UDP probes to the dialer's candidates until the setup
-// ends or the timeout.
-func (ss *exSession) probe(timeout time.Duration) {
+// ends or the timeout; with punch, opening probes first (see punch.go).
+func (ss *exSession) probe(timeout time.Duration, cands []Candidate, punch bool) {
 	ctx, cancel := context.WithTimeout(ss.setup, timeout)
 	defer cancel()
-	pkt := ss.sec.appendUDPCtl(nil, udpProbe, ss.o.Nonce)
-	tick := time.NewTicker(probeInterval)
-	defer tick.Stop()
-	for {
-		for _, c := range ss.o.UDP {
-			_, _ = ss.udp.WriteToUDPAddrPort(pkt, c.Addr)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	probeLoop(ctx, ss.sock, ss.sec.appendUDPCtl(nil, udpProbe, ss.o.Nonce), cands, punch, nil)
 }
 
 // udpReader reads the path socket for the whole session: control
@@ -647,7 +649,7 @@ func (ss *exSession) udpReader() {
 		}
 		switch c.typ {
 		case udpProbe:
-			_, _ = ss.udp.WriteToUDPAddrPort(ss.sec.appendUDPCtl(nil, udpAck, ss.o.Nonce), from)
+			ss.sock.send(ss.sec.appendUDPCtl(nil, udpAck, ss.o.Nonce), from)
 		case udpSelect:
 			if !chosen {
 				if !ss.choose(ss.currentStage(), from) {
@@ -657,7 +659,7 @@ func (ss *exSession) udpReader() {
 				chosen, remote = true, from
 			}
 			if from == remote {
-				_, _ = ss.udp.WriteToUDPAddrPort(ss.sec.appendUDPCtl(nil, udpSelectAck, ss.o.Nonce), from)
+				ss.sock.send(ss.sec.appendUDPCtl(nil, udpSelectAck, ss.o.Nonce), from)
 			}
 		case udpClose:
 			if chosen && from == remote {
@@ -674,7 +676,7 @@ func (ss *exSession) forwardUDPRaw() {
 	ss.mu.Lock()
 	remote := ss.udpRemote
 	ss.mu.Unlock()
-	ss.goSafe(func() { ss.idleWatch(func() { _, _ = ss.udp.WriteToUDPAddrPort([]byte{udpKeepalive}, remote) }) })
+	ss.goSafe(func() { ss.idleWatch(func() { ss.sock.send([]byte{udpKeepalive}, remote) }) })
 	buf := make([]byte, 65536)
 	for {
 		n, err := ss.target.Read(buf[1:])
@@ -687,7 +689,7 @@ func (ss *exSession) forwardUDPRaw() {
 		buf[0] = udpData
 		ss.touch()
 		ss.lastSent.Store(time.Now().UnixNano())
-		_, _ = ss.udp.WriteToUDPAddrPort(buf[:1+n], remote)
+		ss.sock.send(buf[:1+n], remote)
 	}
 }
 

@@ -116,7 +116,7 @@ func (s *Subscription) onMsg(m *nats.Msg) {
 	s.ring[(s.head+s.n)%len(s.ring)] = m
 	s.n++
 	s.mu.Unlock()
-	signal(s.notify)
+	wake(s.notify)
 }
 
 func (s *Subscription) pop() (*nats.Msg, bool) {
@@ -130,7 +130,7 @@ func (s *Subscription) pop() (*nats.Msg, bool) {
 	s.head = (s.head + 1) % len(s.ring)
 	s.n--
 	if s.n > 0 {
-		signal(s.notify)
+		wake(s.notify)
 	}
 	return m, true
 }
