@@ -194,3 +194,59 @@ func TestThreeNodesReplicatedLog(t *testing.T) {
 		}
 	}
 }
+
+// TestGrowingClusterRaisesReplicas starts two nodes (the log has one
+// copy), then a third with routes to them: it joins the JetStream
+// cluster and the log is raised to three copies, the events included.
+func TestGrowingClusterRaisesReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	two, err := bus.StartLocalCluster(ctx, 2, dir, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range two {
+		t.Cleanup(func() { _ = n.Close() })
+	}
+	p, err := peer.New(two[0].Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	for i := range 5 {
+		if _, err := p.Emit(ctx, "grow.n", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js, _ := two[0].JetStream()
+	s, err := js.Stream(ctx, peer.LogStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.CachedInfo().Config.Replicas; r != 1 || two[0].LogReplicas() != 1 {
+		t.Fatalf("two nodes: log replicas %d, target %d; want 1", r, two[0].LogReplicas())
+	}
+
+	start := time.Now()
+	third, err := bus.Start(ctx, bus.WithName("g2"), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(dir+"/g2"),
+		bus.WithCluster("127.0.0.1:-1"), bus.WithRoutes(two[0].ClusterURL(), two[1].ClusterURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = third.Close() })
+	waitReplicas(ctx, t, js, 3, 30*time.Second)
+	t.Logf("third node joined and the log reached R3 in %v", time.Since(start).Round(time.Millisecond))
+	if got := third.LogReplicas(); got != 3 {
+		t.Errorf("LogReplicas on the new node = %d", got)
+	}
+	q, err := peer.New(third.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	n, err := q.CountEvents(ctx, "grow.>")
+	if err != nil || n != 5 {
+		t.Fatalf("events seen from the new node: %d, %v", n, err)
+	}
+}

@@ -162,9 +162,10 @@ type Options struct {
 	Token string
 	// User and Password are the credentials clients must present.
 	User, Password string
-	// NKeys are public user nkeys ("U...") allowed on the client port;
-	// NKeysFile adds the ones in a file (one per line, # comments).
-	NKeys     []string
+	// NKeys are public user nkeys ("U...") allowed on the client port.
+	NKeys []string
+	// NKeysFile names a file of more allowed public user nkeys, one per
+	// line; blank lines and lines starting with # are skipped.
 	NKeysFile string
 	// NKeySeed is the nkey seed ("SU...", or a file holding it) the node
 	// connects with in external mode and on its leafnode connection.
