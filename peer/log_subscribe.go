@@ -335,7 +335,8 @@ func (p *Peer) subscribeLog(pattern string, subjects []string, h EventHandler, c
 		ls.mu.Unlock()
 		return nil, ErrClosed
 	}
-	cc, err := ls.cons.Consume(ls.onMsg, jetstream.ConsumeErrHandler(ls.onConsumeErr))
+	cc, err := ls.cons.Consume(ls.onMsg, jetstream.ConsumeErrHandler(ls.onConsumeErr),
+		jetstream.PullExpiry(subPullExpiry), jetstream.PullHeartbeat(subHeartbeat))
 	if err == nil {
 		ls.cc = cc
 	}
@@ -652,7 +653,8 @@ func (p *Peer) Replay(ctx context.Context, pattern string, opts ...SubOption) it
 		if total == 0 {
 			return
 		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(int(min(total, 1000))))
+		it, err := cons.Messages(jetstream.PullMaxMessages(int(min(total, 1000))),
+			jetstream.PullExpiry(replayPullExpiry), jetstream.PullHeartbeat(replayHeartbeat))
 		if err != nil {
 			yield(Event{}, fmt.Errorf("peer: replay %q: %w", pattern, err))
 			return
@@ -694,6 +696,18 @@ func (p *Peer) Replay(ctx context.Context, pattern string, opts ...SubOption) it
 		}
 	}
 }
+
+// Pull request settings of log consumers. A pull request can be lost
+// (sent to a consumer that was just created on another node of a
+// cluster): the client notices when no heartbeat comes for two
+// heartbeat intervals, and pulls again (an ordered consumer is then
+// recreated where it left off). Short intervals keep that pause short.
+const (
+	subPullExpiry    = 10 * time.Second
+	subHeartbeat     = 2 * time.Second
+	replayPullExpiry = 5 * time.Second
+	replayHeartbeat  = time.Second
+)
 
 // replayStallCheck is how often a replay that got nothing new checks
 // whether the events it still expects were deleted (by retention) in
