@@ -86,7 +86,9 @@ type LogConfig struct {
 	// directory. A memory log does not survive a node restart.
 	Memory bool
 	// Replicas is the number of copies kept on different nodes of a
-	// cluster. Default DefaultLogReplicas.
+	// cluster. Default DefaultLogReplicas when the peer creates the log;
+	// with Update, 0 keeps the existing count (clustered nodes raise it,
+	// see bus.Options.LogReplicas).
 	Replicas int
 	// DiscardNew makes a full log refuse new events (Emit returns
 	// ErrLogFull) instead of dropping the oldest ones (the default).
@@ -231,6 +233,12 @@ func (l *eventLog) ensure(ctx context.Context) (jetstream.Stream, error) {
 	var s jetstream.Stream
 	var err error
 	if l.cfg.Update {
+		if l.cfg.Replicas <= 0 {
+			// Keep the copies a clustered node set (bus.Options.LogReplicas).
+			if cur, err := l.js.Stream(ctx, LogStream); err == nil {
+				cfg.Replicas = cur.CachedInfo().Config.Replicas
+			}
+		}
 		s, err = l.js.CreateOrUpdateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Another peer created it between our update and create.

@@ -761,6 +761,11 @@ func TestLogEmitThroughLeaderChange(t *testing.T) {
 	if err != nil || after.Events != 2*perPeer || after.Leader == before.Leader {
 		t.Fatalf("log after: %+v %v (leader before %s)", after, err, before.Leader)
 	}
+	// A peer that updates the log keeps its copies unless told otherwise.
+	c := newPeer(t, nodes[2], peer.WithEventLog(peer.LogConfig{Update: true, MaxAge: time.Hour}))
+	if info, err := c.LogInfo(ctx); err != nil || info.Replicas != 3 || info.MaxAge != time.Hour {
+		t.Fatalf("updated log: %+v %v", info, err)
+	}
 	// Every acknowledged event is there once, each peer's in its order.
 	evs := replayAll(t, b, "tick")
 	byID := map[string]peer.Event{}
