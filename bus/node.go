@@ -288,6 +288,16 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 	if err := n.waitServer(ctx); err != nil {
 		return err
 	}
+	if n.disc != nil {
+		// Nodes heard from now on are added at once, also while this
+		// node waits for its JetStream quorum: a node alone cannot elect
+		// a meta leader (the expected size is at least two), so two
+		// lone nodes that missed each other's beacons merge safely.
+		n.bg.Add(1)
+		go n.routeAdder()
+		n.disc.OnNew(func(netip.AddrPort) { n.wakeRouteAdder() })
+		n.wakeRouteAdder() // routes heard since the window closed
+	}
 	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(srv), nats.Name("peerbus:" + name),
 		nats.MaxReconnects(-1), nats.DrainTimeout(5 * time.Second)}, inproc...)...)
 	if err != nil {
@@ -303,12 +313,6 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		if err := n.waitJetStream(ctx); err != nil {
 			return err
 		}
-	}
-	if n.disc != nil {
-		n.bg.Add(1)
-		go n.routeAdder()
-		n.disc.OnNew(func(netip.AddrPort) { n.wakeRouteAdder() })
-		n.wakeRouteAdder() // routes heard since the window closed
 	}
 	if clustered && !o.NoJetStream && o.LogReplicas >= 0 {
 		n.bg.Add(1)
