@@ -68,8 +68,9 @@ func peerNamesIn(t *testing.T, ns *netlab.Namespace) []string {
 
 // TestDiscoveryInNamespaces starts nodes with --discover and no routes in
 // network namespaces on one bridge (the lab's public segment): three
-// started together form one cluster, a node of another cluster stays
-// out, and a node started later joins the running cluster.
+// started together form one cluster; a node of another cluster stays
+// out and waits until a second node of its own cluster comes; a node
+// started later joins the running cluster.
 func TestDiscoveryInNamespaces(t *testing.T) {
 	netlab.Require(t)
 	lab := netlab.New(t)
@@ -78,7 +79,7 @@ func TestDiscoveryInNamespaces(t *testing.T) {
 			t.Log(lab.Dump())
 		}
 	})
-	names := []string{"a", "b", "c", "d", "x"}
+	names := []string{"a", "b", "c", "d", "x", "y"}
 	hosts := map[string]*netlab.Host{}
 	for _, n := range names {
 		hosts[n] = lab.AddPublicHost(n, 1)
@@ -95,11 +96,11 @@ func TestDiscoveryInNamespaces(t *testing.T) {
 	for _, n := range []string{"a", "b", "c"} {
 		nodes[n] = node(n)
 	}
-	// A node of another cluster, started at the same time. Alone, it
-	// could not reach a JetStream quorum, so it runs without JetStream.
-	nodes["x"] = node("x", "--cluster-name", "other", "--no-jetstream")
+	// A node of another cluster, started at the same time: it ignores
+	// the others and, alone, waits for a JetStream quorum.
+	nodes["x"] = node("x", "--cluster-name", "other")
 	var wg sync.WaitGroup
-	for _, n := range []string{"a", "b", "c", "x"} {
+	for _, n := range []string{"a", "b", "c"} {
 		wg.Add(1)
 		go func() { defer wg.Done(); nodes[n].waitReady(t, 40*time.Second) }()
 	}
@@ -135,10 +136,17 @@ func TestDiscoveryInNamespaces(t *testing.T) {
 		t.Errorf("emit on b: exit %d: %s", r.code, r.stderr)
 	}
 
-	// The node of the other cluster heard the beacons but stays alone.
-	if got := peerNamesIn(t, hosts["x"].Namespace); !slices.Equal(got, []string{"x"}) {
-		t.Errorf("the other cluster's node sees %v, want only itself", got)
+	// The node of the other cluster heard the beacons but stays out,
+	// still waiting for a second node of its own cluster; one comes.
+	if l, ok := nodes["x"].nextLine(10 * time.Millisecond); ok {
+		t.Fatalf("x printed %q while alone", l)
 	}
+	nodes["y"] = node("y", "--cluster-name", "other")
+	nodes["y"].waitReady(t, 30*time.Second)
+	nodes["x"].waitReady(t, 30*time.Second)
+	waitFor(t, "x and y see each other", 15*time.Second, func() bool {
+		return slices.Equal(peerNamesIn(t, hosts["x"].Namespace), []string{"x", "y"})
+	})
 	if !strings.Contains(nodes["x"].stderr.String(), "ignoring a node of another cluster") {
 		t.Errorf("x did not report the foreign beacons; stderr:\n%s", nodes["x"].stderr.String())
 	}
@@ -159,7 +167,10 @@ func TestDiscoveryInNamespaces(t *testing.T) {
 	waitFor(t, "a adds a route to d", 10*time.Second, func() bool {
 		return strings.Contains(nodes["a"].stderr.String(), "discovery: route added")
 	})
-	if got := peerNamesIn(t, hosts["x"].Namespace); !slices.Equal(got, []string{"x"}) {
+	if got := peerNamesIn(t, hosts["x"].Namespace); !slices.Equal(got, []string{"x", "y"}) {
 		t.Errorf("the other cluster's node sees %v after d joined", got)
+	}
+	if got := peerNamesIn(t, hosts["b"].Namespace); !slices.Equal(got, []string{"a", "b", "c", "d"}) {
+		t.Errorf("b sees %v at the end", got)
 	}
 }
