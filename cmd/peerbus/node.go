@@ -47,6 +47,7 @@ type nodeFlags struct {
 	leaf            []string
 	jsDomain        string
 	logReplicas     int
+	log             logFlags
 
 	authToken       string
 	user            string
@@ -113,6 +114,13 @@ interface's address, port 6222.
 
 With three or more nodes the event log is kept in three copies (--log-replicas).
 
+The other --log-* flags set the event log's limits. A node given any of them
+applies them when it starts, creating the log if needed; the settings it was
+not given keep the log's current values. A node given none leaves the log as
+it is. When nodes disagree, the last one started wins: give every node the
+same settings, or give them to one node only. Lowering a limit drops the
+oldest events at once. --log-memory chooses the storage of a new log only.
+
 --leaf makes the embedded server a leafnode of an existing NATS deployment;
 the node keeps its own JetStream (and event log) in a JetStream domain named
 after the node (--js-domain).
@@ -178,6 +186,7 @@ user credentials are what the node presents.`,
 	fs.StringSliceVar(&f.leaf, "leaf", nil, "join the NATS deployment at this `URL` as a leafnode (nats-leaf://[user:password@]host:7422) [$"+bus.EnvLeaf+"]")
 	fs.StringVar(&f.jsDomain, "js-domain", "", "JetStream domain (default with --leaf: the node name) [$"+bus.EnvJSDomain+"]")
 	fs.IntVar(&f.logReplicas, "log-replicas", 0, "copies of the event log: 0 = 3 once the cluster has 3 nodes, else 1; -1 = leave alone [$"+bus.EnvLogReplicas+"]")
+	addLogFlags(fs, &f.log)
 
 	fs.StringVar(&f.authToken, "auth-token", "", "token clients must present [$"+bus.EnvAuthToken+"]")
 	fs.StringVar(&f.user, "user", "", "user clients must present (with --password) [$"+bus.EnvUser+"]")
@@ -354,6 +363,13 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	if err != nil {
 		return err
 	}
+	logSet, err := nodeLogSettings(cmd.Flags(), &f.log, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	if logSet.given() && bo.NoJetStream {
+		return errors.New("the --log-* settings need the event log, which --no-jetstream disables")
+	}
 	bo.Logger = log.With("component", "bus")
 	bo.Debug = level <= slog.LevelDebug
 	po.Logger = log.With("component", "peer")
@@ -375,6 +391,10 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 		if errors.Is(err, bus.ErrNotReady) && bo.Discover && !bo.NoJetStream {
 			return fmt.Errorf("%w\n(a discovering node waits until a second node of cluster %q joins: clustered JetStream needs a quorum)", err, bo.ClusterName)
 		}
+		return err
+	}
+	if err := applyNodeLog(ctx, node.Conn(), logSet, &po, log); err != nil {
+		_ = node.Close()
 		return err
 	}
 	p, err := peer.New(node.Conn(), func(o *peer.Options) error { *o = po; return nil })
