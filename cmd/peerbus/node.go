@@ -119,7 +119,9 @@ applies them when it starts, creating the log if needed; the settings it was
 not given keep the log's current values. A node given none leaves the log as
 it is. When nodes disagree, the last one started wins: give every node the
 same settings, or give them to one node only. Lowering a limit drops the
-oldest events at once. --log-memory chooses the storage of a new log only.
+oldest events at once. The storage (--log-memory) is chosen when the log is
+created: a node whose --log-memory differs from an existing log's storage
+refuses to start.
 
 --leaf makes the embedded server a leafnode of an existing NATS deployment;
 the node keeps its own JetStream (and event log) in a JetStream domain named

@@ -93,8 +93,9 @@ func runReplay(cmd *cobra.Command, f *replayFlags, pattern string) error {
 		return err
 	}
 	defer c.Close()
-	ctx, stop := signalContext(cmd.Context())
+	sigCtx, stop := signalContext(cmd.Context())
 	defer stop()
+	ctx := sigCtx
 	if f.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.timeout)
@@ -111,7 +112,10 @@ func runReplay(cmd *cobra.Command, f *replayFlags, pattern string) error {
 	for e, err := range c.p.Replay(ctx, pattern, opts...) {
 		if err != nil {
 			_ = out.Flush()
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			switch {
+			case sigCtx.Err() != nil:
+				return fmt.Errorf("replay interrupted after %d events", n)
+			case errors.Is(ctx.Err(), context.DeadlineExceeded):
 				return fmt.Errorf("replay: --timeout %v reached after %d events: %w", f.timeout, n, err)
 			}
 			return logError(err)
