@@ -35,6 +35,9 @@ import (
 // within about three intervals.
 const externalPingInterval = 3 * time.Second
 
+// externalDialTimeout bounds one connection attempt to an external NATS.
+const externalDialTimeout = 5 * time.Second
+
 // Sentinel errors returned by this package.
 var (
 	// ErrInvalidOption reports an option value that cannot be used.
@@ -463,9 +466,12 @@ func (n *Node) startExternal(ctx context.Context) error {
 	// RST, and the client default (two minutes) would keep the peers of
 	// this connection on the wrong side that long.
 	opts := append([]nats.Option{nats.Name("peerbus:" + name), nats.MaxReconnects(-1),
-		nats.DrainTimeout(5 * time.Second), nats.Timeout(5 * time.Second),
+		nats.DrainTimeout(5 * time.Second), nats.Timeout(externalDialTimeout),
 		nats.PingInterval(externalPingInterval), nats.MaxPingsOutstanding(2)}, creds...)
-	if dl, ok := ctx.Deadline(); ok {
+	// The timeout is also the dial timeout of every reconnect: a server
+	// cut off by a partition drops SYNs, and each attempt to reach it
+	// costs that long, so it stays short.
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < externalDialTimeout {
 		opts = append(opts, nats.Timeout(time.Until(dl)))
 	}
 	nc, err := nats.Connect(n.opts.ExternalURL, opts...)
