@@ -355,7 +355,7 @@ func (d *dialer) try(ctx context.Context, st Strategy) (net.Conn, error) {
 				wg.Add(1)
 				d.goSafe(func() {
 					defer wg.Done()
-					d.connect(sctx, c.Addr, false)
+					d.connect(sctx, c, false)
 				})
 			}
 			d.goSafe(func() {
@@ -382,8 +382,11 @@ func (d *dialer) try(ctx context.Context, st Strategy) (net.Conn, error) {
 		if err := d.ctl(sctx, opPunchTCP, timeout); err != nil {
 			return nil, err
 		}
+		// Both sides connect from their advertised ports now (see
+		// connectTCP); the listener is done.
+		_ = d.ln.Close()
 		for _, c := range d.ans.TCP {
-			d.goSafe(func() { d.connect(sctx, c.Addr, true) })
+			d.goSafe(func() { d.connect(sctx, c, true) })
 		}
 		return d.waitTCP(sctx, timeout, nil)
 	case Relay:
@@ -445,8 +448,8 @@ func (d *dialer) stageErr(ctx context.Context, timeout time.Duration) error {
 }
 
 // connect dials one of the exposer's candidates and authenticates.
-func (d *dialer) connect(ctx context.Context, addr netip.AddrPort, punch bool) {
-	c, err := connectTCP(ctx, addr, d.port, punch)
+func (d *dialer) connect(ctx context.Context, cand Candidate, punch bool) {
+	c, err := connectTCP(ctx, cand, d.port, punch, d.log)
 	if err != nil {
 		if ctx.Err() == nil || !punch {
 			d.noteErr(err)

@@ -319,7 +319,8 @@ func runNATLab(t *testing.T, kind netlab.NAT, transit bool, proto string, want [
 	for _, w := range want {
 		ok = ok || res.Path == w
 	}
-	if os.Getenv("LABDUMP") != "" {
+	if os.Getenv("BRIDGE_LAB_VERBOSE") != "" {
+		t.Logf("dialer output:\n%s\nexposer output:\n%s", b, ex.Output())
 		for _, r := range []*netlab.Router{ra, rb} {
 			out, _ := r.Run(context.Background(), "cat", "/proc/net/nf_conntrack")
 			t.Logf("conntrack of %s:\n%s", r.Name, out)

@@ -45,7 +45,7 @@ const (
 	DefaultDirectTimeout   = 2 * time.Second
 	DefaultReverseTimeout  = 2 * time.Second
 	DefaultPunchUDPTimeout = 3 * time.Second
-	DefaultPunchTCPTimeout = 4 * time.Second
+	DefaultPunchTCPTimeout = 6 * time.Second
 	DefaultRelayTimeout    = 5 * time.Second
 	// DefaultOpenTimeout bounds the open call (the exposer dials its
 	// service and gathers its candidates) when ctx has no earlier

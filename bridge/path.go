@@ -2,10 +2,12 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
-	"net/netip"
-	"sync"
+		"sync"
+	"syscall"
 	"time"
 )
 
@@ -17,30 +19,69 @@ const copyBufSize = 256 << 10
 // retransmits a SYN after one second, so this covers one retransmission.
 const punchAttempt = 2 * time.Second
 
-// connectTCP connects to addr: from an ephemeral port, or, with punch,
-// from localPort (shared with the path listener) again and again until
-// ctx ends, so that both sides' SYNs cross and open one connection
-// through both NATs (TCP simultaneous open).
-func connectTCP(ctx context.Context, addr netip.AddrPort, localPort uint16, punch bool) (net.Conn, error) {
+// fastRetry is the pause before the next SYN to a mapped address after
+// the other NAT answered one with a reset (it had no state for us yet).
+const fastRetry = 500 * time.Microsecond
+
+// mappedAttempt bounds one attempt towards a mapped address.
+const mappedAttempt = 500 * time.Millisecond
+
+// connectTCP connects to cand: from an ephemeral port, or, with punch,
+// from localPort (the port this side advertised) again and again until
+// ctx ends. Both sides punch this way at once (TCP simultaneous open).
+//
+// Each SYN creates this side's NAT state towards the other side. A SYN
+// that reaches the other NAT before the other side's SYN went out meets
+// no state there and is reset, which also ends this side's state; one
+// that arrives while the other side's SYN is on its way passes, reaches
+// the other side's connecting socket, and the two sockets open one
+// connection. Each socket's SYN-ACK carries the sequence number of its
+// own SYN, which is what its NAT (conntrack, which checks sequence
+// numbers) expects. So, towards a mapped address, a reset attempt is
+// followed by the next after fastRetry only: many attempts per second
+// make the crossing likely within a fraction of a second. Attempts that
+// get no answer are given up after mappedAttempt. The path listeners
+// are closed while punching: a listener would answer a SYN that arrives
+// between two attempts with a sequence number the NAT rejects.
+func connectTCP(ctx context.Context, cand Candidate, localPort uint16, punch bool, log *slog.Logger) (net.Conn, error) {
+	addr := cand.Addr.String()
 	if !punch {
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp4", addr.String())
+		return d.DialContext(ctx, "tcp4", addr)
 	}
 	d := net.Dialer{LocalAddr: &net.TCPAddr{Port: int(localPort)}, Control: reuseControl}
+	limit := punchAttempt
+	if cand.Kind == KindMapped {
+		limit = mappedAttempt
+	}
 	for {
-		actx, cancel := context.WithTimeout(ctx, punchAttempt)
-		c, err := d.DialContext(actx, "tcp4", addr.String())
+		actx, cancel := context.WithTimeout(ctx, limit)
+		t0 := time.Now()
+		c, err := d.DialContext(actx, "tcp4", addr)
 		cancel()
 		if err == nil {
 			return c, nil
 		}
-		t := time.NewTimer(punchRetry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		pause := punchRetry
+		if cand.Kind == KindMapped && errors.Is(err, syscall.ECONNREFUSED) {
+			pause = fastRetry
 		}
+		log.Debug("punch attempt failed", "to", addr, "from", localPort, "err", err, "took", time.Since(t0))
+		if !sleepCtx(ctx, pause) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// sleepCtx sleeps for d; it reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -477,6 +477,10 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 				reply(fmt.Errorf("%w: no path listener", ErrProtocol))
 				return
 			}
+			// Both sides connect from their advertised ports now; a
+			// listener would answer a SYN that arrives between two
+			// attempts with a SYN-ACK the NAT drops (see path.go).
+			_ = ss.ln.Close()
 			ss.startTCPDials(timeout, ss.o.TCP, true)
 		case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
 			if ss.udp == nil {
@@ -580,9 +584,9 @@ func (ss *exSession) serveRaw(c net.Conn) {
 	ss.cancel()
 }
 
-// startTCPDials connects to the dialer's TCP candidates: from ephemeral
-// ports (reverse), or from the path listener's port again and again
-// (simultaneous open, punch).
+// startTCPDials connects to the dialer's TCP candidates from ephemeral
+// ports (reverse), or, to punch, sends opening SYNs to them from the path
+// listener's port so that the dialer's SYNs get through (openTCP).
 func (ss *exSession) startTCPDials(timeout time.Duration, cands []Candidate, punch bool) {
 	ctx, cancel := context.WithTimeout(ss.setup, timeout)
 	var wg sync.WaitGroup
@@ -590,7 +594,13 @@ func (ss *exSession) startTCPDials(timeout time.Duration, cands []Candidate, pun
 		wg.Add(1)
 		ss.goSafe(func() {
 			defer wg.Done()
-			c, err := connectTCP(ctx, cand.Addr, ss.port, punch)
+			var c net.Conn
+			var err error
+			if punch {
+				c, err = connectTCP(ctx, cand, ss.port, true, ss.log)
+			} else {
+				c, err = connectTCP(ctx, cand, 0, false, ss.log)
+			}
 			if err != nil {
 				return
 			}
