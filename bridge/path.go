@@ -6,7 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-		"sync"
+	"sync"
 	"syscall"
 	"time"
 )
