@@ -160,7 +160,7 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 			// Datagrams over a TCP path.
 			c = &tcpPacket{Conn: c}
 		}
-		d.log.Info("connected", "peer", d.ans.Peer, "path", st, "remote", res.Remote, "took", res.Setup)
+		d.log.Debug("connected", "peer", d.ans.Peer, "path", st, "remote", res.Remote, "took", res.Setup)
 		return c, res, nil
 	}
 	d.notifyClose()

@@ -91,11 +91,13 @@ type writerOnly struct{ io.Writer }
 // closeWriter is a connection that can be half-closed.
 type closeWriter interface{ CloseWrite() error }
 
-// pump copies both ways between a and b: a direction that ends with EOF
-// half-closes its destination, so half-close travels end to end. It
-// returns when both directions ended, one failed, or ctx ended, with
-// both connections closed.
-func pump(ctx context.Context, a, b net.Conn) {
+// Join copies both ways between two stream connections, as the exposer
+// does between a session's path and its target: a direction that ends
+// with EOF half-closes its destination (CloseWrite when it has one,
+// Close otherwise), so half-close travels end to end. It returns when
+// both directions ended, one failed, or ctx ended, with both connections
+// closed.
+func Join(ctx context.Context, a, b net.Conn) {
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	half := func(dst, src net.Conn) {

@@ -107,7 +107,7 @@ func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Opti
 			classify(s.ctx, cfg.stun)
 		}()
 	}
-	s.log.Info("service exposed", "target", target, "peer", p.ID())
+	s.log.Debug("service exposed", "target", target, "peer", p.ID())
 	return s, nil
 }
 
@@ -146,7 +146,7 @@ func (s *Service) Close() error {
 	}
 	s.cancel()
 	s.wg.Wait()
-	s.log.Info("service closed")
+	s.log.Debug("service closed")
 	return err
 }
 
@@ -417,7 +417,7 @@ func (ss *exSession) choose(path Strategy, remote netip.AddrPort) bool {
 	ss.svc.mu.Lock()
 	ss.svc.paths[path]++
 	ss.svc.mu.Unlock()
-	ss.log.Info("session path chosen", "path", path, "remote", remote)
+	ss.log.Debug("session path chosen", "path", path, "remote", remote)
 	if fn := ss.svc.cfg.onSession; fn != nil {
 		fn(SessionInfo{Service: ss.svc.name, Session: ss.o.Session, Peer: ss.o.Peer, Path: path, Remote: remote})
 	}
@@ -527,7 +527,7 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 			ss.goSafe(func() { ss.forwardUDPRelay(rl) })
 		} else {
 			ss.goSafe(func() {
-				pump(ss.ctx, rl, ss.target)
+				Join(ss.ctx, rl, ss.target)
 				ss.cancel()
 			})
 		}
@@ -579,7 +579,7 @@ func (ss *exSession) serveRaw(c net.Conn) {
 		forwardFramed(&tcpPacket{Conn: c}, ss.target, ss.touch)
 		stop()
 	} else {
-		pump(ss.ctx, c, ss.target)
+		Join(ss.ctx, c, ss.target)
 	}
 	ss.cancel()
 }
