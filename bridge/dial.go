@@ -382,9 +382,12 @@ func (d *dialer) try(ctx context.Context, st Strategy) (net.Conn, error) {
 		if err := d.ctl(sctx, opPunchTCP, timeout); err != nil {
 			return nil, err
 		}
-		// Both sides connect from their advertised ports now (see
-		// connectTCP); the listener is done.
-		_ = d.ln.Close()
+		// Both sides connect from their advertised ports now. Behind a
+		// NAT the listener would answer a SYN that arrives between two
+		// attempts with a SYN-ACK the NAT drops (see connectTCP).
+		if d.localNAT != nil && d.localNAT.NAT {
+			_ = d.ln.Close()
+		}
 		for _, c := range d.ans.TCP {
 			d.goSafe(func() { d.connect(sctx, c, true) })
 		}

@@ -40,9 +40,11 @@ const mappedAttempt = 500 * time.Millisecond
 // numbers) expects. So, towards a mapped address, a reset attempt is
 // followed by the next after fastRetry only: many attempts per second
 // make the crossing likely within a fraction of a second. Attempts that
-// get no answer are given up after mappedAttempt. The path listeners
-// are closed while punching: a listener would answer a SYN that arrives
-// between two attempts with a sequence number the NAT rejects.
+// get no answer are given up after mappedAttempt. A side behind a NAT
+// closes its path listener while punching: the listener would answer a
+// SYN that arrives between two attempts with a sequence number the NAT
+// rejects. Without a NAT the listener stays and takes the other side's
+// SYNs.
 func connectTCP(ctx context.Context, cand Candidate, localPort uint16, punch bool, log *slog.Logger) (net.Conn, error) {
 	addr := cand.Addr.String()
 	if !punch {

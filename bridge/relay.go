@@ -18,7 +18,7 @@ const (
 	DefaultWindow = 4 << 20
 	// DefaultChunkSize is the largest data payload of one relay frame. It
 	// is lowered to fit the bus's max payload.
-	DefaultChunkSize = 64 << 10
+	DefaultChunkSize = 256 << 10
 	// DefaultKeepAlive is how often an idle relay sends a ping frame. A
 	// relay that receives nothing for DeadFactor keepalive intervals
 	// fails with ErrPeerGone.

@@ -477,10 +477,12 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 				reply(fmt.Errorf("%w: no path listener", ErrProtocol))
 				return
 			}
-			// Both sides connect from their advertised ports now; a
-			// listener would answer a SYN that arrives between two
-			// attempts with a SYN-ACK the NAT drops (see path.go).
-			_ = ss.ln.Close()
+			// Both sides connect from their advertised ports now. Behind
+			// a NAT, a listener would answer a SYN that arrives between
+			// two attempts with a SYN-ACK the NAT drops (see path.go).
+			if ss.nat != nil && ss.nat.NAT {
+				_ = ss.ln.Close()
+			}
 			ss.startTCPDials(timeout, ss.o.TCP, true)
 		case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
 			if ss.udp == nil {
