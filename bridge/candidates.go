@@ -46,15 +46,16 @@ type NATInfo struct {
 	Mapped netip.Addr `json:"mapped,omitzero"`
 	// NAT reports whether a NAT was seen.
 	NAT bool `json:"nat"`
-	// Mapping and Filtering are the RFC 5780 behaviours.
-	Mapping   nat.Behavior `json:"mapping,omitempty"`
+	// Mapping is the RFC 5780 mapping behaviour.
+	Mapping nat.Behavior `json:"mapping,omitempty"`
+	// Filtering is the RFC 5780 filtering behaviour.
 	Filtering nat.Behavior `json:"filtering,omitempty"`
 	// Classic is the RFC 3489 name.
 	Classic nat.Classic `json:"classic,omitempty"`
-	// PortAllocation and PortDelta are the NAT's port allocation
-	// behaviour.
+	// PortAllocation is the NAT's port allocation behaviour.
 	PortAllocation nat.PortAllocation `json:"port_allocation,omitempty"`
-	PortDelta      int                `json:"port_delta,omitempty"`
+	// PortDelta is the delta of a sequential port allocation.
+	PortDelta int `json:"port_delta,omitempty"`
 	// Error says why the classification is incomplete, if it is.
 	Error string `json:"error,omitempty"`
 }

@@ -39,9 +39,10 @@ func (a Attempt) String() string {
 type DialResult struct {
 	// Peer is the id of the exposing peer (useful when dialing any).
 	Peer string
-	// Service is the service name; Proto "tcp" or "udp".
+	// Service is the service name.
 	Service string
-	Proto   string
+	// Proto is the service's protocol, "tcp" or "udp".
+	Proto string
 	// Session is the session id (it names the session's bus subjects).
 	Session string
 	// Path is the strategy that connected.

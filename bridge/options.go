@@ -40,13 +40,20 @@ const (
 // DefaultStrategies are all strategies in the order Dial tries them.
 var DefaultStrategies = []Strategy{Direct, Reverse, PunchUDP, PunchTCP, Relay}
 
-// Default per-strategy timeouts.
+// Default per-strategy timeouts (WithTimeout changes them).
 const (
-	DefaultDirectTimeout   = 2 * time.Second
-	DefaultReverseTimeout  = 2 * time.Second
+	// DefaultDirectTimeout bounds the Direct strategy; it ends early when
+	// every TCP address failed.
+	DefaultDirectTimeout = 2 * time.Second
+	// DefaultReverseTimeout bounds the Reverse strategy.
+	DefaultReverseTimeout = 2 * time.Second
+	// DefaultPunchUDPTimeout bounds UDP hole punching.
 	DefaultPunchUDPTimeout = 3 * time.Second
+	// DefaultPunchTCPTimeout bounds TCP hole punching.
 	DefaultPunchTCPTimeout = 6 * time.Second
-	DefaultRelayTimeout    = 5 * time.Second
+	// DefaultRelayTimeout bounds setting up the relay (a request to the
+	// exposer over the bus).
+	DefaultRelayTimeout = 5 * time.Second
 	// DefaultOpenTimeout bounds the open call (the exposer dials its
 	// service and gathers its candidates) when ctx has no earlier
 	// deadline.

@@ -36,9 +36,9 @@ const (
 
 // ServiceStats are counters of an exposed service.
 type ServiceStats struct {
-	// Opened counts sessions opened by dialers; Active those still
-	// running.
+	// Opened counts sessions opened by dialers.
 	Opened uint64
+	// Active is the number of sessions still running.
 	Active int
 	// Paths counts sessions by the path they got.
 	Paths map[Strategy]uint64
