@@ -238,16 +238,18 @@ func (p *Peer) Call(ctx context.Context, tag string, args []byte, opts ...CallOp
 
 // request builds a call request message.
 func (p *Peer) request(ctx context.Context, subject string, args []byte, group string) (*nats.Msg, error) {
-	m := nats.NewMsg(subject)
-	m.Header.Set(HeaderCodec, p.opts.Codec.Name())
-	if !p.opts.NoPresence {
-		m.Header.Set(HeaderCaller, p.id)
+	m := &nats.Msg{Subject: subject, Header: make(nats.Header, 4)}
+	if p.codecVal != nil {
+		m.Header[HeaderCodec] = p.codecVal
+	}
+	if p.callerVal != nil {
+		m.Header[HeaderCaller] = p.callerVal
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		m.Header.Set(HeaderDeadline, strconv.FormatInt(dl.UnixNano(), 10))
+		m.Header[HeaderDeadline] = []string{strconv.FormatInt(dl.UnixNano(), 10)}
 	}
 	if group != "" {
-		m.Header.Set(HeaderGroup, group)
+		m.Header[HeaderGroup] = []string{group}
 	}
 	if len(args) > p.maxData(m.Header)-len(subject)-64 {
 		return nil, fmt.Errorf("%w: arguments of %d bytes exceed the bus max payload of %d bytes",

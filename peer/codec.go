@@ -4,7 +4,8 @@ import "encoding/json"
 
 // Codec encodes call arguments, results and event payloads. The default
 // is JSON. Both ends of a call must use the same codec; a request names
-// its codec in the Peerbus-Codec header. Error replies are always JSON.
+// its codec in the Peerbus-Codec header (a request without it is JSON).
+// Error replies are always JSON.
 type Codec interface {
 	// Name identifies the codec on the wire (e.g. "json").
 	Name() string

@@ -73,6 +73,16 @@ type Peer struct {
 	idle    atomic.Int64 // workers waiting for a request
 	wg      sync.WaitGroup
 
+	// callPrefix starts the peer's direct call subjects
+	// ("peerbus.call.<id>."); the header values below are shared by
+	// every message the peer sends (nothing modifies them).
+	callPrefix string
+	idVal      []string
+	okVal      []string
+	errorVal   []string
+	callerVal  []string
+	codecVal   []string
+
 	mu       sync.RWMutex
 	closed   bool
 	handlers map[string]*rawHandler
@@ -126,6 +136,14 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 			PID: os.Getpid(), Started: time.Now().UTC().Truncate(time.Millisecond),
 			Node: serverName(nc),
 		},
+	}
+	p.callPrefix = subjCall + o.ID + "."
+	p.idVal, p.okVal, p.errorVal = []string{o.ID}, []string{"ok"}, []string{"error"}
+	if !o.NoPresence {
+		p.callerVal = p.idVal
+	}
+	if name := o.Codec.Name(); name != "json" {
+		p.codecVal = []string{name} // JSON, the default, goes without a header
 	}
 	p.evlog = newEventLog(p)
 	if err := p.start(); err != nil {
@@ -320,7 +338,7 @@ func (p *Peer) Unregister(tag string) error {
 
 // requestTag returns the tag a request subject names.
 func (p *Peer) requestTag(subject string) string {
-	if t, ok := strings.CutPrefix(subject, subjCall+p.id+"."); ok {
+	if t, ok := strings.CutPrefix(subject, p.callPrefix); ok {
 		return t
 	}
 	if t, ok := strings.CutPrefix(subject, subjAny); ok {
@@ -374,19 +392,24 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 			Message: fmt.Sprintf("no such tag %q on this peer", tag), Tags: p.Tags()})
 		return
 	}
-	if c := m.Header.Get(HeaderCodec); c != "" && c != p.opts.Codec.Name() {
+	c := m.Header.Get(HeaderCodec)
+	if c == "" {
+		c = "json" // the protocol's default
+	}
+	if c != p.opts.Codec.Name() {
 		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest,
 			Message: fmt.Sprintf("codec %q not supported, this peer speaks %q", c, p.opts.Codec.Name())})
 		return
 	}
-	ctx, cancel := context.WithCancel(p.ctx)
+	var dl time.Time
+	hasDL := false
 	if d := m.Header.Get(HeaderDeadline); d != "" {
 		if ns, err := strconv.ParseInt(d, 10, 64); err == nil {
-			ctx, cancel = context.WithDeadline(p.ctx, time.Unix(0, ns))
+			dl, hasDL = time.Unix(0, ns), true
 		}
 	}
-	defer cancel()
-	ctx = withCaller(ctx, m.Header.Get(HeaderCaller))
+	ctx := newServeCtx(p.ctx, dl, hasDL, m.Header.Get(HeaderCaller))
+	defer ctx.end()
 	out, err := p.runHandler(ctx, h, m.Data)
 	if err != nil {
 		re := toRemoteError(err, p.id, tag, h.where)
@@ -454,9 +477,7 @@ func (p *Peer) reply(m *nats.Msg, data []byte, tag string) {
 	if m.Reply == "" {
 		return
 	}
-	r := nats.NewMsg(m.Reply)
-	r.Header.Set(HeaderPeer, p.id)
-	r.Header.Set(HeaderStatus, "ok")
+	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.okVal}}
 	if len(data) > p.maxData(r.Header) {
 		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeTooLarge, Type: "peer.ErrPayloadTooLarge",
 			Message: fmt.Sprintf("result of %d bytes exceeds the bus max payload of %d bytes", len(data), p.nc.MaxPayload())})
@@ -472,9 +493,7 @@ func (p *Peer) replyError(m *nats.Msg, re *RemoteError) {
 	if m.Reply == "" {
 		return
 	}
-	r := nats.NewMsg(m.Reply)
-	r.Header.Set(HeaderPeer, p.id)
-	r.Header.Set(HeaderStatus, "error")
+	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.errorVal}}
 	data, err := jsonMarshal(re)
 	if err == nil && len(data) > p.maxData(r.Header) {
 		re.Stack = ""
