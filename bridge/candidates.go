@@ -20,19 +20,15 @@ const (
 	KindHost = "host"
 	// KindMapped is the side's address as a STUN server saw it.
 	KindMapped = "mapped"
-	// KindPredicted is an external address predicted from the NAT's port
-	// allocation (TCP hole punching).
-	KindPredicted = "predicted"
-	// KindLearned is an address the other side's packets came from
-	// (peer-reflexive).
-	KindLearned = "learned"
 )
 
 // Candidate is an address a side offers the other for a raw path.
 type Candidate struct {
 	// Addr is the address.
 	Addr netip.AddrPort `json:"addr"`
-	// Kind is KindHost, KindMapped, KindPredicted or KindLearned.
+	// Kind is KindHost or KindMapped. A mapped TCP candidate pairs the
+	// mapped IP with the listener's port: the external address a
+	// port-preserving NAT gives.
 	Kind string `json:"kind"`
 }
 

@@ -13,5 +13,3 @@ const ttlSupported = false
 
 func getTTL(syscall.Conn) (int, error) { return 64, nil }
 func setTTL(syscall.Conn, int) error   { return nil }
-
-func setFdTTL(uintptr, int) int { return 0 }

@@ -60,14 +60,3 @@ func setTTL(c syscall.Conn, ttl int) error {
 	}
 	return serr
 }
-
-// setFdTTL sets the IPv4 TTL of a socket being set up and returns the
-// previous one (0 if unknown).
-func setFdTTL(fd uintptr, ttl int) int {
-	old, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL)
-	if err != nil {
-		old = 0
-	}
-	_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ttl)
-	return old
-}
