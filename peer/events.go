@@ -1,8 +1,10 @@
 package peer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -101,9 +104,11 @@ func (p *Peer) Emit(ctx context.Context, name string, v any, opts ...EmitOption)
 // forget, for events nobody needs to read again (progress, metrics). It
 // goes to the transient subject space (peerbus.tevt.<group>.<peer>.<name>)
 // that the log does not capture; live subscriptions receive it, log
-// subscriptions, replays and projections do not. It returns once the
-// event is queued on the connection (Conn().Flush waits until the bus
-// has it); the ack's Seq is 0.
+// subscriptions, replays and projections do not. With the JSON codec
+// the message has no headers: its payload is a small JSON envelope with
+// the id, the time and the value (see docs/PROTOCOL.md). It returns
+// once the event is queued on the connection (Conn().Flush waits until
+// the bus has it); the ack's Seq is 0.
 func (p *Peer) EmitTransient(ctx context.Context, name string, v any, opts ...EmitOption) (EventAck, error) {
 	if err := ctx.Err(); err != nil {
 		return EventAck{}, err
@@ -114,7 +119,11 @@ func (p *Peer) EmitTransient(ctx context.Context, name string, v any, opts ...Em
 	if err != nil {
 		return EventAck{}, err
 	}
-	if err := p.nc.PublishMsg(m); err != nil {
+	err = p.nc.PublishMsg(m)
+	if cap(buf.env) > maxEnvelope {
+		buf.env = nil
+	}
+	if err != nil {
 		return EventAck{}, fmt.Errorf("peer: emit %q: %w", name, err)
 	}
 	return ack, nil
@@ -128,15 +137,17 @@ func TransientSubject(group, id, name string) string {
 	return subjTevt + group + "." + id + "." + name
 }
 
-// eventBuf holds an event message and its header values, reused (see
-// eventBufs) by the emits that are done with the message when they
-// return.
+// eventBuf holds an event message, its header values and the payload
+// of a transient event, reused (see eventBufs) by the emits that are
+// done with the message when they return.
 type eventBuf struct {
 	m    nats.Msg
+	hdr  nats.Header
 	vals [3]string
+	env  []byte
 }
 
-var eventBufs = sync.Pool{New: func() any { return &eventBuf{m: nats.Msg{Header: make(nats.Header, 4)}} }}
+var eventBufs = sync.Pool{New: func() any { return &eventBuf{hdr: make(nats.Header, 4)} }}
 
 func getEventBuf() *eventBuf { return eventBufs.Get().(*eventBuf) }
 
@@ -146,7 +157,8 @@ func (p *Peer) eventMsg(buf *eventBuf, persist bool, name string, v any, opts []
 	if p.isClosed() {
 		return nil, EventAck{}, ErrClosed
 	}
-	if err := p.evlog.validName(name); err != nil {
+	subj, err := p.evlog.subjects(name)
+	if err != nil {
 		return nil, EventAck{}, err
 	}
 	var ec emitConfig
@@ -165,21 +177,33 @@ func (p *Peer) eventMsg(buf *eventBuf, persist bool, name string, v any, opts []
 	}
 	ack := EventAck{ID: ec.id, Time: time.Now().UTC()}
 	if buf == nil {
-		buf = &eventBuf{m: nats.Msg{Header: make(nats.Header, 4)}}
+		buf = &eventBuf{hdr: make(nats.Header, 4)}
+	}
+	if !persist && p.codecVal == nil && utf8.ValidString(ack.ID) {
+		// A JSON transient event: no headers, the envelope carries the
+		// id and the time (see docs/PROTOCOL.md). An id that is not
+		// UTF-8 cannot be a JSON string: it goes in the headers.
+		buf.env = appendEnvelope(buf.env[:0], ack.ID, ack.Time, data)
+		buf.m = nats.Msg{Subject: subj.transient, Data: buf.env}
+		if len(buf.env) > int(p.nc.MaxPayload())-len(buf.m.Subject)-16 {
+			return nil, EventAck{}, fmt.Errorf("%w: event of %d bytes exceeds the bus max payload of %d bytes",
+				ErrPayloadTooLarge, len(data), p.nc.MaxPayload())
+		}
+		return &buf.m, ack, nil
 	}
 	// One backing array for the header values; the id slice is shared
 	// by the two id headers (nothing writes to them).
 	vals := &buf.vals
 	*vals = [3]string{ack.ID, formatTime(ack.Time), p.opts.Codec.Name()}
-	h := buf.m.Header
+	h := buf.hdr
 	clear(h)
 	buf.m = nats.Msg{Data: data, Header: h}
 	m := &buf.m
 	if persist {
-		m.Subject = EventSubject(p.opts.Group, p.id, name)
+		m.Subject = subj.persisted
 		m.Header[HeaderMsgID] = vals[0:1:1]
 	} else {
-		m.Subject = TransientSubject(p.opts.Group, p.id, name)
+		m.Subject = subj.transient
 	}
 	m.Header[HeaderEventID] = vals[0:1:1]
 	m.Header[HeaderTime] = vals[1:2:2]
@@ -195,46 +219,167 @@ func (p *Peer) eventMsg(buf *eventBuf, persist bool, name string, v any, opts []
 	return m, ack, nil
 }
 
+// maxEnvelope bounds the envelope buffer a pooled eventBuf keeps.
+const maxEnvelope = 64 << 10
+
+// appendEnvelope appends the envelope of a JSON transient event:
+// {"id":<id>,"time":<time>,"data":<data>}, data being JSON already.
+func appendEnvelope(b []byte, id string, t time.Time, data []byte) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"time":"`...)
+	b = appendTime(b, t)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// parseEnvelope splits the envelope of a JSON transient event. The
+// layout peerbus writes is read without a JSON decoder; any other
+// layout of the same object is decoded.
+func parseEnvelope(p []byte) (id string, t time.Time, data []byte, err error) {
+	if rest, ok := bytes.CutPrefix(p, []byte(`{"id":"`)); ok {
+		if i := bytes.IndexByte(rest, '"'); i >= 0 && plainJSONString(rest[:i]) {
+			idb := rest[:i]
+			if rest, ok := bytes.CutPrefix(rest[i+1:], []byte(`,"time":"`)); ok {
+				if j := bytes.IndexByte(rest, '"'); j >= 0 {
+					ts := rest[:j]
+					if d, ok := bytes.CutPrefix(rest[j+1:], []byte(`,"data":`)); ok && len(d) > 1 && d[len(d)-1] == '}' {
+						if t, ok := parseTime(ts); ok {
+							return string(idb), t, d[:len(d)-1], nil
+						}
+					}
+				}
+			}
+		}
+	}
+	var env struct {
+		ID   string          `json:"id"`
+		Time time.Time       `json:"time"`
+		Data json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(p, &env); err != nil {
+		return "", time.Time{}, nil, fmt.Errorf("peer: transient event envelope: %w", err)
+	}
+	if env.Data == nil {
+		return "", time.Time{}, nil, errors.New("peer: transient event envelope without data")
+	}
+	return env.ID, env.Time, env.Data, nil
+}
+
+// plainJSONString reports whether b is the content of a JSON string as
+// it is, with nothing escaped: UTF-8 without '\\' and control
+// characters.
+func plainJSONString(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(b)
+}
+
+// parseTime parses the RFC 3339 time formatTime writes
+// ("2006-01-02T15:04:05.999999999Z"), quickly, and any other RFC 3339
+// time with time.Parse.
+func parseTime(b []byte) (time.Time, bool) {
+	num := func(s []byte) (int, bool) {
+		n := 0
+		for _, c := range s {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	if len(b) >= 20 && b[4] == '-' && b[7] == '-' && b[10] == 'T' && b[13] == ':' && b[16] == ':' && b[len(b)-1] == 'Z' {
+		y, ok1 := num(b[0:4])
+		mo, ok2 := num(b[5:7])
+		d, ok3 := num(b[8:10])
+		h, ok4 := num(b[11:13])
+		mi, ok5 := num(b[14:16])
+		sec, ok6 := num(b[17:19])
+		frac := b[19 : len(b)-1]
+		ns, ok7 := 0, true
+		if len(frac) > 0 {
+			ok7 = frac[0] == '.' && len(frac) >= 2 && len(frac) <= 10
+			if ok7 {
+				ns, ok7 = num(frac[1:])
+				for range 10 - len(frac) {
+					ns *= 10
+				}
+			}
+		}
+		if ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7 && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h < 24 && mi < 60 && sec < 60 {
+			t := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC)
+			if t.Day() == d { // not a 31st of a shorter month
+				return t, true
+			}
+		}
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(b))
+	return t, err == nil
+}
+
 // formatTime formats t in UTC as RFC 3339 with nanoseconds, trailing
 // zeros of the fraction removed (time.RFC3339Nano), without the cost of
 // the general formatter.
 func formatTime(t time.Time) string {
+	var b [32]byte
+	return string(appendTime(b[:0], t))
+}
+
+// appendTime appends formatTime(t) to b.
+func appendTime(b []byte, t time.Time) []byte {
 	t = t.UTC()
 	y, mo, d := t.Date()
 	if y < 0 || y > 9999 {
-		return t.Format(time.RFC3339Nano)
+		return t.AppendFormat(b, time.RFC3339Nano)
 	}
 	h, mi, s := t.Clock()
 	ns := t.Nanosecond()
-	var b [30]byte
-	put := func(i, v, w int) {
-		for j := i + w - 1; j >= i; j-- {
-			b[j] = byte('0' + v%10)
-			v /= 10
-		}
-	}
-	put(0, y, 4)
-	b[4] = '-'
-	put(5, int(mo), 2)
-	b[7] = '-'
-	put(8, d, 2)
-	b[10] = 'T'
-	put(11, h, 2)
-	b[13] = ':'
-	put(14, mi, 2)
-	b[16] = ':'
-	put(17, s, 2)
+	two := func(v int) (byte, byte) { return byte('0' + v/10), byte('0' + v%10) }
+	var a [30]byte
+	a[0], a[1] = two(y / 100)
+	a[2], a[3] = two(y % 100)
+	a[4] = '-'
+	a[5], a[6] = two(int(mo))
+	a[7] = '-'
+	a[8], a[9] = two(d)
+	a[10] = 'T'
+	a[11], a[12] = two(h)
+	a[13] = ':'
+	a[14], a[15] = two(mi)
+	a[16] = ':'
+	a[17], a[18] = two(s)
 	n := 19
 	if ns != 0 {
-		b[19] = '.'
-		put(20, ns, 9)
+		a[19] = '.'
+		for i := 28; i >= 20; i-- {
+			a[i] = byte('0' + ns%10)
+			ns /= 10
+		}
 		n = 29
-		for b[n-1] == '0' {
+		for a[n-1] == '0' {
 			n--
 		}
 	}
-	b[n] = 'Z'
-	return string(b[:n+1])
+	a[n] = 'Z'
+	return append(b, a[:n+1]...)
 }
 
 // newEventID returns a random (version 4) uuid. Its bits come from the
@@ -269,17 +414,27 @@ func parseEvent(subject string, h nats.Header, data []byte, transient bool) (Eve
 	if !ok {
 		return Event{}, fmt.Errorf("peer: %q is not an event subject", subject)
 	}
-	parts := strings.SplitN(rest, ".", 3)
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+	group, rest, ok1 := strings.Cut(rest, ".")
+	id, name, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || group == "" || id == "" || name == "" {
 		return Event{}, fmt.Errorf("peer: %q is not an event subject", subject)
 	}
-	e := Event{Group: parts[0], Peer: parts[1], Name: parts[2], Data: data, Transient: tr}
+	e := Event{Group: group, Peer: id, Name: name, Data: data, Transient: tr}
 	if e.Group == noGroup {
 		e.Group = ""
 	}
+	if tr && h.Get(HeaderEventID) == "" {
+		// A JSON transient event: the envelope has the id and time.
+		id, t, d, err := parseEnvelope(data)
+		if err != nil {
+			return Event{}, fmt.Errorf("%w (subject %q)", err, subject)
+		}
+		e.ID, e.Time, e.Data = id, t, d
+		return e, nil
+	}
 	if h != nil {
 		e.ID = h.Get(HeaderEventID)
-		if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderTime)); err == nil {
+		if t, ok := parseTime([]byte(h.Get(HeaderTime))); ok {
 			e.Time = t
 		}
 	}

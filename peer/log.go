@@ -174,7 +174,7 @@ type eventLog struct {
 
 	mu     sync.Mutex                    // serialises ensure
 	stream atomic.Pointer[streamRef]     // set once the stream is known
-	names  sync.Map                      // event names known to be valid
+	names  sync.Map                      // valid event names: their *eventSubjects
 	nnames atomic.Int32                  // entries in names (bounded)
 	kvMu   sync.Mutex                    // serialises bucket lookups
 	kvs    map[string]jetstream.KeyValue // snapshot buckets by name
@@ -198,18 +198,26 @@ func newEventLog(p *Peer) *eventLog {
 // maxNames bounds the cache of valid event names.
 const maxNames = 4096
 
-// validName checks an event name, remembering valid ones.
-func (l *eventLog) validName(name string) error {
-	if _, ok := l.names.Load(name); ok {
-		return nil
+// eventSubjects are the subjects of the peer's events of one name.
+type eventSubjects struct{ persisted, transient string }
+
+// subjects checks an event name and returns the subjects of the peer's
+// events of that name, remembering those of valid names.
+func (l *eventLog) subjects(name string) (*eventSubjects, error) {
+	if v, ok := l.names.Load(name); ok {
+		return v.(*eventSubjects), nil
 	}
 	if err := ValidateEventName(name, false); err != nil {
-		return err
+		return nil, err
+	}
+	es := &eventSubjects{
+		persisted: EventSubject(l.p.opts.Group, l.p.id, name),
+		transient: TransientSubject(l.p.opts.Group, l.p.id, name),
 	}
 	if l.nnames.Add(1) <= maxNames {
-		l.names.Store(name, struct{}{})
+		l.names.Store(name, es)
 	}
-	return nil
+	return es, nil
 }
 
 // close fails pending async emits and releases the async ack
