@@ -307,4 +307,28 @@ func TestExposeProcessAcrossCluster(t *testing.T) {
 			t.Errorf("expose stderr lacks %q:\n%s", want, ex.stderr.String())
 		}
 	}
+
+	// Last: the exposing process dies (SIGKILL, no goodbye). A relayed
+	// connection fails with ErrPeerGone after the keepalive timeout
+	// instead of hanging.
+	t.Run("peer gone", func(t *testing.T) {
+		c := dialWhenReady(t, p, ex.peer, "echo", bridge.WithStrategies(bridge.Relay), bridge.WithKeepAlive(200*time.Millisecond))
+		defer c.Close()
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		_ = ex.cmd.Process.Kill()
+		start := time.Now()
+		_, err := c.Read(make([]byte, 1))
+		if !errors.Is(err, bridge.ErrPeerGone) {
+			t.Fatalf("read after the exposer died: %v", err)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Fatalf("noticed after %v", el)
+		}
+		t.Logf("noticed in %v: %v", time.Since(start).Round(time.Millisecond), err)
+	})
 }
