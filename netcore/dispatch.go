@@ -104,6 +104,12 @@ func (p *Pipe) AddHandler(h Handler) (remove func()) {
 	}
 	list = append(list, handlerEntry{id: id, fn: h})
 	p.handlers.Store(&list)
+	if p.lending { // a lent read token comes back to the reader
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
 	return func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()

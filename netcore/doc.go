@@ -43,9 +43,14 @@
 // frame larger than the framing allows, fails with *MessageTooLargeError.
 //
 // Handlers run on the goroutine that read the message, one per TCP
-// connection and one per UDP socket. Recv normally takes messages from that
-// goroutine; WithDirectRecv makes a client pipe read inside Recv instead,
-// saving a goroutine hand-off per message for request/response traffic.
+// connection and one per UDP socket. On a server, Recv takes messages from
+// that goroutine. A client pipe without handlers lends reading to its Recv
+// calls while they keep coming: once its reader goroutine has delivered a
+// message to a waiting Recv, the following Recv calls read the socket
+// themselves, saving a goroutine hand-off per message in request/response
+// traffic, and after a millisecond the reader goroutine takes reading back,
+// so a pipe nobody reads still notices its peer closing. WithDirectRecv makes
+// a client pipe read only inside Recv.
 //
 // # Servers under bad input
 //

@@ -152,4 +152,10 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // overflow it), handlers run only inside Recv calls and must not call Recv
 // on the pipe themselves, and a peer's close is noticed (Done, Err,
 // OnClose) by the next Recv. Servers and their clients ignore the option.
+//
+// Without the option a client pipe gets most of the gain for
+// request/response traffic anyway: it lends reading to its Recv calls
+// while they keep coming and it has no handlers, and its reader goroutine
+// takes reading back within a millisecond (see the package
+// documentation).
 func WithDirectRecv() Option { return func(c *config) { c.directRecv = true } }

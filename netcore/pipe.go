@@ -154,6 +154,13 @@ type Pipe struct {
 	rbuf []byte  // UDP
 	rdl  bool    // a read deadline is set; guarded by the token
 
+	// Lending mode (client pipes by default, see readLending): the
+	// reader goroutine holds the token and lends it to Recv calls.
+	lending  bool
+	recvs    atomic.Int32  // Recv calls in progress
+	wake     chan struct{} // AddHandler: the reader takes the token back
+	lendTime *time.Timer
+
 	// TCP servers.
 	ln net.Listener
 
@@ -367,13 +374,20 @@ func dial(ctx context.Context, proto Protocol, dst netip.AddrPort, host string, 
 		} else {
 			p.rbuf = make([]byte, ReadBufferSize)
 		}
+	} else if proto == UDP || cfg.idleTimeout == 0 {
+		p.lending = true
+		p.rtok = make(chan struct{}, 1) // empty: the reader holds the token
+		p.wake = make(chan struct{}, 1)
+		if proto == TCP {
+			p.dec = cfg.framing.NewDecoder(p.conn)
+		} else {
+			p.rbuf = make([]byte, ReadBufferSize)
+		}
+		p.gate.enter()
+		go p.readLending()
 	} else {
 		p.gate.enter()
-		if proto == TCP {
-			go p.readStream()
-		} else {
-			go p.readDatagrams()
-		}
+		go p.readStream()
 	}
 	p.log.Debug("netcore: pipe open", "pipe", p.String())
 	return p, nil

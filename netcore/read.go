@@ -171,3 +171,121 @@ func (p *Pipe) pullOne(ctx context.Context) error {
 	p.receive(data, from)
 	return nil
 }
+
+// lendPeriod is how long the reader goroutine of a client pipe in
+// lending mode leaves reading to Recv calls before it takes the read
+// token back.
+const lendPeriod = time.Millisecond
+
+// readLending is the reader goroutine of a client pipe that reads with
+// a read token shared with Recv calls (every client pipe but those in
+// direct receive mode, and TCP clients with an idle timeout). It reads
+// and dispatches like readStream and readDatagrams while it holds the
+// token. When it has delivered a message while a Recv call is in
+// progress and the pipe has no handlers, it lends the token: the next
+// Recv calls read the socket themselves, as in direct receive mode,
+// which saves a goroutine hand-off per message in request/response
+// traffic. After lendPeriod (or at once when a handler is added) it
+// takes the token back, waiting for a Recv that reads to finish, so
+// that a pipe nobody reads is read again within lendPeriod. The caller
+// has entered the gate; the goroutine holds the token.
+func (p *Pipe) readLending() {
+	failures := 0
+	for {
+		data, from, trunc, err := p.readHeld()
+		p.gate.leave()
+		switch {
+		case err != nil && (p.proto == TCP || p.shut.Load() || errors.Is(err, net.ErrClosed)):
+			if p.proto == TCP {
+				p.readFailed(err)
+			}
+			p.rtok <- struct{}{} // for Recv calls, which then see the end
+			return
+		case err != nil:
+			// For example ICMP port unreachable on a connected socket.
+			p.count(cErrors, 1)
+			p.log.Debug("netcore: udp read error", "pipe", p.String(), "err", err)
+			if failures++; failures > 8 {
+				t := time.NewTimer(10 * time.Millisecond)
+				select {
+				case <-t.C:
+				case <-p.done:
+					t.Stop()
+				}
+			}
+		case trunc:
+			failures = 0
+			p.count(cBadInput, 1)
+			p.warnLimited("netcore: truncated datagram dropped", "pipe", p.String(), "from", from)
+		default:
+			failures = 0
+			p.receive(data, from)
+		}
+		if !p.gate.enter() {
+			p.rtok <- struct{}{}
+			return
+		}
+		if err == nil && !trunc && p.recvs.Load() > 0 && !p.hasHandlers() && !p.lend() {
+			return
+		}
+	}
+}
+
+// readHeld reads one message with the read token held: a frame for TCP,
+// a datagram for UDP (trunc when it was cut).
+func (p *Pipe) readHeld() (data []byte, from netip.AddrPort, trunc bool, err error) {
+	var rc interface{ SetReadDeadline(time.Time) error } = p.udp
+	if p.proto == TCP {
+		rc = p.conn
+	}
+	if p.rdl { // left by a Recv that read with a deadline
+		rc.SetReadDeadline(time.Time{})
+		p.rdl = false
+	}
+	if p.proto == TCP {
+		data, err = p.dec.Next()
+		return data, p.remote, false, err
+	}
+	n, _, flags, from, err := p.udp.ReadMsgUDPAddrPort(p.rbuf, nil)
+	if err != nil {
+		return nil, from, false, err
+	}
+	if flags&msgTrunc != 0 {
+		return nil, from, true, nil
+	}
+	return bytes.Clone(p.rbuf[:n]), netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), false, nil
+}
+
+// lend gives the read token to Recv calls for lendPeriod (less when a
+// handler is added), then takes it back. It is called inside the gate
+// and returns false, having left the gate, when the pipe closes.
+func (p *Pipe) lend() bool {
+	p.rtok <- struct{}{}
+	if p.lendTime == nil {
+		p.lendTime = time.NewTimer(lendPeriod)
+	} else {
+		p.lendTime.Reset(lendPeriod)
+	}
+	select {
+	case <-p.done:
+		p.lendTime.Stop()
+		p.gate.leave()
+		return false
+	case <-p.wake:
+		p.lendTime.Stop()
+	case <-p.lendTime.C:
+	}
+	select {
+	case <-p.rtok:
+		return true
+	case <-p.done:
+		p.gate.leave()
+		return false
+	}
+}
+
+// hasHandlers reports whether the pipe has handlers.
+func (p *Pipe) hasHandlers() bool {
+	hs := p.handlers.Load()
+	return hs != nil && len(*hs) > 0
+}

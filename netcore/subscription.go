@@ -173,13 +173,18 @@ func (s *Subscription) pop() (Message, bool) {
 // context.DeadlineExceeded) when ctx's deadline passes first, ctx's error
 // when ctx is cancelled, and ErrClosed once the subscription is closed, or
 // the pipe is closed and the queue is empty. On a pipe in direct receive
-// mode (WithDirectRecv) Recv reads the socket itself while no other Recv
-// does.
+// mode (WithDirectRecv), and on a client pipe that lent reading to its Recv
+// calls (see the package documentation), Recv reads the socket itself
+// while no other Recv does.
 func (s *Subscription) Recv(ctx context.Context) (Message, error) {
 	p := s.pipe
-	var tok chan struct{} // nil unless reading is up to Recv
-	if p.pull {
+	var tok chan struct{} // nil unless reading may be up to Recv
+	if p.pull || p.lending {
 		tok = p.rtok
+	}
+	if p.lending {
+		p.recvs.Add(1)
+		defer p.recvs.Add(-1)
 	}
 	for {
 		if m, ok := s.pop(); ok {
@@ -188,6 +193,13 @@ func (s *Subscription) Recv(ctx context.Context) (Message, error) {
 		select {
 		case <-s.notify:
 		case <-tok:
+			// A message may have come with the token (the reader that
+			// had it queued one and gave the token back): take it
+			// rather than wait for the next.
+			if m, ok := s.pop(); ok {
+				tok <- struct{}{}
+				return m, nil
+			}
 			if err := p.pullOne(ctx); err != nil {
 				if m, ok := s.pop(); ok {
 					return m, nil
