@@ -69,9 +69,13 @@ type Peer struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	in      chan *nats.Msg
-	workers atomic.Int64 // worker goroutines
-	idle    atomic.Int64 // workers waiting for a request
-	wg      sync.WaitGroup
+	spare   chan struct{} // a token makes a spare worker the listener
+	wmu     sync.Mutex    // guards the worker roles below
+	workers int           // worker goroutines
+	spares  int           // workers waiting for a spare token
+	// listening: a worker waits on in (or is on its way there).
+	listening bool
+	wg        sync.WaitGroup
 
 	// callPrefix starts the peer's direct call subjects
 	// ("peerbus.call.<id>."); the header values below are shared by
@@ -129,6 +133,7 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 		nc: nc, opts: o, log: l.With("peer", o.ID), id: o.ID,
 		ctx: ctx, cancel: cancel,
 		in:       make(chan *nats.Msg, inboxSize),
+		spare:    make(chan struct{}, o.MaxConcurrent),
 		handlers: make(map[string]*rawHandler),
 		events:   make(map[*Subscription]struct{}),
 		info: Info{
@@ -162,7 +167,9 @@ func serverName(nc *nats.Conn) string {
 
 func (p *Peer) start() error {
 	if !p.opts.NoPresence {
-		p.startWorker()
+		p.listening, p.workers = true, 1
+		p.wg.Add(1)
+		go p.worker()
 		sub, err := p.nc.ChanSubscribe(subjCall+p.id+".>", p.in)
 		if err != nil {
 			return fmt.Errorf("peer: subscribe: %w", err)
@@ -354,33 +361,80 @@ func (p *Peer) requestTag(subject string) string {
 const inboxSize = 16384
 
 // worker serves requests from the peer's inbox. NATS delivers requests
-// straight into the inbox channel. A worker that takes the last idle
-// slot starts another worker (up to MaxConcurrent), so a slow function
-// never holds up the requests behind it while the limit allows. Workers
-// live until Close, so their stacks stay grown.
+// straight into the inbox channel, where one worker at a time, the
+// listener, waits. The listener that receives a request hands listening
+// to a spare worker (or starts one, up to MaxConcurrent) before it serves
+// the request, so a slow function never holds up the requests behind it
+// while the limit allows. Having served it, a worker also serves the
+// requests that queued in the inbox meanwhile, one after the other, as a
+// NATS callback subscription would: their replies leave in one write
+// instead of one each, and fewer goroutines wake. Then it becomes a
+// spare, or the listener if there is none. Workers live until Close, so
+// their stacks stay grown.
 func (p *Peer) worker() {
 	defer p.wg.Done()
 	for {
+		// Listen.
+		var m *nats.Msg
 		select {
-		case m := <-p.in:
-			if p.idle.Add(-1) == 0 && p.workers.Load() < int64(p.opts.MaxConcurrent) {
-				p.startWorker()
+		case m = <-p.in:
+		case <-p.ctx.Done():
+			return
+		}
+		p.promote()
+		p.handle(m)
+		// Serve what queued meanwhile.
+	drain:
+		for {
+			select {
+			case m = <-p.in:
+				p.handle(m)
+			default:
+				break drain
 			}
-			if g := m.Header.Get(HeaderGroup); g == "" || g == p.opts.Group {
-				p.serve(m, p.requestTag(m.Subject))
-			} // else: a fan-out call for another group
-			p.idle.Add(1)
+		}
+		p.wmu.Lock()
+		if !p.listening { // the limit was reached: nobody listens
+			p.listening = true
+			p.wmu.Unlock()
+			continue
+		}
+		p.spares++
+		p.wmu.Unlock()
+		select {
+		case <-p.spare:
 		case <-p.ctx.Done():
 			return
 		}
 	}
 }
 
-func (p *Peer) startWorker() {
-	p.workers.Add(1)
-	p.idle.Add(1)
-	p.wg.Add(1)
-	go p.worker()
+// promote makes another worker the listener: a spare one, or a new one
+// while the limit allows; at the limit nobody listens until a worker is
+// done.
+func (p *Peer) promote() {
+	p.wmu.Lock()
+	switch {
+	case p.spares > 0:
+		p.spares--
+		p.wmu.Unlock()
+		p.spare <- struct{}{} // buffered: a spare takes it
+	case p.workers < p.opts.MaxConcurrent:
+		p.workers++
+		p.wmu.Unlock()
+		p.wg.Add(1)
+		go p.worker()
+	default:
+		p.listening = false
+		p.wmu.Unlock()
+	}
+}
+
+// handle serves one request.
+func (p *Peer) handle(m *nats.Msg) {
+	if g := m.Header.Get(HeaderGroup); g == "" || g == p.opts.Group {
+		p.serve(m, p.requestTag(m.Subject))
+	} // else: a fan-out call for another group
 }
 
 func (p *Peer) serve(m *nats.Msg, tag string) {
