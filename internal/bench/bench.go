@@ -76,6 +76,9 @@ type Case struct {
 	// MaxRounds bounds the rounds of a case whose rounds are slow
 	// (Sample cases that start processes or clusters); 0: no bound.
 	MaxRounds int
+	// MinRounds raises the rounds of a case whose samples vary a lot
+	// (cluster start-up, with its elections); 0: no minimum.
+	MinRounds int
 	// Setup prepares both sides on env. cleanup releases what it made;
 	// it is called even when measuring fails.
 	Setup func(ctx context.Context, env *Env) (peerbus, raw Side, cleanup func(), err error)
@@ -248,6 +251,7 @@ func RunCase(ctx context.Context, env *Env, c Case, d time.Duration, rounds int,
 	if c.MaxRounds > 0 && rounds > c.MaxRounds {
 		rounds = c.MaxRounds
 	}
+	rounds = max(rounds, c.MinRounds)
 	tell("setup", 0, rounds)
 	pb, raw, cleanup, err := c.Setup(ctx, env)
 	if cleanup != nil {

@@ -48,7 +48,7 @@ func processCases() []Case {
 			},
 		},
 		{
-			Name: "cluster-ready", Kind: Sample, Unit: "ms", LowerIsBetter: true, MaxRounds: 3,
+			Name: "cluster-ready", Kind: Sample, Unit: "ms", LowerIsBetter: true, MinRounds: 9,
 			What:     "time until a 3-node cluster started in one process is ready (bus.StartLocalCluster, JetStream meta leader)",
 			Baseline: "3 bare NATS servers with routes and JetStream in one process, ready by the same test",
 			Setup: func(_ context.Context, env *Env) (Side, Side, func(), error) {
