@@ -6,6 +6,7 @@ func Cases() []Case {
 	out = append(out, callCases()...)
 	out = append(out, eventCases()...)
 	out = append(out, pipeCases()...)
+	out = append(out, bridgeCases()...)
 	out = append(out, processCases()...)
 	return out
 }
