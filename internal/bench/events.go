@@ -39,9 +39,15 @@ func eventCases() []Case {
 	return []Case{
 		{
 			Name: "transient", Kind: Rate, Unit: "events/s",
-			What:     "EmitTransient to a live peer subscription on another connection, batches of 1000 until all are handled",
+			What:     "EmitTransient, batches of 1000 until a plain NATS subscription on another connection has them all",
+			Baseline: "nats.go core publish of the same payload to the same kind of subscription",
+			Setup:    transientSetup(false),
+		},
+		{
+			Name: "transient-sub", Kind: Rate, Unit: "events/s",
+			What:     "EmitTransient to a live peer subscription (Subscribe) on another connection: emit to handler",
 			Baseline: "nats.go core publish to a callback subscription on another connection",
-			Setup:    transientSetup,
+			Setup:    transientSetup(true),
 		},
 		{
 			Name: "emit", Kind: Rate, Unit: "events/s",
@@ -109,34 +115,58 @@ func twoConns(n *bus.Node, cl *cleanups) (a, b *nats.Conn, err error) {
 	return a, b, nil
 }
 
-func transientSetup(ctx context.Context, env *Env) (pb, raw Side, cleanup func(), err error) {
-	var cl cleanups
-	cleanup = cl.run
-	n, err := env.Node(ctx)
-	if err != nil {
-		return pb, raw, cleanup, err
+// transientSetup compares EmitTransient with a core publish; the events
+// are received by a peer subscription (peerSub) or by a plain NATS
+// subscription like the baseline's.
+func transientSetup(peerSub bool) func(context.Context, *Env) (Side, Side, func(), error) {
+	return func(ctx context.Context, env *Env) (pb, raw Side, cleanup func(), err error) {
+		var cl cleanups
+		cleanup = cl.run
+		n, err := env.Node(ctx)
+		if err != nil {
+			return pb, raw, cleanup, err
+		}
+		pubNC, subNC, err := twoConns(n, &cl)
+		if err != nil {
+			return pb, raw, cleanup, err
+		}
+		emitter, err := peer.New(pubNC, peer.AsClient())
+		if err != nil {
+			return pb, raw, cleanup, err
+		}
+		cl.closer(emitter)
+		got := newCounter()
+		if peerSub {
+			watcher, err := peer.New(subNC, peer.AsClient())
+			if err != nil {
+				return pb, raw, cleanup, err
+			}
+			cl.closer(watcher)
+			if _, err := watcher.Subscribe("bench.live", func(context.Context, peer.Event) error {
+				got.add(1)
+				return nil
+			}); err != nil {
+				return pb, raw, cleanup, err
+			}
+		} else {
+			sub, err := subNC.Subscribe(peer.TransientSubject("", emitter.ID(), "bench.live"), func(*nats.Msg) { got.add(1) })
+			if err != nil {
+				return pb, raw, cleanup, err
+			}
+			cl.add(func() { _ = sub.Unsubscribe() })
+			if err := subNC.Flush(); err != nil {
+				return pb, raw, cleanup, err
+			}
+		}
+		raw, err = rawLive(subNC, pubNC, &cl)
+		return liveEmit(emitter, got), raw, cleanup, err
 	}
-	pubNC, subNC, err := twoConns(n, &cl)
-	if err != nil {
-		return pb, raw, cleanup, err
-	}
-	emitter, err := peer.New(pubNC, peer.AsClient())
-	if err != nil {
-		return pb, raw, cleanup, err
-	}
-	cl.closer(emitter)
-	watcher, err := peer.New(subNC, peer.AsClient())
-	if err != nil {
-		return pb, raw, cleanup, err
-	}
-	cl.closer(watcher)
-	got := newCounter()
-	if _, err := watcher.Subscribe("bench.live", func(context.Context, peer.Event) error {
-		got.add(1)
-		return nil
-	}); err != nil {
-		return pb, raw, cleanup, err
-	}
+}
+
+// liveEmit emits batches of transient events and waits until got
+// counted them.
+func liveEmit(emitter *peer.Peer, got *counter) Side {
+	var pb Side
 	pb.Op = func(ctx context.Context) (int, error) {
 		target := got.n.Load() + liveBatch
 		for range liveBatch {
@@ -146,17 +176,22 @@ func transientSetup(ctx context.Context, env *Env) (pb, raw Side, cleanup func()
 		}
 		return liveBatch, got.wait(ctx, target)
 	}
+	return pb
+}
 
+// rawLive is the baseline of the transient cases: core publishes on
+// pubNC to a callback subscription on subNC.
+func rawLive(subNC, pubNC *nats.Conn, cl *cleanups) (raw Side, err error) {
 	const subject = "bench.tevt._." + fakeID + ".bench.live"
 	rawGot := newCounter()
 	sub, err := subNC.Subscribe(subject, func(*nats.Msg) { rawGot.add(1) })
 	if err != nil {
-		return pb, raw, cleanup, err
-	}
-	if err := subNC.Flush(); err != nil {
-		return pb, raw, cleanup, err
+		return raw, err
 	}
 	cl.add(func() { _ = sub.Unsubscribe() })
+	if err := subNC.Flush(); err != nil {
+		return raw, err
+	}
 	raw.Op = func(ctx context.Context) (int, error) {
 		target := rawGot.n.Load() + liveBatch
 		for range liveBatch {
@@ -166,7 +201,7 @@ func transientSetup(ctx context.Context, env *Env) (pb, raw Side, cleanup func()
 		}
 		return liveBatch, rawGot.wait(ctx, target)
 	}
-	return pb, raw, cleanup, nil
+	return raw, nil
 }
 
 // logPeer starts a client peer on its own connection to the shared
