@@ -265,12 +265,14 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 	}
 	ctx, cancel := p.callContext(ctx, cfg)
 	defer cancel()
-	subject := AnySubject(tag)
+	var subject string
 	if cfg.target == targetPeer {
 		if err := validToken(cfg.peer); err != nil {
 			return nil, fmt.Errorf("peer: invalid peer id %q: %v", cfg.peer, err)
 		}
 		subject = CallSubject(cfg.peer, tag)
+	} else {
+		subject = AnySubject(tag)
 	}
 	m, err := p.request(ctx, subject, args, "")
 	if err != nil {
