@@ -136,6 +136,9 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 	} else if err := writeBenchTable(out, rep); err != nil {
 		return err
 	}
+	for _, e := range rep.Skipped {
+		fmt.Fprintln(cmd.ErrOrStderr(), "peerbus bench: skipped", e)
+	}
 	if len(rep.Errors) > 0 {
 		for _, e := range rep.Errors {
 			fmt.Fprintln(cmd.ErrOrStderr(), "peerbus bench:", e)

@@ -128,6 +128,8 @@ type Report struct {
 	Results []Result `json:"results"`
 	// Errors lists the cases that failed, "<case>: <error>".
 	Errors []string `json:"errors,omitempty"`
+	// Skipped lists the cases that cannot run here, "<case>: <why>".
+	Skipped []string `json:"skipped,omitempty"`
 	// Elapsed is the wall time of the whole run.
 	Elapsed string `json:"elapsed"`
 }
@@ -232,7 +234,11 @@ func Run(ctx context.Context, env *Env, cfg Config) (Report, error) {
 			if ctx.Err() != nil {
 				return rep, ctx.Err()
 			}
-			rep.Errors = append(rep.Errors, c.Name+": "+err.Error())
+			if errors.Is(err, ErrUnavailable) {
+				rep.Skipped = append(rep.Skipped, c.Name+": "+err.Error())
+			} else {
+				rep.Errors = append(rep.Errors, c.Name+": "+err.Error())
+			}
 			continue
 		}
 		rep.Results = append(rep.Results, rows...)
@@ -459,5 +465,6 @@ func Percentile(d []time.Duration, q float64) time.Duration {
 	return d[min(max(i, 0), len(d)-1)]
 }
 
-// errUnavailable reports a case that cannot run here.
-var errUnavailable = errors.New("not available")
+// ErrUnavailable reports a case that cannot run here (Run lists it in
+// Report.Skipped).
+var ErrUnavailable = errors.New("not available here")

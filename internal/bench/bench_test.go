@@ -324,3 +324,17 @@ func benchSide(b *testing.B, ctx context.Context, c Case, s Side) {
 		b.ReportMetric(float64(units.Load())/scale/b.Elapsed().Seconds(), strings.ReplaceAll(c.Unit, " ", "-"))
 	}
 }
+
+// TestRunSkips checks that a case that cannot run here is skipped, not
+// failed.
+func TestRunSkips(t *testing.T) {
+	env, err := NewEnv(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	rep, err := Run(context.Background(), env, Config{Duration: time.Millisecond, Only: []string{"node-rss"}})
+	if err != nil || len(rep.Errors) > 0 || len(rep.Skipped) != 1 || len(rep.Results) != 0 {
+		t.Fatalf("report %+v, %v", rep, err)
+	}
+}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -164,4 +163,4 @@ func (c *cleanups) run() {
 func (c *cleanups) closer(x io.Closer) { c.add(func() { _ = x.Close() }) }
 
 // errNoCommand reports a node-rss case without commands to run.
-var errNoCommand = errors.New("no node command (run it through peerbus bench)")
+var errNoCommand = fmt.Errorf("%w: no node command (run it through peerbus bench)", ErrUnavailable)

@@ -42,7 +42,7 @@ func processCases() []Case {
 					return Side{}, Side{}, nil, errNoCommand
 				}
 				if _, err := os.Stat("/proc/self/status"); err != nil {
-					return Side{}, Side{}, nil, fmt.Errorf("%w: needs /proc/<pid>/status", errUnavailable)
+					return Side{}, Side{}, nil, fmt.Errorf("%w: needs /proc/<pid>/status", ErrUnavailable)
 				}
 				return Side{Sample: rssSample(env, env.NodeCommand)}, Side{Sample: rssSample(env, env.BareCommand)}, nil, nil
 			},
