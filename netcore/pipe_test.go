@@ -48,6 +48,9 @@ func TestPipeEcho(t *testing.T) {
 						t.Fatalf("got %q from %s on %v, want %q from %s", m.Data, m.From, m.Pipe, msg, srv.LocalAddr())
 					}
 				}
+				// The server counts its third echo after writing it: the
+				// client may have it first.
+				waitFor(t, "server stats", func() bool { return srv.Stats().MessagesOut == 3 })
 				cs, ss := c.Stats(), srv.Stats()
 				if cs.MessagesOut != 3 || cs.MessagesIn != 3 || ss.MessagesIn != 3 || ss.MessagesOut != 3 || ss.Clients != 1 {
 					t.Fatalf("stats: client %+v, server %+v", cs, ss)

@@ -51,8 +51,8 @@ func (p *Pipe) startClient(c net.Conn) {
 	}
 	if p.cfg.maxConns > 0 && len(p.children) >= p.cfg.maxConns {
 		p.cmu.Unlock()
+		p.count(cRejected, 1) // before the client sees the close
 		c.Close()
-		p.count(cRejected, 1)
 		p.warnLimited("netcore: client rejected, server full", "pipe", p.String(), "remote", remote, "max_conns", p.cfg.maxConns)
 		return
 	}
