@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -248,5 +249,86 @@ func TestGrowingClusterRaisesReplicas(t *testing.T) {
 	n, err := q.CountEvents(ctx, "grow.>")
 	if err != nil || n != 5 {
 		t.Fatalf("events seen from the new node: %d, %v", n, err)
+	}
+}
+
+// TestLoneSeedGrows starts the first node of a cluster alone (a cluster
+// listener, no routes): it is ready at once, with its event log waiting
+// for a second node. A second node routed to it gives the JetStream
+// cluster its quorum and the log one copy; a third raises the log, and
+// the events emitted before, to three copies.
+func TestLoneSeedGrows(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	start := func(name string, routes ...string) *bus.Node {
+		t.Helper()
+		o := []bus.Option{bus.WithName(name), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(dir + "/" + name),
+			bus.WithCluster("127.0.0.1:-1")}
+		if len(routes) > 0 {
+			o = append(o, bus.WithRoutes(routes...))
+		}
+		n, err := bus.Start(ctx, o...)
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	// A ready timeout far below the 30 s default: a lone seed that
+	// waited for its JetStream quorum would fail here.
+	o := []bus.Option{bus.WithName("s0"), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(dir + "/s0"),
+		bus.WithCluster("127.0.0.1:-1"), bus.WithReadyTimeout(5 * time.Second)}
+	seed, err := bus.Start(ctx, o...)
+	if err != nil {
+		t.Fatalf("a lone seed did not become ready: %v", err)
+	}
+	t.Cleanup(func() { _ = seed.Close() })
+	// The core bus works alone: a call between two peers of the seed.
+	a, err := peer.New(seed.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	if _, err := peer.Register(a, "where", func(context.Context, struct{}) (string, error) { return "s0", nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := callWhere(ctx, t, a, a.ID()); got != "s0" {
+		t.Fatalf("call on the lone seed: %q", got)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err = seed.WaitJetStream(wctx)
+	wcancel()
+	if !errors.Is(err, bus.ErrNotReady) {
+		t.Fatalf("WaitJetStream on a lone seed: %v, want ErrNotReady", err)
+	}
+
+	second := start("s1", seed.ClusterURL())
+	if err := seed.WaitJetStream(ctx); err != nil {
+		t.Fatalf("the seed's JetStream after a second node joined: %v", err)
+	}
+	for i := range 5 {
+		if _, err := a.Emit(ctx, "grow.n", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js, _ := seed.JetStream()
+	waitReplicas(ctx, t, js, 1, 10*time.Second)
+	if seed.LogReplicas() != 1 || second.LogReplicas() != 1 {
+		t.Fatalf("two nodes: target replicas %d/%d, want 1", seed.LogReplicas(), second.LogReplicas())
+	}
+
+	third := start("s2", seed.ClusterURL())
+	waitReplicas(ctx, t, js, 3, 30*time.Second)
+	if got := third.LogReplicas(); got != 3 {
+		t.Errorf("LogReplicas on the third node = %d", got)
+	}
+	q, err := peer.New(third.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	if n, err := q.CountEvents(ctx, "grow.>"); err != nil || n != 5 {
+		t.Fatalf("events seen from the third node: %d, %v", n, err)
 	}
 }

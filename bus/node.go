@@ -73,6 +73,7 @@ type Node struct {
 	routesMu sync.Mutex      // serialises route reloads
 	sbase    *server.Options // pristine server options, for reloads
 	routes   []*url.URL      // the server's current routes
+	lone     bool            // first node of a cluster: JetStream waits for a second
 	bg       sync.WaitGroup  // background goroutines (replicas, routes)
 	bgStop   chan struct{}   // closed by teardown
 	stopOnce sync.Once       // closes bgStop
@@ -251,6 +252,7 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		}
 		sopts.Routes = urls
 		n.routes = urls
+		n.lone = !o.NoJetStream && !hasOtherRoute(ctx, urls, chost, cport)
 	}
 	leafs, _ := leafURLs(o.LeafURLs)
 	if len(leafs) > 0 {
@@ -312,7 +314,25 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 			return err
 		}
 	}
-	if !o.NoJetStream {
+	switch {
+	case o.NoJetStream:
+	case n.lone:
+		// The first node of a cluster: clustered JetStream elects its
+		// meta leader only with a second node (nats-server's meta group
+		// never runs with one member), so the node is ready now and its
+		// event log once another node routes to it.
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrNoJetStream, err)
+		}
+		n.js = js
+		n.log.Warn("first node of the cluster: the event log starts when a second node joins "+
+			"(clustered JetStream needs two nodes for a quorum); join it with --routes "+n.ClusterURL()+
+			", or run a single node without --cluster for a log of its own",
+			"cluster", o.ClusterName)
+		n.bg.Add(1)
+		go n.reportLogReady()
+	default:
 		if err := n.waitJetStream(ctx); err != nil {
 			return err
 		}
@@ -425,6 +445,12 @@ func (n *Node) waitJetStream(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", ErrNoJetStream, err)
 	}
 	n.js = js
+	return n.jetStreamReady(ctx, js)
+}
+
+// jetStreamReady polls until JetStream is current and answers an
+// account info request.
+func (n *Node) jetStreamReady(ctx context.Context, js jetstream.JetStream) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	var last error
@@ -449,6 +475,118 @@ func (n *Node) waitJetStream(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// WaitJetStream blocks until the node's JetStream (and so the event log)
+// is ready, or ctx ends. Start returns before that only for the first
+// node of a cluster, whose JetStream needs a second node; for every
+// other node it returns at once. It fails with ErrNoJetStream when
+// JetStream is off or unavailable, and with ErrNotReady when ctx ends
+// first.
+func (n *Node) WaitJetStream(ctx context.Context) error {
+	n.mu.Lock()
+	js, srv, started, closed := n.js, n.srv, n.started, n.closed
+	n.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case !started:
+		return ErrNotStarted
+	case js == nil:
+		return ErrNoJetStream
+	case srv == nil:
+		return nil // external: Start checked it
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.bgStop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return n.jetStreamReady(ctx, js)
+}
+
+// reportLogReady logs when the JetStream of the first node of a cluster
+// becomes ready.
+func (n *Node) reportLogReady() {
+	defer n.bg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.bgStop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if n.jetStreamReady(ctx, n.js) == nil {
+		n.log.Info("event log ready: the JetStream cluster has its quorum", "nodes", clusterPeers(n.srv))
+	}
+}
+
+// hasOtherRoute reports whether a route names a node other than this
+// one, whose cluster listener is chost:cport. A route names this node
+// when its port is cport and its host is chost, a loopback address, an
+// address of this machine when chost is unspecified, or a name that
+// resolves to one of those.
+func hasOtherRoute(ctx context.Context, routes []*url.URL, chost string, cport int) bool {
+	for _, u := range routes {
+		if !namesSelf(ctx, u, chost, cport) {
+			return true
+		}
+	}
+	return false
+}
+
+func namesSelf(ctx context.Context, u *url.URL, chost string, cport int) bool {
+	if u.Port() != strconv.Itoa(cport) {
+		return false
+	}
+	host := u.Hostname()
+	if host == chost {
+		return true
+	}
+	var ips []netip.Addr
+	if a, err := netip.ParseAddr(host); err == nil {
+		ips = []netip.Addr{a}
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		cancel()
+		if err != nil {
+			return false
+		}
+		ips = addrs
+	}
+	listen, _ := netip.ParseAddr(chost)
+	for _, a := range ips {
+		a = a.Unmap()
+		switch {
+		case a.IsLoopback(), listen.IsValid() && a == listen.Unmap():
+			return true
+		case listen.IsValid() && listen.IsUnspecified() && isLocalAddr(a):
+			return true
+		}
+	}
+	return false
+}
+
+// isLocalAddr reports whether a is an address of one of this machine's
+// interfaces.
+func isLocalAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, x := range addrs {
+		if p, err := netip.ParsePrefix(x.String()); err == nil && p.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Node) startExternal(ctx context.Context) error {

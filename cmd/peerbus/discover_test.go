@@ -69,8 +69,9 @@ func peerNamesIn(t *testing.T, ns *netlab.Namespace) []string {
 // TestDiscoveryInNamespaces starts nodes with --discover and no routes in
 // network namespaces on one bridge (the lab's public segment): three
 // started together form one cluster; a node of another cluster stays
-// out and waits until a second node of its own cluster comes; a node
-// started later joins the running cluster.
+// out, ready alone as the first node of its own cluster, and forms it
+// with a second node that comes later; a node started later joins the
+// running cluster.
 func TestDiscoveryInNamespaces(t *testing.T) {
 	netlab.Require(t)
 	lab := netlab.New(t)
@@ -97,7 +98,7 @@ func TestDiscoveryInNamespaces(t *testing.T) {
 		nodes[n] = node(n)
 	}
 	// A node of another cluster, started at the same time: it ignores
-	// the others and, alone, waits for a JetStream quorum.
+	// the others and is the first node of its own cluster.
 	nodes["x"] = node("x", "--cluster-name", "other")
 	var wg sync.WaitGroup
 	for _, n := range []string{"a", "b", "c"} {
@@ -136,17 +137,24 @@ func TestDiscoveryInNamespaces(t *testing.T) {
 		t.Errorf("emit on b: exit %d: %s", r.code, r.stderr)
 	}
 
-	// The node of the other cluster heard the beacons but stays out,
-	// still waiting for a second node of its own cluster; one comes.
-	if l, ok := nodes["x"].nextLine(10 * time.Millisecond); ok {
-		t.Fatalf("x printed %q while alone", l)
+	// The node of the other cluster heard the beacons but stays out: it
+	// is the first node of its own cluster, ready alone, its event log
+	// waiting for a second node. One comes, and the log works.
+	nodes["x"].waitReady(t, 30*time.Second)
+	if got := peerNamesIn(t, hosts["x"].Namespace); !slices.Equal(got, []string{"x"}) {
+		t.Errorf("x alone sees %v", got)
+	}
+	if !strings.Contains(nodes["x"].stderr.String(), "first node of the cluster") {
+		t.Errorf("x did not say its event log waits for a second node; stderr:\n%s", nodes["x"].stderr.String())
 	}
 	nodes["y"] = node("y", "--cluster-name", "other")
 	nodes["y"].waitReady(t, 30*time.Second)
-	nodes["x"].waitReady(t, 30*time.Second)
 	waitFor(t, "x and y see each other", 15*time.Second, func() bool {
 		return slices.Equal(peerNamesIn(t, hosts["x"].Namespace), []string{"x", "y"})
 	})
+	if r := runIn(t, hosts["x"].Namespace, "emit", "demo.other", `{"n":1}`); r.code != 0 {
+		t.Errorf("emit on x once y joined: exit %d: %s", r.code, r.stderr)
+	}
 	if !strings.Contains(nodes["x"].stderr.String(), "ignoring a node of another cluster") {
 		t.Errorf("x did not report the foreign beacons; stderr:\n%s", nodes["x"].stderr.String())
 	}

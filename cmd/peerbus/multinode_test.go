@@ -349,3 +349,27 @@ func TestNodeMultiNodeOptions(t *testing.T) {
 		t.Errorf("options\n got %+v\nwant %+v", bo, want)
 	}
 }
+
+// TestLoneClusterNode starts the first node of a cluster alone: it
+// prints ready well within a short ready timeout and says its event log
+// waits for a second node; a node that joins later gives the log its
+// quorum, and an emit through the first node is stored.
+func TestLoneClusterNode(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 2)
+	first := startNodeProc(t, "first", "--name", "first", "--listen", "127.0.0.1:-1",
+		"--cluster", "127.0.0.1:"+strconv.Itoa(ports[0]), "--data-dir", dir+"/first", "--ready-timeout", "5s")
+	first.waitReady(t, 10*time.Second)
+	if !strings.Contains(first.stderr.String(), "first node of the cluster") {
+		t.Errorf("no word of the waiting event log; stderr:\n%s", first.stderr.String())
+	}
+	second := startNodeProc(t, "second", "--name", "second", "--listen", "127.0.0.1:-1",
+		"--cluster", "127.0.0.1:"+strconv.Itoa(ports[1]), "--routes", first.info["cluster"], "--data-dir", dir+"/second")
+	second.waitReady(t, 30*time.Second)
+	if r := runCLI(t, "", "emit", "--server", first.info["client"], "demo.lone", `{"n":1}`); r.code != 0 {
+		t.Fatalf("emit through the first node: %d %s", r.code, r.stderr)
+	}
+	if r := runCLI(t, "", "replay", "--server", second.info["client"], "demo.>"); r.code != 0 || !strings.Contains(r.stdout, "demo.lone") {
+		t.Fatalf("replay through the second node: %d %q %s", r.code, r.stdout, r.stderr)
+	}
+}

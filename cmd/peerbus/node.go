@@ -103,8 +103,11 @@ deadline fails the call with an error carrying the exit status and stderr.
 The command's environment has PEERBUS_TAG and PEERBUS_CALLER (the calling
 peer's id) added.
 
-Clustered JetStream needs a quorum: a node with routes waits until enough
-of its cluster peers are up, so start cluster members together.
+Clustered JetStream needs a quorum. The first node of a cluster (a cluster
+listener and no routes to other nodes) is ready alone at once; its event log
+starts when a second node joins it with --routes, and nodes joining later grow
+the JetStream cluster. A node with routes to other nodes waits (up to
+--ready-timeout) until enough of them are up for a quorum.
 
 --discover finds the other nodes of the cluster (same --cluster-name) on the
 LAN with UDP multicast beacons (group 239.255.80.66:6230 by default): the node
@@ -391,9 +394,22 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 			return fmt.Errorf("%w\n(a clustered node waits for a quorum of its routes %v; are the other nodes running?)", err, bo.Routes)
 		}
 		if errors.Is(err, bus.ErrNotReady) && bo.Discover && !bo.NoJetStream {
-			return fmt.Errorf("%w\n(a discovering node waits until a second node of cluster %q joins: clustered JetStream needs a quorum)", err, bo.ClusterName)
+			return fmt.Errorf("%w\n(a discovering node that heard other nodes of cluster %q waits for a quorum of them: are they running?)", err, bo.ClusterName)
 		}
 		return err
+	}
+	if logSet.given() && !bo.NoJetStream {
+		// The first node of a cluster has its event log only once a
+		// second node joins: settings for it cannot wait that long.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := node.WaitJetStream(wctx)
+		cancel()
+		if err != nil {
+			_ = node.Close()
+			return fmt.Errorf("the --log-* settings need the event log, which is not ready: %w\n"+
+				"(the first node of a cluster gets its log when a second node joins: "+
+				"give the settings to a node that joins it, or to this node once the cluster has two)", err)
+		}
 	}
 	if err := applyNodeLog(ctx, node.Conn(), logSet, &po, log); err != nil {
 		_ = node.Close()
