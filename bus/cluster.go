@@ -25,6 +25,17 @@ func StartLocalCluster(ctx context.Context, size int, dataDir, prefix string, op
 	if size < 1 {
 		return nil, fmt.Errorf("%w: cluster size %d", ErrInvalidOption, size)
 	}
+	// The ports are free when chosen, but another process can take one
+	// before its node binds it: then the cluster starts again on others.
+	for attempt := 1; ; attempt++ {
+		nodes, err := startLocalCluster(ctx, size, dataDir, prefix, opts)
+		if err == nil || attempt == 3 || ctx.Err() != nil || !strings.Contains(err.Error(), "address already in use") {
+			return nodes, err
+		}
+	}
+}
+
+func startLocalCluster(ctx context.Context, size int, dataDir, prefix string, opts []Option) ([]*Node, error) {
 	ports := make([]int, size)
 	routes := make([]string, size)
 	for i := range ports {

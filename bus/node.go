@@ -143,91 +143,169 @@ func (n *Node) Start(ctx context.Context) error {
 // Up starts the node if needed and returns once it is ready.
 func (n *Node) Up(ctx context.Context) error { return n.Start(ctx) }
 
+// startPlan is what startEmbedded works out before it builds the
+// server's options: addresses, the name, discovery.
+type startPlan struct {
+	host   string // client listen host
+	port   int    // client listen port (-1: chosen by the server)
+	chost  string // cluster listen host, when clustered
+	cport  int    // cluster listen port, when clustered
+	chosen bool   // cport was chosen here (the option gave none)
+	// clustered: a cluster listener (routes, a cluster address or
+	// discovery).
+	clustered bool
+	announce  netip.Addr     // discovery: the route address others dial
+	ifi       *net.Interface // discovery interface
+	leafs     []*url.URL
+}
+
+// startEmbedded starts the embedded server in named steps: plan the
+// addresses, discover other nodes, build the server options and start
+// the server (again on another port when a port chosen here was taken
+// meanwhile), connect in-process, and wait for readiness.
 func (n *Node) startEmbedded(ctx context.Context) error {
-	o := n.opts
-	host, port, _ := hostPort(o.Listen, "listen")
-	sopts := &server.Options{
-		Host:       host,
-		Port:       port,
-		NoSigs:     true,
-		MaxPayload: o.MaxPayload,
-		Debug:      o.Debug,
+	p, err := n.plan()
+	if err != nil {
+		return err
 	}
-	var (
-		chost    string
-		cport    int
-		announce netip.Addr // discovery: the route address others dial
-		ifi      *net.Interface
-	)
-	clustered := o.ClusterListen != "" || len(o.Routes) > 0 || o.Discover
-	if clustered {
-		chost, cport = host, DefaultClusterPort
+	found, err := n.discover(ctx, p)
+	if err != nil {
+		return err
+	}
+	const attempts = 5
+	for i := 1; ; i++ {
+		sopts, err := n.serverOptions(ctx, p, found)
+		if err != nil {
+			return err
+		}
+		err = n.startServer(ctx, sopts)
+		if err == nil {
+			break
+		}
+		// The port was free when it was chosen, but another process can
+		// take it before the server binds it: choose again.
+		if !p.chosen || n.disc != nil || i == attempts || !strings.Contains(err.Error(), "router port") {
+			return err
+		}
+		n.log.Debug("cluster port taken meanwhile, choosing another", "port", p.cport, "err", err)
+		n.stopServer()
+		if p.cport, err = pickPort(p.chost); err != nil {
+			return fmt.Errorf("bus: cluster listener: %w", err)
+		}
+	}
+	if n.disc != nil {
+		// Nodes heard from now on are added at once, also while this
+		// node waits for its JetStream quorum: a node alone cannot elect
+		// a meta leader (the expected size is at least two), so two
+		// lone nodes that missed each other's beacons merge safely.
+		n.bg.Add(1)
+		go n.routeAdder()
+		n.disc.OnNew(func(netip.AddrPort) { n.wakeRouteAdder() })
+		n.wakeRouteAdder() // routes heard since the window closed
+	}
+	if err := n.connectInProcess(); err != nil {
+		return err
+	}
+	return n.waitReady(ctx, p)
+}
+
+// plan works out the node's addresses and name from its options.
+func (n *Node) plan() (*startPlan, error) {
+	o := n.opts
+	p := &startPlan{}
+	p.host, p.port, _ = hostPort(o.Listen, "listen")
+	p.clustered = o.ClusterListen != "" || len(o.Routes) > 0 || o.Discover
+	if p.clustered {
+		p.chost, p.cport = p.host, DefaultClusterPort
 		if o.ClusterListen != "" {
-			chost, cport, _ = hostPort(o.ClusterListen, "cluster")
+			p.chost, p.cport, _ = hostPort(o.ClusterListen, "cluster")
 		}
 		if o.Discover {
 			given := ""
 			if o.ClusterListen != "" {
-				given = chost
+				given = p.chost
 			}
 			var err error
-			ifi, announce, err = discoveryInterface(o.DiscoveryInterface, given)
+			p.ifi, p.announce, err = discoveryInterface(o.DiscoveryInterface, given)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if o.ClusterListen == "" {
-				chost = announce.String()
+				p.chost = p.announce.String()
 			}
 		}
-		if cport <= 0 {
+		if p.cport <= 0 {
 			// JetStream needs the node's own route URL when it has no
 			// seeds, and discovery announces it, so a system-chosen
 			// port is chosen here.
-			p, err := freePort(chost)
+			c, err := pickPort(p.chost)
 			if err != nil {
-				return fmt.Errorf("bus: cluster listener: %w", err)
+				return nil, fmt.Errorf("bus: cluster listener: %w", err)
 			}
-			cport = p
+			p.cport, p.chosen = c, true
 		}
 	}
-	name := o.Name
-	if name == "" {
-		name = defaultNodeName(port, chost)
-		n.opts.Name = name
+	if n.opts.Name == "" {
+		n.opts.Name = defaultNodeName(p.port, p.chost)
 	}
-	sopts.ServerName = name
+	p.leafs, _ = leafURLs(o.LeafURLs)
+	return p, nil
+}
+
+// discover listens for the beacons of the node's cluster for the
+// discovery window and returns the routes it heard (none without
+// discovery).
+func (n *Node) discover(ctx context.Context, p *startPlan) ([]string, error) {
+	o := n.opts
+	if !p.clustered || !o.Discover {
+		return nil, nil
+	}
+	conn, err := listenBeacons(p.ifi, p.announce, mustGroup(o.DiscoveryGroup))
+	if err != nil {
+		return nil, err
+	}
+	self := Beacon{Cluster: o.ClusterName, Name: o.Name, Route: netip.AddrPortFrom(p.announce, uint16(p.cport))}
+	d, err := newDiscoverer(conn, self, o.DiscoveryInterval, n.log.With("component", "discovery"))
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	n.disc = d
+	n.log.Info("discovery: listening", "interface", p.ifi.Name, "group", o.DiscoveryGroup,
+		"route", self.Route, "window", o.DiscoveryWindow)
+	heard := d.Wait(ctx, o.DiscoveryWindow)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotReady, ctx.Err())
+	}
+	found := make([]string, 0, len(heard))
+	for _, r := range heard {
+		found = append(found, routeString(r))
+	}
+	n.log.Info("discovery: window over", "found", len(found))
+	return found, nil
+}
+
+// serverOptions builds the embedded server's options from the plan:
+// listeners, security, routes, leafnode remote, JetStream.
+func (n *Node) serverOptions(ctx context.Context, p *startPlan, found []string) (*server.Options, error) {
+	o := n.opts
+	sopts := &server.Options{
+		Host:       p.host,
+		Port:       p.port,
+		NoSigs:     true,
+		MaxPayload: o.MaxPayload,
+		Debug:      o.Debug,
+		ServerName: o.Name,
+	}
 	inproc, err := n.opts.secureServer(sopts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n.inproc = inproc
-	if clustered {
-		sopts.Cluster.Name, sopts.Cluster.Host, sopts.Cluster.Port = o.ClusterName, chost, cport
-		routes := append([]string(nil), o.Routes...)
-		if o.Discover {
-			conn, err := listenBeacons(ifi, announce, mustGroup(o.DiscoveryGroup))
-			if err != nil {
-				return err
-			}
-			self := Beacon{Cluster: o.ClusterName, Name: name, Route: netip.AddrPortFrom(announce, uint16(cport))}
-			d, err := newDiscoverer(conn, self, o.DiscoveryInterval, n.log.With("component", "discovery"))
-			if err != nil {
-				conn.Close()
-				return err
-			}
-			n.disc = d
-			n.log.Info("discovery: listening", "interface", ifi.Name, "group", o.DiscoveryGroup,
-				"route", self.Route, "window", o.DiscoveryWindow)
-			found := d.Wait(ctx, o.DiscoveryWindow)
-			if ctx.Err() != nil {
-				return fmt.Errorf("%w: %v", ErrNotReady, ctx.Err())
-			}
-			for _, r := range found {
-				routes = append(routes, routeString(r))
-			}
-			n.log.Info("discovery: window over", "found", len(found))
-		}
-		if !o.NoJetStream && (len(routes) == 0 || o.Discover) {
+	if p.clustered {
+		sopts.Cluster.Name, sopts.Cluster.Host, sopts.Cluster.Port = o.ClusterName, p.chost, p.cport
+		routes := append(append([]string(nil), o.Routes...), found...)
+		if !o.NoJetStream && (len(o.Routes) == 0 || o.Discover) {
 			// A first (seed) node routes to itself: the server skips
 			// the self route, and clustered JetStream accepts the
 			// setup. A discovering node lists itself among the nodes it
@@ -235,11 +313,11 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 			// Configured routes are left alone: they usually name this
 			// node already, and a second name for it would inflate the
 			// expected size (and the quorum) of the JetStream cluster.
-			self := chost
+			self := p.chost
 			if ip := net.ParseIP(self); ip != nil && ip.IsUnspecified() {
 				self = "127.0.0.1"
 			}
-			routes = append(routes, net.JoinHostPort(self, strconv.Itoa(cport)))
+			routes = append(routes, net.JoinHostPort(self, strconv.Itoa(p.cport)))
 		}
 		all, _ := routeURLs(routes)
 		var urls []*url.URL
@@ -252,64 +330,78 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		}
 		sopts.Routes = urls
 		n.routes = urls
-		n.lone = !o.NoJetStream && !hasOtherRoute(ctx, urls, chost, cport)
+		n.lone = !o.NoJetStream && !hasOtherRoute(ctx, urls, p.chost, p.cport)
 	}
-	leafs, _ := leafURLs(o.LeafURLs)
-	if len(leafs) > 0 {
-		r, err := n.opts.leafRemote(leafs)
+	if len(p.leafs) > 0 {
+		r, err := n.opts.leafRemote(p.leafs)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		sopts.LeafNode.Remotes = []*server.RemoteLeafOpts{r}
 	}
 	if !o.NoJetStream {
 		dir := o.DataDir
 		if dir == "" {
-			dir = defaultDataDir(name)
+			dir = defaultDataDir(o.Name)
 			n.opts.DataDir = dir
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("bus: data directory: %w", err)
+			return nil, fmt.Errorf("bus: data directory: %w", err)
 		}
 		sopts.JetStream = true
 		sopts.StoreDir = dir
 		sopts.JetStreamDomain = o.JetStreamDomain
-		if sopts.JetStreamDomain == "" && len(leafs) > 0 {
+		if sopts.JetStreamDomain == "" && len(p.leafs) > 0 {
 			// A leafnode's JetStream needs a domain of its own, or the
 			// hub's and the leaf's JetStream APIs collide.
-			sopts.JetStreamDomain = nameSafe(name)
+			sopts.JetStreamDomain = nameSafe(o.Name)
 		}
 		n.opts.JetStreamDomain = sopts.JetStreamDomain
 	}
+	return sopts, nil
+}
+
+// startServer creates and starts the server and waits until it accepts
+// connections.
+func (n *Node) startServer(ctx context.Context, sopts *server.Options) error {
 	n.sbase = sopts.Clone()
 	srv, err := server.NewServer(sopts)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
 	}
-	srv.SetLoggerV2(&serverLogger{n: n}, o.Debug, false, false)
+	srv.SetLoggerV2(&serverLogger{n: n}, n.opts.Debug, false, false)
 	n.srv = srv
 	srv.Start()
+	return n.waitServer(ctx)
+}
 
-	if err := n.waitServer(ctx); err != nil {
-		return err
-	}
-	if n.disc != nil {
-		// Nodes heard from now on are added at once, also while this
-		// node waits for its JetStream quorum: a node alone cannot elect
-		// a meta leader (the expected size is at least two), so two
-		// lone nodes that missed each other's beacons merge safely.
-		n.bg.Add(1)
-		go n.routeAdder()
-		n.disc.OnNew(func(netip.AddrPort) { n.wakeRouteAdder() })
-		n.wakeRouteAdder() // routes heard since the window closed
-	}
-	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(srv), nats.Name("peerbus:" + name),
-		nats.MaxReconnects(-1), nats.DrainTimeout(5 * time.Second)}, inproc...)...)
+// stopServer shuts down a server that failed to start and forgets its
+// fatal message, for another attempt.
+func (n *Node) stopServer() {
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+	n.srv = nil
+	n.fatalMu.Lock()
+	n.fatalMsg = ""
+	n.fatalMu.Unlock()
+}
+
+// connectInProcess opens the node's in-process client connection.
+func (n *Node) connectInProcess() error {
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(n.srv), nats.Name("peerbus:" + n.opts.Name),
+		nats.MaxReconnects(-1), nats.DrainTimeout(5 * time.Second)}, n.inproc...)...)
 	if err != nil {
 		return fmt.Errorf("%w: in-process connection: %v", ErrNotReady, err)
 	}
 	n.nc = nc
-	if len(leafs) > 0 {
+	return nil
+}
+
+// waitReady waits for the leafnode connection and JetStream, and starts
+// the replica manager of a clustered node.
+func (n *Node) waitReady(ctx context.Context, p *startPlan) error {
+	o := n.opts
+	if len(p.leafs) > 0 {
 		if err := n.waitLeaf(ctx); err != nil {
 			return err
 		}
@@ -321,7 +413,7 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		// meta leader only with a second node (nats-server's meta group
 		// never runs with one member), so the node is ready now and its
 		// event log once another node routes to it.
-		js, err := jetstream.New(nc)
+		js, err := jetstream.New(n.nc)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrNoJetStream, err)
 		}
@@ -337,13 +429,13 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 			return err
 		}
 	}
-	if clustered && !o.NoJetStream && o.LogReplicas >= 0 {
+	if p.clustered && !o.NoJetStream && o.LogReplicas >= 0 {
 		n.bg.Add(1)
 		go n.manageReplicas()
 	}
-	n.log.Info("bus node ready", "name", name, "client", n.ClientURL(), "cluster", n.ClusterURL(),
+	n.log.Info("bus node ready", "name", o.Name, "client", n.ClientURL(), "cluster", n.ClusterURL(),
 		"jetstream", !o.NoJetStream, "domain", n.opts.JetStreamDomain, "data_dir", n.opts.DataDir,
-		"routes", len(n.routes), "leaf", len(leafs) > 0)
+		"routes", len(n.routes), "leaf", len(p.leafs) > 0)
 	return nil
 }
 
@@ -792,6 +884,10 @@ func (l *serverLogger) Fatalf(format string, v ...any) {
 	}
 	l.n.fatalMu.Unlock()
 }
+
+// pickPort chooses the cluster port of a node whose options give none
+// (a variable, so that a test can hand out a port that is taken).
+var pickPort = freePort
 
 // freePort asks the system for a free TCP port on host.
 func freePort(host string) (int, error) {
