@@ -74,6 +74,7 @@ type Node struct {
 	sbase    *server.Options // pristine server options, for reloads
 	routes   []*url.URL      // the server's current routes
 	lone     bool            // first node of a cluster: JetStream waits for a second
+	seeded   bool            // routes name other nodes
 	bg       sync.WaitGroup  // background goroutines (replicas, routes)
 	bgStop   chan struct{}   // closed by teardown
 	stopOnce sync.Once       // closes bgStop
@@ -81,6 +82,7 @@ type Node struct {
 
 	fatalMu  sync.Mutex
 	fatalMsg string
+	routeErr string // the server's last route error line
 }
 
 // New validates the options and returns a node that is not started yet.
@@ -330,7 +332,8 @@ func (n *Node) serverOptions(ctx context.Context, p *startPlan, found []string) 
 		}
 		sopts.Routes = urls
 		n.routes = urls
-		n.lone = !o.NoJetStream && !hasOtherRoute(ctx, urls, p.chost, p.cport)
+		n.seeded = hasOtherRoute(ctx, urls, p.chost, p.cport)
+		n.lone = !o.NoJetStream && !n.seeded
 	}
 	if len(p.leafs) > 0 {
 		r, err := n.opts.leafRemote(p.leafs)
@@ -428,6 +431,10 @@ func (n *Node) waitReady(ctx context.Context, p *startPlan) error {
 		if err := n.waitJetStream(ctx); err != nil {
 			return err
 		}
+	}
+	if n.seeded {
+		n.bg.Add(1)
+		go n.watchRoutes(routeWarnAfter)
 	}
 	if p.clustered && !o.NoJetStream && o.LogReplicas >= 0 {
 		n.bg.Add(1)
@@ -872,8 +879,14 @@ func (l *serverLogger) logf(level slog.Level, format string, v []any) {
 }
 
 func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v) }
-func (l *serverLogger) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v) }
-func (l *serverLogger) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v) }
+func (l *serverLogger) Warnf(format string, v ...any) {
+	l.logf(slog.LevelWarn, format, v)
+	l.n.noteRouteError(format, v)
+}
+func (l *serverLogger) Errorf(format string, v ...any) {
+	l.logf(slog.LevelError, format, v)
+	l.n.noteRouteError(format, v)
+}
 func (l *serverLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v) }
 func (l *serverLogger) Tracef(format string, v ...any)  { l.logf(slog.LevelDebug-4, format, v) }
 func (l *serverLogger) Fatalf(format string, v ...any) {
