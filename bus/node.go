@@ -887,8 +887,8 @@ func (l *serverLogger) Errorf(format string, v ...any) {
 	l.logf(slog.LevelError, format, v)
 	l.n.noteRouteError(format, v)
 }
-func (l *serverLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v) }
-func (l *serverLogger) Tracef(format string, v ...any)  { l.logf(slog.LevelDebug-4, format, v) }
+func (l *serverLogger) Debugf(format string, v ...any) { l.logf(slog.LevelDebug, format, v) }
+func (l *serverLogger) Tracef(format string, v ...any) { l.logf(slog.LevelDebug-4, format, v) }
 func (l *serverLogger) Fatalf(format string, v ...any) {
 	l.logf(slog.LevelError, format, v)
 	l.n.fatalMu.Lock()
