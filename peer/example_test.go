@@ -165,45 +165,6 @@ func ExamplePeer_CallAll() {
 	// Output: [alpha beta]
 }
 
-// Events are delivered to the subscriptions whose pattern matches.
-func ExamplePeer_Subscribe() {
-	n, stop, err := exampleNode()
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer stop()
-	p, err := peer.New(n.Conn(), peer.WithGroup("shop"))
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer p.Close()
-
-	got := make(chan peer.Event, 1)
-	sub, err := p.Subscribe("order.*", func(_ context.Context, e peer.Event) error {
-		got <- e
-		return nil
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer sub.Unsubscribe()
-
-	if _, err := p.Emit(context.Background(), "order.created", map[string]int{"id": 42}); err != nil {
-		fmt.Println(err)
-		return
-	}
-	select {
-	case e := <-got:
-		fmt.Println(e.Name, e.Group, string(e.Data), e.Peer == p.ID())
-	case <-time.After(10 * time.Second):
-		fmt.Println("no event")
-	}
-	// Output: order.created shop {"id":42} true
-}
-
 // QueryPeers lists the peers of the bus from any NATS connection.
 func ExampleQueryPeers() {
 	n, stop, err := exampleNode()
