@@ -694,6 +694,11 @@ func TestLogOnClusteredNodes(t *testing.T) {
 		}
 		acks = append(acks, ack)
 	}
+	for i, a := range acks {
+		if a.Seq != uint64(i+1) {
+			t.Fatalf("emit %d stored at seq %d", i, a.Seq)
+		}
+	}
 	evs := replayAll(t, b, "order.created", eventlog.FromGroups("g1"))
 	if got := nums(t, evs); !slices.Equal(got, []int{0, 2, 4, 6, 8}) {
 		t.Fatalf("replay on the other node: %v", got)

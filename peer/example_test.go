@@ -165,6 +165,49 @@ func ExamplePeer_CallAll() {
 	// Output: [alpha beta]
 }
 
+// OnAny with InGroup runs a call on one peer of a group, load-balanced
+// among the group's peers only.
+func ExampleInGroup() {
+	n, stop, err := exampleNode()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer stop()
+	for _, g := range []string{"eu", "us"} {
+		p, err := peer.New(n.Conn(), peer.WithGroup(g))
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer p.Close()
+		if _, err := peer.Register(p, "region", func(context.Context, struct{}) (string, error) { return g, nil }); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	client, err := peer.New(n.Conn(), peer.AsClient())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+
+	region, _ := peer.Stub[struct{}, string](client, "region")
+	ctx := context.Background()
+	for range 3 {
+		v, err := region.Call(ctx, struct{}{}, peer.OnAny(), peer.InGroup("us"))
+		fmt.Println(v, err)
+	}
+	_, err = region.Call(ctx, struct{}{}, peer.OnAny(), peer.InGroup("asia"))
+	fmt.Println(errors.Is(err, peer.ErrNoResponders))
+	// Output:
+	// us <nil>
+	// us <nil>
+	// us <nil>
+	// true
+}
+
 // QueryPeers lists the peers of the bus from any NATS connection.
 func ExampleQueryPeers() {
 	n, stop, err := exampleNode()

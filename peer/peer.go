@@ -37,15 +37,24 @@ const (
 // Info describes a peer. It is what presence announcements carry and
 // what the built-in "info" tag returns.
 type Info struct {
-	ID      string    `json:"id"`
-	Name    string    `json:"name"`
-	Group   string    `json:"group,omitempty"`
-	Hub     bool      `json:"hub"`
-	Host    string    `json:"host"`
-	PID     int       `json:"pid"`
-	Node    string    `json:"node,omitempty"`
+	// ID is the peer id.
+	ID string `json:"id"`
+	// Name is the friendly name.
+	Name string `json:"name"`
+	// Group is the peer's group ("" for none).
+	Group string `json:"group,omitempty"`
+	// Hub marks a hub of the application.
+	Hub bool `json:"hub"`
+	// Host is the host name of the peer's machine.
+	Host string `json:"host"`
+	// PID is the peer's process id.
+	PID int `json:"pid"`
+	// Node is the name of the server the peer is connected to.
+	Node string `json:"node,omitempty"`
+	// Started is when the peer started (UTC, milliseconds).
 	Started time.Time `json:"started"`
-	Tags    []string  `json:"tags"`
+	// Tags are the tags the peer serves, sorted.
+	Tags []string `json:"tags"`
 }
 
 // HasTag reports whether the peer offers tag.

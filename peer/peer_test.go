@@ -178,6 +178,7 @@ func TestRemoteErrorsPanicsAndTimeouts(t *testing.T) {
 	}
 	boom, err := peer.Register(b, "boom", func(context.Context, struct{}) (int, error) {
 		var m map[string]int
+		//lint:ignore SA5000 the function panics on purpose
 		m["x"] = 1 // nil map write panics
 		return 0, nil
 	})

@@ -29,9 +29,12 @@ const (
 
 // PresenceEvent reports a change of the set of live peers.
 type PresenceEvent struct {
+	// Kind is what happened.
 	Kind PresenceKind `json:"kind"`
-	Peer Info         `json:"peer"`
-	Time time.Time    `json:"time"`
+	// Peer describes the peer (as last announced, for leave and gone).
+	Peer Info `json:"peer"`
+	// Time is when this peer saw the change.
+	Time time.Time `json:"time"`
 }
 
 type presenceEntry struct {
