@@ -13,7 +13,8 @@ import (
 // persisted event subject (Subjects, "peerbus.evt.>"). See
 // docs/PROTOCOL.md for the names a client in another language uses.
 const (
-	// Stream is the name of the JetStream stream that keeps events.
+	// Stream is the name of the JetStream stream that keeps events:
+	// "PEERBUS_EVENTS".
 	Stream = names.LogStream
 	// Subjects matches every persisted event subject
 	// (peerbus.evt.<group>.<peer>.<name>); the log captures it.

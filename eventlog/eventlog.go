@@ -136,7 +136,7 @@ func (l *Log) shutdown(ctx context.Context, reason error) error {
 	clear(l.subs)
 	l.mu.Unlock()
 	for _, s := range subs {
-		_ = s.stop()
+		_, _ = s.stop()
 	}
 	l.cancel()
 	var errs []error

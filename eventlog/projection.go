@@ -18,7 +18,8 @@ import (
 
 const (
 	// ProjectionBucket is the JetStream key-value bucket where
-	// projections keep their snapshots, one key per projection name.
+	// projections keep their snapshots, one key per projection name:
+	// "PEERBUS_PROJECTIONS".
 	ProjectionBucket = names.ProjectionBucket
 	// DefaultSnapshotEvery is how many folded events a running
 	// projection waits between two snapshots.

@@ -59,23 +59,20 @@ var errSubClosed = fmt.Errorf("eventlog: subscription closed: %w", net.ErrClosed
 // wrapping context.DeadlineExceeded. A second call returns an error
 // wrapping net.ErrClosed.
 func (s *Subscription) Close() error {
-	if s.closed.Load() {
+	first, err := s.stop()
+	if !first {
 		return errSubClosed
-	}
-	err := s.stop()
-	if err == errSubClosed {
-		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultCloseTimeout)
 	defer cancel()
 	return errors.Join(err, s.wait(ctx))
 }
 
-// stop stops delivery without waiting for a running handler; it returns
-// errSubClosed when the subscription was stopped already.
-func (s *Subscription) stop() error {
+// stop stops delivery without waiting for a running handler; first
+// reports that the subscription was running.
+func (s *Subscription) stop() (first bool, err error) {
 	if s.closed.Swap(true) {
-		return errSubClosed
+		return false, nil
 	}
 	if s.log != nil {
 		s.log.stop()
@@ -87,7 +84,7 @@ func (s *Subscription) stop() error {
 		}
 	}
 	s.l.untrack(s)
-	return errors.Join(errs...)
+	return true, errors.Join(errs...)
 }
 
 // wait waits, within ctx, until no handler of the subscription runs.
@@ -150,13 +147,13 @@ func (l *Log) subscribeLive(subjects []string, h Handler) (*Subscription, error)
 			l.deliver(s, h, m)
 		})
 		if err != nil {
-			_ = s.stop()
+			_, _ = s.stop()
 			return nil, fmt.Errorf("eventlog: subscribe %q: %w", subj, err)
 		}
 		s.subs = append(s.subs, ns)
 	}
 	if err := l.nc.Flush(); err != nil {
-		_ = s.stop()
+		_, _ = s.stop()
 		return nil, fmt.Errorf("eventlog: subscribe: %w", err)
 	}
 	return s, nil
