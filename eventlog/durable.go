@@ -145,7 +145,7 @@ func (ls *logSub) wait(ctx context.Context) error {
 		}
 	}
 	if ls.durable == "" && cons != nil {
-		ls.l.deleteConsumer(cons)
+		ls.l.deleteConsumer(ctx, cons)
 	}
 	return nil
 }

@@ -64,7 +64,7 @@ func (l *Log) Replay(ctx context.Context, pattern string, opts ...ReplayOption) 
 			yield(Event{}, fmt.Errorf("eventlog: replay %q: %w", pattern, err))
 			return
 		}
-		defer l.deleteConsumer(cons)
+		defer l.deleteConsumer(context.WithoutCancel(ctx), cons) // also when ctx ended
 		if err := l.replay(ctx, cons, yield); err != nil {
 			yield(Event{}, fmt.Errorf("eventlog: replay %q: %w", pattern, err))
 		}

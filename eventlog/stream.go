@@ -268,13 +268,13 @@ func (l *Log) call(ctx context.Context, op func(ctx context.Context, s jetstream
 }
 
 // deleteConsumer deletes an ephemeral consumer now rather than when its
-// inactivity threshold passes (best effort).
-func (l *Log) deleteConsumer(cons jetstream.Consumer) {
+// inactivity threshold passes (best effort, within ctx and 2 seconds).
+func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
 	info := cons.CachedInfo()
 	if info == nil || l.nc.IsClosed() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_ = l.js.DeleteConsumer(ctx, Stream, info.Name)
 }
