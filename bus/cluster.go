@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/peerbus/peerbus/internal/names"
 )
 
 // StartLocalCluster starts size nodes on loopback, with system-chosen
@@ -81,10 +83,10 @@ func startLocalCluster(ctx context.Context, size int, dataDir, prefix string, op
 }
 
 // Streams whose replicas a clustered node manages (Options.LogReplicas):
-// the event log (peer.LogStream, "PEERBUS_EVENTS") and every other
+// the event log (names.LogStream, "PEERBUS_EVENTS") and every other
 // stream or key-value bucket of peerbus ("PEERBUS_*", "KV_PEERBUS_*",
 // such as the projection snapshots).
-var managedStreamPrefixes = []string{"PEERBUS_", "KV_PEERBUS_"}
+var managedStreamPrefixes = []string{names.StreamPrefix, names.BucketStreamPrefix}
 
 // replicasInterval is how often the meta leader checks the replicas of
 // the managed streams (a stream creation advisory triggers a check at

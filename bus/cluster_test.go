@@ -5,14 +5,34 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
+
+// testLogs holds the event log of each peer of the tests (see logOf).
+var testLogs sync.Map
+
+// logOf returns the event log of p, made on first use (closing p closes
+// it).
+func logOf(t *testing.T, p *peer.Peer) *eventlog.Log {
+	t.Helper()
+	if l, ok := testLogs.Load(p); ok {
+		return l.(*eventlog.Log)
+	}
+	l, err := eventlog.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testLogs.Store(p, l)
+	return l
+}
 
 // callWhere calls tag "where" on peer to from peer from, retrying while
 // interest spreads over the routes.
@@ -41,7 +61,7 @@ func waitReplicas(ctx context.Context, t *testing.T, js jetstream.JetStream, n i
 	deadline := time.Now().Add(within)
 	var last string
 	for time.Now().Before(deadline) {
-		s, err := js.Stream(ctx, peer.LogStream)
+		s, err := js.Stream(ctx, eventlog.Stream)
 		if err == nil {
 			info := s.CachedInfo()
 			ok := info.Config.Replicas == n && info.Cluster != nil && len(info.Cluster.Replicas) == n-1
@@ -117,7 +137,7 @@ func TestThreeNodesReplicatedLog(t *testing.T) {
 	// default); the meta leader's node raises it to three.
 	emit := func(p *peer.Peer, i int) {
 		t.Helper()
-		if _, err := p.Emit(ctx, "test.n", i); err != nil {
+		if _, err := logOf(t, p).Emit(ctx, "test.n", i); err != nil {
 			t.Fatalf("emit %d: %v", i, err)
 		}
 	}
@@ -137,7 +157,7 @@ func TestThreeNodesReplicatedLog(t *testing.T) {
 
 	// The node leading the log (and its peer) goes away, the hardest
 	// case: the other two elect a new stream leader.
-	s, err := js.Stream(ctx, peer.LogStream)
+	s, err := js.Stream(ctx, eventlog.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +195,7 @@ func TestThreeNodesReplicatedLog(t *testing.T) {
 	for _, i := range rest {
 		p := peers[i]
 		var got []int
-		for e, err := range p.Replay(ctx, "test.>", peer.FromStart()) {
+		for e, err := range logOf(t, p).Replay(ctx, "test.>", eventlog.FromStart()) {
 			if err != nil {
 				t.Fatalf("replay on %d: %v", i, err)
 			}
@@ -216,12 +236,12 @@ func TestGrowingClusterRaisesReplicas(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = p.Close() })
 	for i := range 5 {
-		if _, err := p.Emit(ctx, "grow.n", i); err != nil {
+		if _, err := logOf(t, p).Emit(ctx, "grow.n", i); err != nil {
 			t.Fatal(err)
 		}
 	}
 	js, _ := two[0].JetStream()
-	s, err := js.Stream(ctx, peer.LogStream)
+	s, err := js.Stream(ctx, eventlog.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +266,7 @@ func TestGrowingClusterRaisesReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = q.Close() })
-	n, err := q.CountEvents(ctx, "grow.>")
+	n, err := logOf(t, q).Count(ctx, "grow.>")
 	if err != nil || n != 5 {
 		t.Fatalf("events seen from the new node: %d, %v", n, err)
 	}
@@ -308,7 +328,7 @@ func TestLoneSeedGrows(t *testing.T) {
 		t.Fatalf("the seed's JetStream after a second node joined: %v", err)
 	}
 	for i := range 5 {
-		if _, err := a.Emit(ctx, "grow.n", i); err != nil {
+		if _, err := logOf(t, a).Emit(ctx, "grow.n", i); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -328,7 +348,7 @@ func TestLoneSeedGrows(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = q.Close() })
-	if n, err := q.CountEvents(ctx, "grow.>"); err != nil || n != 5 {
+	if n, err := logOf(t, q).Count(ctx, "grow.>"); err != nil || n != 5 {
 		t.Fatalf("events seen from the third node: %d, %v", n, err)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -240,8 +241,13 @@ func TestCompose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	lg, err := eventlog.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var pres presenceLog
-	defer p.WatchPresence(pres.add)()
+	watch := p.WatchPresence(pres.add)
+	defer watch.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -284,7 +290,7 @@ func TestCompose(t *testing.T) {
 	emit := func(name string, n int) {
 		t.Helper()
 		for i := range n {
-			if _, err := p.Emit(ctx, name, i); err != nil {
+			if _, err := lg.Emit(ctx, name, i); err != nil {
 				t.Fatalf("emit %s %d: %v", name, i, err)
 			}
 		}
@@ -292,7 +298,7 @@ func TestCompose(t *testing.T) {
 	replay := func() []string {
 		t.Helper()
 		var names []string
-		for e, err := range p.Replay(ctx, "compose.>", peer.FromStart()) {
+		for e, err := range lg.Replay(ctx, "compose.>", eventlog.FromStart()) {
 			if err != nil {
 				t.Fatalf("replay: %v", err)
 			}
@@ -309,7 +315,7 @@ func TestCompose(t *testing.T) {
 		t.Fatal(err)
 	}
 	streamInfo := func() *jetstream.StreamInfo {
-		s, err := js.Stream(ctx, peer.LogStream)
+		s, err := js.Stream(ctx, eventlog.Stream)
 		if err != nil {
 			return nil
 		}
@@ -405,7 +411,7 @@ func TestCompose(t *testing.T) {
 			return true
 		}
 		req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": "node2"}})
-		_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+peer.LogStream, req, 5*time.Second)
+		_, _ = nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+eventlog.Stream, req, 5*time.Second)
 		time.Sleep(time.Second)
 		return false
 	})

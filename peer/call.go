@@ -1,5 +1,8 @@
 package peer
 
+// Calling: handles of tagged functions, single and fan-out calls, and
+// their options. Serving is in serve.go.
+
 import (
 	"context"
 	"encoding/json"
@@ -10,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/peerbus/peerbus/internal/names"
 )
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
@@ -21,49 +26,6 @@ type Func[In, Out any] struct {
 	p   *Peer
 	tag string
 	fn  func(context.Context, In) (Out, error) // nil for a Stub
-}
-
-// Register serves fn under tag on p and returns its handle. An empty tag
-// is derived from fn's package path and name (e.g.
-// "github.com/acme/app/calc.Multiply"); give an explicit tag to share a
-// function across code bases where names differ.
-func Register[In, Out any](p *Peer, tag string, fn func(context.Context, In) (Out, error)) (*Func[In, Out], error) {
-	if fn == nil {
-		return nil, errors.New("peer: nil function")
-	}
-	name, where := funcWhere(reflect.ValueOf(fn).Pointer())
-	if tag == "" {
-		tag = name
-	}
-	f := &Func[In, Out]{p: p, tag: tag, fn: fn}
-	codec := p.opts.Codec
-	h := &rawHandler{tag: tag, where: where, local: fn, run: func(ctx context.Context, args []byte) ([]byte, error) {
-		var in In
-		if len(args) > 0 {
-			if err := codec.Unmarshal(args, &in); err != nil {
-				return nil, fmt.Errorf("%w: decode arguments of %s: %v", ErrBadRequest, tag, err)
-			}
-		}
-		out, err := fn(ctx, in)
-		if err != nil {
-			return nil, err
-		}
-		return codec.Marshal(out)
-	}}
-	if err := p.addHandler(h); err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
-// RegisterRaw serves fn under tag with encoded arguments and results (JSON
-// with the default codec). It is the untyped entry point used by the CLI.
-func RegisterRaw(p *Peer, tag string, fn func(ctx context.Context, args []byte) ([]byte, error)) error {
-	if fn == nil {
-		return errors.New("peer: nil function")
-	}
-	_, where := funcWhere(reflect.ValueOf(fn).Pointer())
-	return p.addHandler(&rawHandler{tag: tag, where: where, run: fn})
 }
 
 // Stub returns a handle for a tag served by other peers, with no local
@@ -83,7 +45,10 @@ func (f *Func[In, Out]) Tag() string { return f.tag }
 // (*RemoteError) as a remote call. OnPeer and OnAny run it remotely.
 func (f *Func[In, Out]) Call(ctx context.Context, in In, opts ...CallOption) (Out, error) {
 	var zero Out
-	cfg := newCallConfig(opts)
+	cfg, err := newCallConfig(opts)
+	if err != nil {
+		return zero, err
+	}
 	if cfg.target == targetLocal {
 		if f.fn == nil {
 			return zero, &RemoteError{Peer: f.p.id, Tag: f.tag, Code: CodeNoSuchTag,
@@ -138,7 +103,7 @@ type Reply[Out any] struct {
 // gathers every reply or error, in arrival order. It returns once every
 // expected peer has answered, or at the deadline. The error is
 // ErrNoResponders when no peer answered at all.
-func (f *Func[In, Out]) CallAll(ctx context.Context, in In, opts ...CallOption) ([]Reply[Out], error) {
+func (f *Func[In, Out]) CallAll(ctx context.Context, in In, opts ...CallAllOption) ([]Reply[Out], error) {
 	args, err := f.p.opts.Codec.Marshal(in)
 	if err != nil {
 		return nil, fmt.Errorf("peer: encode arguments of %s: %w", f.tag, err)
@@ -171,34 +136,117 @@ type callConfig struct {
 	timeout time.Duration
 }
 
-// CallOption selects where a call runs and bounds it.
-type CallOption func(*callConfig)
+// CallOption changes a call of one function (Func.Call, Peer.Call):
+// where it runs (OnPeer, OnAny, InGroup) and how long it may take
+// (Timeout). An invalid value fails the call with an error wrapping
+// ErrInvalidOption.
+type CallOption interface{ applyCall(*callConfig) error }
+
+// CallAllOption changes a fan-out call (Func.CallAll, Peer.CallAll):
+// which peers answer (InGroup, OnPeers) and how long they may take
+// (Timeout). An invalid value fails the call with an error wrapping
+// ErrInvalidOption.
+type CallAllOption interface{ applyCallAll(*callConfig) error }
+
+// callOption is a CallOption only.
+type callOption func(*callConfig) error
+
+func (o callOption) applyCall(c *callConfig) error { return o(c) }
+
+// callAllOption is a CallAllOption only.
+type callAllOption func(*callConfig) error
+
+func (o callAllOption) applyCallAll(c *callConfig) error { return o(c) }
 
 // OnPeer runs the call on the peer with this id.
 func OnPeer(id string) CallOption {
-	return func(c *callConfig) { c.target, c.peer = targetPeer, id }
+	return callOption(func(c *callConfig) error {
+		if err := names.Token(id); err != nil {
+			return fmt.Errorf("%w: peer id %q: %v", ErrInvalidOption, id, err)
+		}
+		c.target, c.peer = targetPeer, id
+		return nil
+	})
 }
 
-// OnAny runs the call on any one peer offering the tag (load-balanced).
-func OnAny() CallOption { return func(c *callConfig) { c.target = targetAny } }
-
-// InGroup limits a fan-out call to peers of group g.
-func InGroup(g string) CallOption { return func(c *callConfig) { c.group = g } }
-
-// OnPeers limits a fan-out call to the listed peers.
-func OnPeers(ids ...string) CallOption {
-	return func(c *callConfig) { c.peers = append(c.peers, ids...) }
+// OnAny runs the call on any one peer offering the tag, load-balanced
+// by the bus; with InGroup, on any one peer of that group.
+func OnAny() CallOption {
+	return callOption(func(c *callConfig) error { c.target = targetAny; return nil })
 }
 
-// Timeout bounds the call (the earlier of it and ctx's deadline wins).
-func Timeout(d time.Duration) CallOption { return func(c *callConfig) { c.timeout = d } }
+// OnPeers limits a fan-out call to the listed peers (each is called
+// directly, in parallel).
+func OnPeers(ids ...string) CallAllOption {
+	return callAllOption(func(c *callConfig) error {
+		for _, id := range ids {
+			if err := names.Token(id); err != nil {
+				return fmt.Errorf("%w: peer id %q: %v", ErrInvalidOption, id, err)
+			}
+		}
+		c.peers = append(c.peers, ids...)
+		return nil
+	})
+}
 
-func newCallConfig(opts []CallOption) callConfig {
+// InGroup limits a call to the peers of a group: with OnAny, one peer of
+// the group runs it (load-balanced among them, on the group's any
+// subject: see docs/PROTOCOL.md); in a fan-out call every peer of the
+// group answers. The empty group is no limit. It is both a CallOption
+// (with OnAny only: a call on one chosen peer or a local call fails with
+// ErrInvalidOption) and a CallAllOption.
+type InGroup string
+
+func (g InGroup) applyCall(c *callConfig) error    { return g.apply(c) }
+func (g InGroup) applyCallAll(c *callConfig) error { return g.apply(c) }
+
+func (g InGroup) apply(c *callConfig) error {
+	if g != "" {
+		if err := names.Token(string(g)); err != nil {
+			return fmt.Errorf("%w: group %q: %v", ErrInvalidOption, string(g), err)
+		}
+	}
+	c.group = string(g)
+	return nil
+}
+
+// Timeout bounds a call: the earlier of it and ctx's deadline wins. Zero
+// means the peer's CallTimeout; a negative timeout is invalid. It is
+// both a CallOption and a CallAllOption.
+type Timeout time.Duration
+
+func (d Timeout) applyCall(c *callConfig) error    { return d.apply(c) }
+func (d Timeout) applyCallAll(c *callConfig) error { return d.apply(c) }
+
+func (d Timeout) apply(c *callConfig) error {
+	if d < 0 {
+		return fmt.Errorf("%w: timeout %v", ErrInvalidOption, time.Duration(d))
+	}
+	c.timeout = time.Duration(d)
+	return nil
+}
+
+func newCallConfig(opts []CallOption) (callConfig, error) {
 	var c callConfig
 	for _, o := range opts {
-		o(&c)
+		if err := o.applyCall(&c); err != nil {
+			return c, err
+		}
 	}
-	return c
+	if c.group != "" && c.target != targetAny {
+		return c, fmt.Errorf("%w: InGroup applies to a call with OnAny (or a fan-out call)", ErrInvalidOption)
+	}
+	return c, nil
+}
+
+func newCallAllConfig(opts []CallAllOption) (callConfig, error) {
+	var c callConfig
+	for _, o := range opts {
+		if err := o.applyCallAll(&c); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
 }
 
 func (p *Peer) callContext(ctx context.Context, cfg callConfig) (context.Context, context.CancelFunc) {
@@ -216,7 +264,10 @@ func (p *Peer) Call(ctx context.Context, tag string, args []byte, opts ...CallOp
 	if err := ValidateTag(tag); err != nil {
 		return nil, err
 	}
-	cfg := newCallConfig(opts)
+	cfg, err := newCallConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.target == targetLocal {
 		p.mu.RLock()
 		h := p.handlers[tag]
@@ -259,6 +310,8 @@ func (p *Peer) request(ctx context.Context, subject string, args []byte, group s
 	return m, nil
 }
 
+// call runs a request on one peer: a chosen one, any one, or any one of
+// a group.
 func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig) ([]byte, error) {
 	if p.isClosed() {
 		return nil, ErrClosed
@@ -266,12 +319,12 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 	ctx, cancel := p.callContext(ctx, cfg)
 	defer cancel()
 	var subject string
-	if cfg.target == targetPeer {
-		if err := validToken(cfg.peer); err != nil {
-			return nil, fmt.Errorf("peer: invalid peer id %q: %v", cfg.peer, err)
-		}
+	switch {
+	case cfg.target == targetPeer:
 		subject = CallSubject(cfg.peer, tag)
-	} else {
+	case cfg.group != "":
+		subject = GroupAnySubject(cfg.group, tag)
+	default:
 		subject = AnySubject(tag)
 	}
 	m, err := p.request(ctx, subject, args, "")
@@ -280,16 +333,19 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 	}
 	resp, err := p.nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
-		return nil, p.requestError(err, tag, cfg.peer)
+		return nil, p.requestError(err, tag, cfg)
 	}
 	return parseReply(resp)
 }
 
 // requestError maps nats.go request errors to this package's sentinels.
-func (p *Peer) requestError(err error, tag, peer string) error {
+func (p *Peer) requestError(err error, tag string, cfg callConfig) error {
 	who := "any peer"
-	if peer != "" {
-		who = "peer " + peer
+	switch {
+	case cfg.target == targetPeer:
+		who = "peer " + cfg.peer
+	case cfg.group != "":
+		who = "any peer of group " + cfg.group
 	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -327,20 +383,26 @@ func parseReply(m *nats.Msg) ([]byte, error) {
 
 // RawReply is one peer's answer to an untyped fan-out call.
 type RawReply struct {
+	// Peer is the id of the answering peer.
 	Peer string
+	// Data is the encoded result when Err is nil.
 	Data []byte
-	Err  error
+	// Err is the peer's error (see Reply.Err).
+	Err error
 }
 
 // CallAll is the untyped fan-out call (see Func.CallAll).
-func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...CallOption) ([]RawReply, error) {
+func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...CallAllOption) ([]RawReply, error) {
 	if err := ValidateTag(tag); err != nil {
 		return nil, err
 	}
 	if p.isClosed() {
 		return nil, ErrClosed
 	}
-	cfg := newCallConfig(opts)
+	cfg, err := newCallAllConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := p.callContext(ctx, cfg)
 	defer cancel()
 	if len(cfg.peers) > 0 {
@@ -367,14 +429,23 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 	if err := p.nc.PublishMsg(m); err != nil {
 		return nil, fmt.Errorf("peer: call %q: %w", tag, err)
 	}
+	return gatherReplies(ctx, tag, ch, expected)
+}
+
+// fanOutSettle is how long a fan-out call with no expectation from
+// presence waits after the last reply before deciding every peer has
+// answered.
+const fanOutSettle = 250 * time.Millisecond
+
+// gatherReplies collects the replies of a fan-out call from ch until
+// every expected peer answered (then, with no expectation, until
+// fanOutSettle passed without a reply), or ctx ends.
+func gatherReplies(ctx context.Context, tag string, ch <-chan *nats.Msg, expected map[string]bool) ([]RawReply, error) {
 	var out []RawReply
 	seen := map[string]bool{}
-	// With no expectation from presence, wait this long after the last
-	// reply before deciding every peer has answered.
-	const settle = 250 * time.Millisecond
 	var settleC <-chan time.Time
 	if len(expected) == 0 {
-		settleC = time.After(settle)
+		settleC = time.After(fanOutSettle)
 	}
 	for {
 		select {
@@ -397,7 +468,7 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 				if len(seen) > 0 && settleC == nil {
 					return out, nil
 				}
-				settleC = time.After(settle)
+				settleC = time.After(fanOutSettle)
 			}
 		case <-settleC:
 			if len(out) == 0 {
@@ -423,7 +494,7 @@ func (p *Peer) callEach(ctx context.Context, tag string, args []byte, cfg callCo
 	for i, id := range cfg.peers {
 		go func() {
 			c := cfg
-			c.target, c.peer = targetPeer, id
+			c.target, c.peer, c.group = targetPeer, id, ""
 			data, err := p.call(ctx, tag, args, c)
 			out[i] = RawReply{Peer: id, Data: data, Err: err}
 			done <- struct{}{}

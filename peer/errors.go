@@ -28,8 +28,10 @@ var (
 	ErrBadRequest = errors.New("peer: bad request")
 	// ErrInvalidTag reports a tag that is not a valid subject suffix.
 	ErrInvalidTag = errors.New("peer: invalid tag")
-	// ErrInvalidName reports an event name or pattern that is not valid.
-	ErrInvalidName = errors.New("peer: invalid event name")
+	// ErrInvalidOption reports an option value or combination that
+	// cannot be used: an invalid peer option (New), or call option
+	// (Call, CallAll).
+	ErrInvalidOption = errors.New("peer: invalid option")
 	// ErrDuplicateTag reports a second registration of a tag on a peer.
 	ErrDuplicateTag = errors.New("peer: tag already registered")
 	// ErrClosed reports use of a closed peer. It wraps net.ErrClosed.

@@ -165,43 +165,47 @@ func ExamplePeer_CallAll() {
 	// Output: [alpha beta]
 }
 
-// Events are delivered to the subscriptions whose pattern matches.
-func ExamplePeer_Subscribe() {
+// OnAny with InGroup runs a call on one peer of a group, load-balanced
+// among the group's peers only.
+func ExampleInGroup() {
 	n, stop, err := exampleNode()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer stop()
-	p, err := peer.New(n.Conn(), peer.WithGroup("shop"))
+	for _, g := range []string{"eu", "us"} {
+		p, err := peer.New(n.Conn(), peer.WithGroup(g))
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer p.Close()
+		if _, err := peer.Register(p, "region", func(context.Context, struct{}) (string, error) { return g, nil }); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	client, err := peer.New(n.Conn(), peer.AsClient())
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer p.Close()
+	defer client.Close()
 
-	got := make(chan peer.Event, 1)
-	sub, err := p.Subscribe("order.*", func(_ context.Context, e peer.Event) error {
-		got <- e
-		return nil
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
+	region, _ := peer.Stub[struct{}, string](client, "region")
+	ctx := context.Background()
+	for range 3 {
+		v, err := region.Call(ctx, struct{}{}, peer.OnAny(), peer.InGroup("us"))
+		fmt.Println(v, err)
 	}
-	defer sub.Unsubscribe()
-
-	if _, err := p.Emit(context.Background(), "order.created", map[string]int{"id": 42}); err != nil {
-		fmt.Println(err)
-		return
-	}
-	select {
-	case e := <-got:
-		fmt.Println(e.Name, e.Group, string(e.Data), e.Peer == p.ID())
-	case <-time.After(10 * time.Second):
-		fmt.Println("no event")
-	}
-	// Output: order.created shop {"id":42} true
+	_, err = region.Call(ctx, struct{}{}, peer.OnAny(), peer.InGroup("asia"))
+	fmt.Println(errors.Is(err, peer.ErrNoResponders))
+	// Output:
+	// us <nil>
+	// us <nil>
+	// us <nil>
+	// true
 }
 
 // QueryPeers lists the peers of the bus from any NATS connection.

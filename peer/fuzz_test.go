@@ -46,24 +46,3 @@ func FuzzParseReply(f *testing.F) {
 		}
 	})
 }
-
-// FuzzParseEvent feeds arbitrary subjects and headers to the event
-// decoder.
-func FuzzParseEvent(f *testing.F) {
-	f.Add("peerbus.evt._.abc.order.created", "2026-01-02T03:04:05.123456789Z", []byte(`{"n":1}`))
-	f.Add("peerbus.evt.g.p.x", "bad time", []byte(nil))
-	f.Add("peerbus.evt..", "", []byte(nil))
-	f.Add("other.subject", "", []byte(nil))
-	f.Fuzz(func(t *testing.T, subject, tm string, data []byte) {
-		m := nats.NewMsg(subject)
-		m.Header.Set(HeaderTime, tm)
-		m.Data = data
-		e, err := ParseEvent(m)
-		if err != nil {
-			return
-		}
-		if e.Peer == "" || e.Name == "" || EventSubject(e.Group, e.Peer, e.Name) != subject {
-			t.Fatalf("inconsistent event %+v from %q", e, subject)
-		}
-	})
-}

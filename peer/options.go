@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/peerbus/peerbus/internal/names"
 )
 
 // Defaults used by DefaultOptions.
@@ -30,9 +32,11 @@ const (
 	EnvPeerID   = "PEERBUS_PEER_ID"   // fixed peer id (uuid)
 )
 
-// Options configures a Peer. DefaultOptions gives the defaults.
+// Options configures a Peer. DefaultOptions gives the defaults; a zero
+// field means its default too. New refuses invalid values with an error
+// wrapping ErrInvalidOption.
 type Options struct {
-	// ID is the peer id. Default: a new random uuid.
+	// ID is the peer id, one subject token. Default: a new random uuid.
 	ID string
 	// Name is a friendly name. Default: "<hostname>-<pid>".
 	Name string
@@ -43,12 +47,16 @@ type Options struct {
 	// Codec encodes arguments, results and events. Default: JSON.
 	Codec Codec
 	// CallTimeout bounds calls whose ctx has no earlier deadline.
+	// Default DefaultCallTimeout.
 	CallTimeout time.Duration
-	// Heartbeat is the presence heartbeat interval.
+	// Heartbeat is the presence heartbeat interval. Default
+	// DefaultHeartbeat.
 	Heartbeat time.Duration
-	// GoneAfter is how long without a heartbeat before a peer is gone.
+	// GoneAfter is how long without a heartbeat before a peer is gone;
+	// it must be longer than Heartbeat. Default: 3 × Heartbeat.
 	GoneAfter time.Duration
-	// MaxConcurrent bounds the functions the peer runs at once.
+	// MaxConcurrent bounds the functions the peer runs at once. Default
+	// DefaultMaxConcurrent.
 	MaxConcurrent int
 	// NoPresence makes a client-only peer: it does not announce itself,
 	// and serves no tags to the bus (it can still call, emit, watch and
@@ -59,12 +67,10 @@ type Options struct {
 	// OnError receives errors that have no caller to return to: event
 	// handler errors, failed replies. They are also logged.
 	OnError func(error)
-	// Log configures the event log stream this peer creates when it does
-	// not exist yet (see LogConfig).
-	Log LogConfig
 }
 
-// Option changes Options.
+// Option changes Options. The options of this package check their value
+// and return an error wrapping ErrInvalidOption for an invalid one.
 type Option func(*Options) error
 
 // DefaultOptions returns the documented defaults.
@@ -78,49 +84,94 @@ func DefaultOptions() Options {
 	}
 }
 
-// WithID sets the peer id.
-func WithID(id string) Option { return func(o *Options) error { o.ID = id; return nil } }
+// invalid returns an error wrapping ErrInvalidOption.
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, a...))
+}
 
-// WithName sets the friendly name.
+// WithID sets the peer id: one subject token (a uuid is usual).
+func WithID(id string) Option {
+	return func(o *Options) error {
+		if err := names.Token(id); err != nil {
+			return invalid("peer id %q: %v", id, err)
+		}
+		o.ID = id
+		return nil
+	}
+}
+
+// WithName sets the friendly name ("" is the default name).
 func WithName(name string) Option { return func(o *Options) error { o.Name = name; return nil } }
 
-// WithGroup sets the group.
-func WithGroup(g string) Option { return func(o *Options) error { o.Group = g; return nil } }
+// WithGroup sets the group: one subject token, or "" for none.
+func WithGroup(g string) Option {
+	return func(o *Options) error {
+		if err := validGroup(g); err != nil {
+			return err
+		}
+		o.Group = g
+		return nil
+	}
+}
 
 // WithHub marks the peer as a hub.
 func WithHub(hub bool) Option { return func(o *Options) error { o.Hub = hub; return nil } }
 
-// WithCodec sets the codec.
-func WithCodec(c Codec) Option { return func(o *Options) error { o.Codec = c; return nil } }
+// WithCodec sets the codec (not nil).
+func WithCodec(c Codec) Option {
+	return func(o *Options) error {
+		if c == nil {
+			return invalid("nil codec")
+		}
+		o.Codec = c
+		return nil
+	}
+}
 
-// WithCallTimeout sets the default call timeout.
+// WithCallTimeout sets the default call timeout (positive).
 func WithCallTimeout(d time.Duration) Option {
-	return func(o *Options) error { o.CallTimeout = d; return nil }
+	return func(o *Options) error {
+		if d <= 0 {
+			return invalid("call timeout %v must be positive", d)
+		}
+		o.CallTimeout = d
+		return nil
+	}
 }
 
-// WithPresence sets the heartbeat interval and the gone timeout.
+// WithPresence sets the heartbeat interval (positive) and the gone
+// timeout (longer than the heartbeat).
 func WithPresence(heartbeat, goneAfter time.Duration) Option {
-	return func(o *Options) error { o.Heartbeat, o.GoneAfter = heartbeat, goneAfter; return nil }
+	return func(o *Options) error {
+		if heartbeat <= 0 || goneAfter <= heartbeat {
+			return invalid("presence heartbeat %v and gone timeout %v: want 0 < heartbeat < gone", heartbeat, goneAfter)
+		}
+		o.Heartbeat, o.GoneAfter = heartbeat, goneAfter
+		return nil
+	}
 }
 
-// WithMaxConcurrent bounds the functions run at once.
+// WithMaxConcurrent bounds the functions run at once (positive).
 func WithMaxConcurrent(n int) Option {
-	return func(o *Options) error { o.MaxConcurrent = n; return nil }
+	return func(o *Options) error {
+		if n <= 0 {
+			return invalid("max concurrent %d must be positive", n)
+		}
+		o.MaxConcurrent = n
+		return nil
+	}
 }
 
 // AsClient makes a client-only peer (see Options.NoPresence).
 func AsClient() Option { return func(o *Options) error { o.NoPresence = true; return nil } }
 
-// WithLogger injects the logger.
+// WithLogger injects the logger (nil: discard).
 func WithLogger(l *slog.Logger) Option { return func(o *Options) error { o.Logger = l; return nil } }
 
 // WithErrorHandler sets Options.OnError.
 func WithErrorHandler(f func(error)) Option {
 	return func(o *Options) error { o.OnError = f; return nil }
 }
-
-// WithEventLog sets the event log configuration (see LogConfig).
-func WithEventLog(c LogConfig) Option { return func(o *Options) error { o.Log = c; return nil } }
 
 // FromEnv applies PEERBUS_GROUP, PEERBUS_HUB, PEERBUS_PEER_NAME and
 // PEERBUS_PEER_ID when set.
@@ -147,30 +198,54 @@ func (o *Options) ApplyEnv(lookup func(string) (string, bool)) error {
 	return nil
 }
 
+// validGroup checks a group: one token, or empty.
+func validGroup(g string) error {
+	if g == "" {
+		return nil
+	}
+	if err := names.Token(g); err != nil {
+		return invalid("group %q: %v", g, err)
+	}
+	return nil
+}
+
+// validate checks o and gives its zero fields their defaults.
 func (o *Options) validate() error {
 	if o.Codec == nil {
 		o.Codec = JSON
 	}
-	if o.CallTimeout <= 0 {
+	switch {
+	case o.CallTimeout < 0:
+		return invalid("call timeout %v is negative", o.CallTimeout)
+	case o.CallTimeout == 0:
 		o.CallTimeout = DefaultCallTimeout
 	}
-	if o.Heartbeat <= 0 {
+	switch {
+	case o.Heartbeat < 0:
+		return invalid("presence heartbeat %v is negative", o.Heartbeat)
+	case o.Heartbeat == 0:
 		o.Heartbeat = DefaultHeartbeat
 	}
-	if o.GoneAfter <= o.Heartbeat {
+	switch {
+	case o.GoneAfter < 0:
+		return invalid("presence gone timeout %v is negative", o.GoneAfter)
+	case o.GoneAfter == 0:
 		o.GoneAfter = 3 * o.Heartbeat
+	case o.GoneAfter <= o.Heartbeat:
+		return invalid("presence gone timeout %v must be longer than the heartbeat %v", o.GoneAfter, o.Heartbeat)
 	}
-	if o.MaxConcurrent <= 0 {
+	switch {
+	case o.MaxConcurrent < 0:
+		return invalid("max concurrent %d is negative", o.MaxConcurrent)
+	case o.MaxConcurrent == 0:
 		o.MaxConcurrent = DefaultMaxConcurrent
 	}
-	if o.Group != "" {
-		if err := validToken(o.Group); err != nil {
-			return fmt.Errorf("peer: invalid group %q: %v", o.Group, err)
-		}
+	if err := validGroup(o.Group); err != nil {
+		return err
 	}
 	if o.ID != "" {
-		if err := validToken(o.ID); err != nil {
-			return fmt.Errorf("peer: invalid id %q: %v", o.ID, err)
+		if err := names.Token(o.ID); err != nil {
+			return invalid("peer id %q: %v", o.ID, err)
 		}
 	}
 	return nil

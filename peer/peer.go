@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,6 +19,12 @@ import (
 )
 
 var errClosed = fmt.Errorf("peer: closed: %w", net.ErrClosed)
+
+// DefaultCloseTimeout bounds Close: how long it waits for the functions
+// still running (their contexts are canceled), for the close hooks (see
+// OnClose) and for the connection to flush. CloseContext takes another
+// bound.
+const DefaultCloseTimeout = 5 * time.Second
 
 // Built-in tags every peer serves.
 const (
@@ -34,32 +37,32 @@ const (
 // Info describes a peer. It is what presence announcements carry and
 // what the built-in "info" tag returns.
 type Info struct {
-	ID      string    `json:"id"`
-	Name    string    `json:"name"`
-	Group   string    `json:"group,omitempty"`
-	Hub     bool      `json:"hub"`
-	Host    string    `json:"host"`
-	PID     int       `json:"pid"`
-	Node    string    `json:"node,omitempty"`
+	// ID is the peer id.
+	ID string `json:"id"`
+	// Name is the friendly name.
+	Name string `json:"name"`
+	// Group is the peer's group ("" for none).
+	Group string `json:"group,omitempty"`
+	// Hub marks a hub of the application.
+	Hub bool `json:"hub"`
+	// Host is the host name of the peer's machine.
+	Host string `json:"host"`
+	// PID is the peer's process id.
+	PID int `json:"pid"`
+	// Node is the name of the server the peer is connected to.
+	Node string `json:"node,omitempty"`
+	// Started is when the peer started (UTC, milliseconds).
 	Started time.Time `json:"started"`
-	Tags    []string  `json:"tags"`
+	// Tags are the tags the peer serves, sorted.
+	Tags []string `json:"tags"`
 }
 
 // HasTag reports whether the peer offers tag.
 func (i Info) HasTag(tag string) bool { return slices.Contains(i.Tags, tag) }
 
-// rawHandler runs a registered function on encoded arguments.
-type rawHandler struct {
-	tag   string
-	where string // function name and location, for error stacks
-	run   func(ctx context.Context, args []byte) ([]byte, error)
-	local any // the typed *Func's function, for local pass-through
-	subs  []*nats.Subscription
-}
-
 // Peer is a participant of the bus: it serves tagged functions, calls
-// them on other peers, emits and receives events, and tracks presence.
-// Its methods are safe for concurrent use.
+// them on other peers, and tracks presence. Package eventlog adds the
+// event log to a Peer. Its methods are safe for concurrent use.
 type Peer struct {
 	nc   *nats.Conn
 	opts Options
@@ -78,32 +81,33 @@ type Peer struct {
 	wg        sync.WaitGroup
 
 	// callPrefix starts the peer's direct call subjects
-	// ("peerbus.call.<id>."); the header values below are shared by
-	// every message the peer sends (nothing modifies them).
-	callPrefix string
-	idVal      []string
-	okVal      []string
-	errorVal   []string
-	callerVal  []string
-	codecVal   []string
+	// ("peerbus.call.<id>."), groupAnyPrefix its group's any subjects
+	// ("peerbus.gany.<group>.", empty without a group); the header
+	// values below are shared by every message the peer sends (nothing
+	// modifies them).
+	callPrefix     string
+	groupAnyPrefix string
+	idVal          []string
+	okVal          []string
+	errorVal       []string
+	callerVal      []string
+	codecVal       []string
 
 	mu       sync.RWMutex
 	closed   bool
 	handlers map[string]*rawHandler
 	info     Info
 	callSub  *nats.Subscription
-	subs     []*nats.Subscription // presence and other internal subs
-	events   map[*Subscription]struct{}
+	hooks    map[int]func(context.Context) error // see OnClose
+	nextHook int
 
-	pres  *presence
-	evlog *eventLog
-
-	handlerErrors atomic.Uint64
+	pres *presence
 }
 
 // New starts a peer on nc. The peer serves its built-in tags ("info",
 // "ping"), announces itself and starts tracking presence. Close it when
-// done; closing the peer does not close nc.
+// done; closing the peer does not close nc. An invalid option gives an
+// error wrapping ErrInvalidOption.
 func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 	if nc == nil {
 		return nil, errors.New("peer: nil connection")
@@ -117,10 +121,10 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	host, _ := os.Hostname()
 	if o.ID == "" {
 		o.ID = uuid.NewString()
 	}
-	host, _ := os.Hostname()
 	if o.Name == "" {
 		o.Name = host + "-" + strconv.Itoa(os.Getpid())
 	}
@@ -135,14 +139,17 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 		in:       make(chan *nats.Msg, inboxSize),
 		spare:    make(chan struct{}, o.MaxConcurrent),
 		handlers: make(map[string]*rawHandler),
-		events:   make(map[*Subscription]struct{}),
+		hooks:    make(map[int]func(context.Context) error),
 		info: Info{
 			ID: o.ID, Name: o.Name, Group: o.Group, Hub: o.Hub, Host: host,
 			PID: os.Getpid(), Started: time.Now().UTC().Truncate(time.Millisecond),
-			Node: serverName(nc),
+			Node: nc.ConnectedServerName(),
 		},
 	}
 	p.callPrefix = subjCall + o.ID + "."
+	if o.Group != "" {
+		p.groupAnyPrefix = subjGroupAny + o.Group + "."
+	}
 	p.idVal, p.okVal, p.errorVal = []string{o.ID}, []string{"ok"}, []string{"error"}
 	if !o.NoPresence {
 		p.callerVal = p.idVal
@@ -150,19 +157,13 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 	if name := o.Codec.Name(); name != "json" {
 		p.codecVal = []string{name} // JSON, the default, goes without a header
 	}
-	p.evlog = newEventLog(p)
 	if err := p.start(); err != nil {
-		p.shutdown(false)
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultCloseTimeout)
+		defer cancel()
+		_ = p.shutdown(ctx, false)
 		return nil, err
 	}
 	return p, nil
-}
-
-func serverName(nc *nats.Conn) string {
-	if s := nc.ConnectedServerName(); s != "" {
-		return s
-	}
-	return ""
 }
 
 func (p *Peer) start() error {
@@ -199,6 +200,25 @@ func (p *Peer) Conn() *nats.Conn { return p.nc }
 // Codec returns the peer's codec.
 func (p *Peer) Codec() Codec { return p.opts.Codec }
 
+// Options returns the peer's options, with the defaults applied and the
+// id and name chosen.
+func (p *Peer) Options() Options { return p.opts }
+
+// Logger returns the peer's logger (its lines carry the peer id).
+// Packages built on a peer, such as eventlog, log with it.
+func (p *Peer) Logger() *slog.Logger { return p.log }
+
+// ReportError hands an error that has no caller to return to (a failed
+// reply, an event handler's error) to the peer's error handler
+// (Options.OnError) and logs it. Packages built on a peer report their
+// errors with it.
+func (p *Peer) ReportError(err error) {
+	p.log.Warn("peer error", "err", err)
+	if p.opts.OnError != nil {
+		p.opts.OnError(err)
+	}
+}
+
 // Info returns the peer's description, with its current tags.
 func (p *Peer) Info() Info {
 	p.mu.RLock()
@@ -224,10 +244,52 @@ func (p *Peer) tagsLocked() []string {
 	return t
 }
 
-// Close announces the peer's departure, stops serving, waits for running
-// functions and event handlers, and releases every subscription. A
-// second call returns an error wrapping net.ErrClosed.
+// OnClose registers f to run when the peer closes, with the context
+// that bounds the close (see CloseContext); an error f returns is
+// returned by Close. The hooks run after the peer stopped serving and
+// before it waits for its running functions. Packages built on a peer
+// use it to end what they started on it (eventlog closes its Log).
+// The returned stop unregisters f; it reports whether f was still
+// registered. On a peer closed already, f runs at once, before OnClose
+// returns, and stop reports false.
+func (p *Peer) OnClose(f func(ctx context.Context) error) (stop func() bool) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultCloseTimeout)
+		defer cancel()
+		_ = f(ctx)
+		return func() bool { return false }
+	}
+	id := p.nextHook
+	p.nextHook++
+	p.hooks[id] = f
+	p.mu.Unlock()
+	return func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		_, ok := p.hooks[id]
+		delete(p.hooks, id)
+		return ok
+	}
+}
+
+// Close closes the peer, waiting at most DefaultCloseTimeout: it is
+// CloseContext with that bound.
 func (p *Peer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultCloseTimeout)
+	defer cancel()
+	return p.CloseContext(ctx)
+}
+
+// CloseContext announces the peer's departure, stops serving, runs the
+// close hooks (OnClose), cancels the contexts of the functions still
+// running and waits for them to return, then flushes the connection.
+// ctx bounds every wait: when it ends first, CloseContext returns an
+// error wrapping ctx's error (the peer is closed all the same; functions
+// that ignore their context go on running in the background). A second
+// call returns an error wrapping net.ErrClosed (ErrClosed).
+func (p *Peer) CloseContext(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -235,356 +297,62 @@ func (p *Peer) Close() error {
 	}
 	p.closed = true
 	p.mu.Unlock()
-	p.shutdown(true)
-	return nil
+	return p.shutdown(ctx, true)
 }
 
-func (p *Peer) shutdown(leave bool) {
+// shutdown stops everything the peer started, within ctx.
+func (p *Peer) shutdown(ctx context.Context, leave bool) error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	if p.pres != nil {
 		p.pres.stop(leave)
 	}
 	p.mu.Lock()
-	subs := append([]*nats.Subscription(nil), p.subs...)
+	var subs []*nats.Subscription
 	if p.callSub != nil {
 		subs = append(subs, p.callSub)
 	}
 	for _, h := range p.handlers {
 		subs = append(subs, h.subs...)
 	}
-	evs := make([]*Subscription, 0, len(p.events))
-	for s := range p.events {
-		evs = append(evs, s)
+	hooks := make([]func(context.Context) error, 0, len(p.hooks))
+	for _, id := range slices.Sorted(maps.Keys(p.hooks)) {
+		hooks = append(hooks, p.hooks[id])
 	}
+	clear(p.hooks)
 	p.mu.Unlock()
 	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
-	for _, s := range evs {
-		_ = s.stop()
+	var errs []error
+	for _, f := range hooks {
+		if err := f(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	p.cancel()
-	for _, s := range evs {
-		s.wait()
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("peer: close: functions still running: %w", ctx.Err()))
 	}
-	p.evlog.close()
-	p.wg.Wait()
-	_ = p.nc.Flush()
+	if !p.nc.IsClosed() {
+		// Best effort: the replies and the leave announcement go out.
+		fctx, cancel := context.WithTimeout(ctx, DefaultCloseTimeout)
+		_ = p.nc.FlushWithContext(fctx)
+		cancel()
+	}
+	return errors.Join(errs...)
 }
 
 func (p *Peer) isClosed() bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.closed
-}
-
-// reportError hands an error that has no caller to OnError and the log.
-func (p *Peer) reportError(err error) {
-	p.log.Warn("peer error", "err", err)
-	if p.opts.OnError != nil {
-		p.opts.OnError(err)
-	}
-}
-
-// addHandler registers h and subscribes its any/all subjects.
-func (p *Peer) addHandler(h *rawHandler) error {
-	if err := ValidateTag(h.tag); err != nil {
-		return err
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
-	}
-	if _, ok := p.handlers[h.tag]; ok {
-		p.mu.Unlock()
-		return fmt.Errorf("%w: %q", ErrDuplicateTag, h.tag)
-	}
-	p.handlers[h.tag] = h
-	p.mu.Unlock()
-	if p.opts.NoPresence {
-		return nil
-	}
-	tag := h.tag
-	qs, err := p.nc.ChanQueueSubscribe(AnySubject(tag), queueGroup, p.in)
-	if err != nil {
-		return fmt.Errorf("peer: subscribe: %w", err)
-	}
-	as, err := p.nc.ChanSubscribe(AllSubject(tag), p.in)
-	if err != nil {
-		_ = qs.Unsubscribe()
-		return fmt.Errorf("peer: subscribe: %w", err)
-	}
-	p.mu.Lock()
-	h.subs = []*nats.Subscription{qs, as}
-	p.mu.Unlock()
-	if p.pres != nil {
-		p.pres.announce("hb")
-	}
-	return nil
-}
-
-// Unregister stops serving tag.
-func (p *Peer) Unregister(tag string) error {
-	p.mu.Lock()
-	h, ok := p.handlers[tag]
-	if ok {
-		delete(p.handlers, tag)
-	}
-	p.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("%w: %q", ErrNoSuchTag, tag)
-	}
-	for _, s := range h.subs {
-		_ = s.Unsubscribe()
-	}
-	if p.pres != nil {
-		p.pres.announce("hb")
-	}
-	return nil
-}
-
-// requestTag returns the tag a request subject names.
-func (p *Peer) requestTag(subject string) string {
-	if t, ok := strings.CutPrefix(subject, p.callPrefix); ok {
-		return t
-	}
-	if t, ok := strings.CutPrefix(subject, subjAny); ok {
-		return t
-	}
-	t, _ := strings.CutPrefix(subject, subjAll)
-	return t
-}
-
-// inboxSize is the number of requests that may wait for a worker; past
-// it the NATS client reports a slow consumer and drops requests (their
-// callers time out).
-const inboxSize = 16384
-
-// worker serves requests from the peer's inbox. NATS delivers requests
-// straight into the inbox channel, where one worker at a time, the
-// listener, waits. The listener that receives a request hands listening
-// to a spare worker (or starts one, up to MaxConcurrent) before it serves
-// the request, so a slow function never holds up the requests behind it
-// while the limit allows. Having served it, a worker also serves the
-// requests that queued in the inbox meanwhile, one after the other, as a
-// NATS callback subscription would: their replies leave in one write
-// instead of one each, and fewer goroutines wake. Then it becomes a
-// spare, or the listener if there is none. Workers live until Close, so
-// their stacks stay grown.
-func (p *Peer) worker() {
-	defer p.wg.Done()
-	for {
-		// Listen.
-		var m *nats.Msg
-		select {
-		case m = <-p.in:
-		case <-p.ctx.Done():
-			return
-		}
-		p.promote()
-		p.handle(m)
-		// Serve what queued meanwhile.
-	drain:
-		for {
-			select {
-			case m = <-p.in:
-				p.handle(m)
-			default:
-				break drain
-			}
-		}
-		p.wmu.Lock()
-		if !p.listening { // the limit was reached: nobody listens
-			p.listening = true
-			p.wmu.Unlock()
-			continue
-		}
-		p.spares++
-		p.wmu.Unlock()
-		select {
-		case <-p.spare:
-		case <-p.ctx.Done():
-			return
-		}
-	}
-}
-
-// promote makes another worker the listener: a spare one, or a new one
-// while the limit allows; at the limit nobody listens until a worker is
-// done.
-func (p *Peer) promote() {
-	p.wmu.Lock()
-	switch {
-	case p.spares > 0:
-		p.spares--
-		p.wmu.Unlock()
-		p.spare <- struct{}{} // buffered: a spare takes it
-	case p.workers < p.opts.MaxConcurrent:
-		p.workers++
-		p.wmu.Unlock()
-		p.wg.Add(1)
-		go p.worker()
-	default:
-		p.listening = false
-		p.wmu.Unlock()
-	}
-}
-
-// handle serves one request.
-func (p *Peer) handle(m *nats.Msg) {
-	if g := m.Header.Get(HeaderGroup); g == "" || g == p.opts.Group {
-		p.serve(m, p.requestTag(m.Subject))
-	} // else: a fan-out call for another group
-}
-
-func (p *Peer) serve(m *nats.Msg, tag string) {
-	p.mu.RLock()
-	h := p.handlers[tag]
-	p.mu.RUnlock()
-	if h == nil {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag,
-			Message: fmt.Sprintf("no such tag %q on this peer", tag), Tags: p.Tags()})
-		return
-	}
-	c := m.Header.Get(HeaderCodec)
-	if c == "" {
-		c = "json" // the protocol's default
-	}
-	if c != p.opts.Codec.Name() {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest,
-			Message: fmt.Sprintf("codec %q not supported, this peer speaks %q", c, p.opts.Codec.Name())})
-		return
-	}
-	var dl time.Time
-	hasDL := false
-	if d := m.Header.Get(HeaderDeadline); d != "" {
-		if ns, err := strconv.ParseInt(d, 10, 64); err == nil {
-			dl, hasDL = time.Unix(0, ns), true
-		}
-	}
-	ctx := newServeCtx(p.ctx, dl, hasDL, m.Header.Get(HeaderCaller))
-	defer ctx.end()
-	out, err := p.runHandler(ctx, h, m.Data)
-	if err != nil {
-		re := toRemoteError(err, p.id, tag, h.where)
-		re.cause = nil
-		p.replyError(m, re)
-		return
-	}
-	p.reply(m, out, tag)
-}
-
-// runHandler runs h, turning a panic into a RemoteError.
-func (p *Peer) runHandler(ctx context.Context, h *rawHandler, args []byte) (out []byte, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = panicError(p.id, h.tag, r)
-		}
-	}()
-	return h.run(ctx, args)
-}
-
-func panicError(id, tag string, r any) *RemoteError {
-	msg := fmt.Sprint(r)
-	if e, ok := r.(error); ok {
-		msg = e.Error()
-	}
-	return &RemoteError{Peer: id, Tag: tag, Code: CodePanic, Type: typeName(r), Message: msg, Stack: string(debug.Stack())}
-}
-
-// toRemoteError wraps an error returned by a function.
-func toRemoteError(err error, id, tag, where string) *RemoteError {
-	var re *RemoteError
-	if errors.As(err, &re) && re.Tag == tag && re.Peer == id {
-		return re
-	}
-	code := CodeError
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		code = CodeTimeout
-	case errors.Is(err, context.Canceled):
-		code = CodeCanceled
-	case errors.Is(err, ErrBadRequest):
-		code = CodeBadRequest
-	case errors.Is(err, ErrPayloadTooLarge):
-		code = CodeTooLarge
-	}
-	stack := where
-	if st, ok := err.(interface{ StackTrace() string }); ok {
-		stack = st.StackTrace()
-	}
-	return &RemoteError{Peer: id, Tag: tag, Code: code, Type: typeName(err), Message: err.Error(), Stack: stack, cause: err}
-}
-
-// maxData is the largest payload that fits a message with headers h.
-func (p *Peer) maxData(h nats.Header) int {
-	n := 0
-	for k, vs := range h {
-		for _, v := range vs {
-			n += len(k) + len(v) + 4
-		}
-	}
-	return int(p.nc.MaxPayload()) - n - 16
-}
-
-func (p *Peer) reply(m *nats.Msg, data []byte, tag string) {
-	if m.Reply == "" {
-		return
-	}
-	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.okVal}}
-	if len(data) > p.maxData(r.Header) {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeTooLarge, Type: "peer.ErrPayloadTooLarge",
-			Message: fmt.Sprintf("result of %d bytes exceeds the bus max payload of %d bytes", len(data), p.nc.MaxPayload())})
-		return
-	}
-	r.Data = data
-	if err := p.nc.PublishMsg(r); err != nil {
-		p.reportError(fmt.Errorf("peer: reply to %s: %w", tag, err))
-	}
-}
-
-func (p *Peer) replyError(m *nats.Msg, re *RemoteError) {
-	if m.Reply == "" {
-		return
-	}
-	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.errorVal}}
-	data, err := jsonMarshal(re)
-	if err == nil && len(data) > p.maxData(r.Header) {
-		re.Stack = ""
-		if len(re.Message) > 4096 {
-			re.Message = re.Message[:4096] + "…"
-		}
-		data, err = jsonMarshal(re)
-	}
-	if err != nil {
-		p.reportError(fmt.Errorf("peer: encode error reply: %w", err))
-		return
-	}
-	r.Data = data
-	if err := p.nc.PublishMsg(r); err != nil {
-		p.reportError(fmt.Errorf("peer: reply to %s: %w", re.Tag, err))
-	}
-}
-
-// funcWhere describes a function's name and location.
-func funcWhere(pc uintptr) (name, where string) {
-	f := runtime.FuncForPC(pc)
-	if f == nil {
-		return "", ""
-	}
-	file, line := f.FileLine(pc)
-	return f.Name(), fmt.Sprintf("%s\n\t%s:%d", f.Name(), file, line)
-}
-
-type callerKey struct{}
-
-func withCaller(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, callerKey{}, id)
-}
-
-// CallerFrom returns the id of the peer that made the call being served
-// ("" for a local call or a caller without a peer id).
-func CallerFrom(ctx context.Context) string {
-	s, _ := ctx.Value(callerKey{}).(string)
-	return s
 }

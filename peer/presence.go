@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,9 +29,12 @@ const (
 
 // PresenceEvent reports a change of the set of live peers.
 type PresenceEvent struct {
+	// Kind is what happened.
 	Kind PresenceKind `json:"kind"`
-	Peer Info         `json:"peer"`
-	Time time.Time    `json:"time"`
+	// Peer describes the peer (as last announced, for leave and gone).
+	Peer Info `json:"peer"`
+	// Time is when this peer saw the change.
+	Time time.Time `json:"time"`
 }
 
 type presenceEntry struct {
@@ -269,20 +274,38 @@ func sortInfos(out []Info) {
 }
 
 // WatchPresence calls fn for every join, leave and gone seen from now
-// on, until the returned stop function is called or the peer closes.
-// fn must not block for long.
-func (p *Peer) WatchPresence(fn func(PresenceEvent)) (stop func()) {
+// on, until the watch is closed or the peer closes. fn must not block
+// for long.
+func (p *Peer) WatchPresence(fn func(PresenceEvent)) *PresenceWatch {
 	pr := p.pres
 	pr.mu.Lock()
 	id := pr.nextW
 	pr.nextW++
 	pr.watchers[id] = fn
 	pr.mu.Unlock()
-	return func() {
-		pr.mu.Lock()
-		delete(pr.watchers, id)
-		pr.mu.Unlock()
+	return &PresenceWatch{pr: pr, id: id}
+}
+
+// PresenceWatch is a watch started by WatchPresence.
+type PresenceWatch struct {
+	pr     *presence
+	id     int
+	closed atomic.Bool
+}
+
+var errWatchClosed = fmt.Errorf("peer: presence watch closed: %w", net.ErrClosed)
+
+// Close ends the watch: fn is not called for the changes seen after it
+// returns (a call already running may still end). It waits for nothing.
+// A second call returns an error wrapping net.ErrClosed.
+func (w *PresenceWatch) Close() error {
+	if w.closed.Swap(true) {
+		return errWatchClosed
 	}
+	w.pr.mu.Lock()
+	delete(w.pr.watchers, w.id)
+	w.pr.mu.Unlock()
+	return nil
 }
 
 // QueryPeers asks every peer on the bus reachable through nc for its

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -109,49 +108,17 @@ func runCall(cmd *cobra.Command, f *callFlags, args []string) error {
 	if target == "all" {
 		return callAll(ctx, c, f, tag, data, out)
 	}
-	var opts []peer.CallOption
-	switch {
-	case target == "any" && f.group != "":
-		id, err := pickPeer(ctx, c.nc, tag, f.group)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, peer.OnPeer(id))
-	case target == "any":
-		opts = append(opts, peer.OnAny())
-	default:
-		opts = append(opts, peer.OnPeer(target))
+	opts := []peer.CallOption{peer.OnPeer(target), peer.Timeout(f.timeout)}
+	if target == "any" {
+		// One peer offering tag, load-balanced by the bus (within the group).
+		opts = []peer.CallOption{peer.OnAny(), peer.InGroup(f.group), peer.Timeout(f.timeout)}
 	}
-	opts = append(opts, peer.Timeout(f.timeout))
 	res, err := c.p.Call(ctx, tag, data, opts...)
 	if err != nil {
 		return callError(ctx, c.nc, err, tag, target, f)
 	}
 	_, err = fmt.Fprintf(out, "%s\n", jsonOrString(res))
 	return err
-}
-
-// pickPeer chooses at random a peer of group offering tag.
-func pickPeer(ctx context.Context, nc *nats.Conn, tag, group string) (string, error) {
-	infos, err := peer.QueryPeers(ctx, nc, 0)
-	if err != nil {
-		return "", err
-	}
-	var ids []string
-	var tags []string
-	for _, i := range infos {
-		if i.Group != group {
-			continue
-		}
-		if i.HasTag(tag) {
-			ids = append(ids, i.ID)
-		}
-		tags = append(tags, i.Tags...)
-	}
-	if len(ids) == 0 {
-		return "", fmt.Errorf("no peer of group %q offers tag %q; %s", group, tag, describeTags(tags, "in group "+group))
-	}
-	return ids[rand.IntN(len(ids))], nil
 }
 
 // describeTags lists the distinct tags offered in where.
@@ -175,6 +142,15 @@ func callError(ctx context.Context, nc *nats.Conn, err error, tag, target string
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		infos, _ := peer.QueryPeers(qctx, nc, 0)
+		if target == "any" && f.group != "" {
+			var tags []string
+			for _, i := range infos {
+				if i.Group == f.group {
+					tags = append(tags, i.Tags...)
+				}
+			}
+			return fmt.Errorf("no peer of group %q offers tag %q; %s", f.group, tag, describeTags(tags, "in group "+f.group))
+		}
 		if target == "any" || target == "all" {
 			var tags []string
 			for _, i := range infos {
@@ -250,10 +226,7 @@ type lineError struct {
 
 // callAll runs a fan-out call and prints one line per peer.
 func callAll(ctx context.Context, c *client, f *callFlags, tag string, data []byte, out io.Writer) error {
-	opts := []peer.CallOption{peer.Timeout(f.timeout)}
-	if f.group != "" {
-		opts = append(opts, peer.InGroup(f.group))
-	}
+	opts := []peer.CallAllOption{peer.Timeout(f.timeout), peer.InGroup(f.group)}
 	replies, err := c.p.CallAll(ctx, tag, data, opts...)
 	if err != nil && len(replies) == 0 {
 		return callError(ctx, c.nc, err, tag, "all", f)

@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -221,10 +222,12 @@ func clientOptions(extra ...peer.Option) []peer.Option {
 	}, extra...)
 }
 
-// client is a connection to a node with a client-only peer on it.
+// client is a connection to a node with a client-only peer on it, and
+// the peer's access to the event log.
 type client struct {
 	nc     *nats.Conn
 	p      *peer.Peer
+	lg     *eventlog.Log
 	server string
 }
 
@@ -239,10 +242,16 @@ func openClient(server string, popts []peer.Option, nopts ...nats.Option) (*clie
 		nc.Close()
 		return nil, err
 	}
-	return &client{nc: nc, p: p, server: redactURL(nc.ConnectedUrlRedacted())}, nil
+	lg, err := eventlog.New(p)
+	if err != nil {
+		_ = p.Close()
+		nc.Close()
+		return nil, err
+	}
+	return &client{nc: nc, p: p, lg: lg, server: redactURL(nc.ConnectedUrlRedacted())}, nil
 }
 
-// Close closes the peer and the connection.
+// Close closes the peer (and so its event log) and the connection.
 func (c *client) Close() {
 	_ = c.p.Close()
 	c.nc.Close()

@@ -11,13 +11,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
 // crashEmitter emits events asynchronously with ids crash-<n> from a
 // peer on its own connection, and records which the log acknowledged.
 type crashEmitter struct {
-	p  *peer.Peer
+	p  *eventlog.Log
 	nc *nats.Conn
 
 	mu      sync.Mutex
@@ -41,7 +42,11 @@ func newCrashEmitter(t *testing.T, server string) *crashEmitter {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close(); nc.Close() })
-	return &crashEmitter{p: p, nc: nc, acked: map[string]uint64{}, ackedCh: make(chan struct{}, 1)}
+	lg, err := eventlog.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &crashEmitter{p: lg, nc: nc, acked: map[string]uint64{}, ackedCh: make(chan struct{}, 1)}
 }
 
 func crashID(i int) string { return fmt.Sprintf("crash-%05d", i) }
@@ -50,7 +55,7 @@ func crashID(i int) string { return fmt.Sprintf("crash-%05d", i) }
 // window events waiting for their ack; it returns when every future
 // returned or waitCtx ended.
 func (c *crashEmitter) run(ctx, waitCtx context.Context, from, window int) {
-	futures := make(chan *peer.EmitFuture, window)
+	futures := make(chan *eventlog.EmitFuture, window)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -74,7 +79,7 @@ func (c *crashEmitter) run(ctx, waitCtx context.Context, from, window int) {
 	}()
 	for i := from; ctx.Err() == nil; i++ {
 		id := crashID(i)
-		f, err := c.p.EmitAsync(ctx, "crash.ev", map[string]int{"n": i}, peer.WithEventID(id))
+		f, err := c.p.EmitAsync(ctx, "crash.ev", map[string]int{"n": i}, eventlog.WithEventID(id))
 		c.mu.Lock()
 		if err != nil {
 			c.err = err
@@ -223,7 +228,7 @@ func TestCrashSafety(t *testing.T) {
 		if _, ok := acked[id]; ok {
 			continue
 		}
-		ack, err := em2.p.Emit(rctx, "crash.ev", map[string]string{"retry": id}, peer.WithEventID(id))
+		ack, err := em2.p.Emit(rctx, "crash.ev", map[string]string{"retry": id}, eventlog.WithEventID(id))
 		if err != nil {
 			t.Fatalf("emit %s again: %v", id, err)
 		}
@@ -235,7 +240,7 @@ func TestCrashSafety(t *testing.T) {
 		acked[id] = ack.Seq
 	}
 	for i := len(sent); i < total; i++ {
-		ack, err := em2.p.Emit(rctx, "crash.ev", map[string]int{"n": i}, peer.WithEventID(crashID(i)))
+		ack, err := em2.p.Emit(rctx, "crash.ev", map[string]int{"n": i}, eventlog.WithEventID(crashID(i)))
 		if err != nil {
 			t.Fatalf("emit after the restart: %v", err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -73,7 +74,7 @@ event log (started with --no-jetstream) accepts transient events only.`,
 // runEmit runs "peerbus emit".
 func runEmit(cmd *cobra.Command, f *emitFlags, args []string) error {
 	name := args[0]
-	if err := peer.ValidateEventName(name, false); err != nil {
+	if err := eventlog.ValidateName(name, false); err != nil {
 		return err
 	}
 	if f.timeout <= 0 {
@@ -87,9 +88,9 @@ func runEmit(cmd *cobra.Command, f *emitFlags, args []string) error {
 	if cmd.Flags().Changed("group") {
 		popts = append(popts, peer.WithGroup(f.group))
 	}
-	var eopts []peer.EmitOption
+	var eopts []eventlog.EmitOption
 	if cmd.Flags().Changed("id") {
-		eopts = append(eopts, peer.WithEventID(f.id))
+		eopts = append(eopts, eventlog.WithEventID(f.id))
 	}
 	c, err := openClient(f.server, popts)
 	if err != nil {
@@ -100,17 +101,17 @@ func runEmit(cmd *cobra.Command, f *emitFlags, args []string) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	var ack peer.EventAck
+	var ack eventlog.Ack
 	if f.transient {
-		ack, err = c.p.EmitTransient(ctx, name, data, eopts...)
+		ack, err = c.lg.EmitTransient(ctx, name, data, eopts...)
 		if err == nil {
 			err = c.nc.FlushWithContext(ctx) // the node has it before we exit
 		}
 	} else {
-		ack, err = c.p.Emit(ctx, name, data, eopts...)
+		ack, err = c.lg.Emit(ctx, name, data, eopts...)
 	}
 	if err != nil {
-		if errors.Is(err, peer.ErrNoLog) {
+		if errors.Is(err, eventlog.ErrNoLog) {
 			return fmt.Errorf("%w\n(the node has no event log: it runs without JetStream; "+
 				"use --transient to send the event to live watchers without storing it)", err)
 		}

@@ -19,23 +19,23 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
 // logError adds a hint to the event log errors a user can act on.
 func logError(err error) error {
 	switch {
-	case errors.Is(err, peer.ErrNoLog):
+	case errors.Is(err, eventlog.ErrNoLog):
 		return fmt.Errorf("%w\n(the node keeps no event log: it runs without JetStream, e.g. with --no-jetstream)", err)
-	case errors.Is(err, peer.ErrLogFull):
+	case errors.Is(err, eventlog.ErrLogFull):
 		return fmt.Errorf("%w\n(the log refuses new events once a limit is reached (node --log-discard new): "+
 			"raise the node's --log-max-bytes, --log-max-events or --log-max-age, or use --log-discard old "+
 			"to drop the oldest events instead)", err)
-	case errors.Is(err, peer.ErrUnknownDurable):
+	case errors.Is(err, eventlog.ErrUnknownDurable):
 		return fmt.Errorf("%w\n(\"peerbus log durables\" lists them; without --must-exist watch creates it)", err)
 	}
 	return err
@@ -101,7 +101,7 @@ func newLogInfoCmd() *cobra.Command {
 		Long: `Show the event log: stored events and bytes, first and last sequence and
 time, limits, storage, replicas and stream leader, and the durable
 subscriptions with their positions. --json prints the whole state as one
-JSON object (durations in nanoseconds, as in the Go type peer.LogInfo).
+JSON object (durations in nanoseconds, as in the Go type eventlog.Info).
 The log is created (with the default limits) when it does not exist yet.`,
 		Example: `  peerbus log info
   peerbus log info --json | jq .events`,
@@ -112,7 +112,7 @@ The log is created (with the default limits) when it does not exist yet.`,
 				return err
 			}
 			defer done()
-			li, err := c.p.LogInfo(ctx)
+			li, err := c.lg.Info(ctx)
 			if err != nil {
 				return logError(err)
 			}
@@ -131,7 +131,7 @@ func newLogDurablesCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "durables [flags]",
 		Short: "List the durable subscriptions of the event log",
-		Long: `List the durable subscriptions ("peerbus watch --durable", peer.Durable): name,
+		Long: `List the durable subscriptions ("peerbus watch --durable", Log.SubscribeDurable): name,
 pattern, events pending, events delivered and not acknowledged, the last
 delivered and the acknowledged sequence, and whether a subscriber is active.
 --json prints a JSON array (durations in nanoseconds).`,
@@ -144,7 +144,7 @@ delivered and the acknowledged sequence, and whether a subscriber is active.
 				return err
 			}
 			defer done()
-			li, err := c.p.LogInfo(ctx)
+			li, err := c.lg.Info(ctx)
 			if err != nil {
 				return logError(err)
 			}
@@ -178,8 +178,8 @@ Fails (exit 1) when there is no durable of that name.`,
 				return err
 			}
 			defer done()
-			if err := c.p.DeleteDurable(ctx, args[0]); err != nil {
-				if errors.Is(err, peer.ErrUnknownDurable) {
+			if err := c.lg.DeleteDurable(ctx, args[0]); err != nil {
+				if errors.Is(err, eventlog.ErrUnknownDurable) {
 					return fmt.Errorf("%w\n(\"peerbus log durables\" lists them)", err)
 				}
 				return logError(err)
@@ -207,7 +207,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // writeLogInfo prints li for people.
-func writeLogInfo(w io.Writer, li peer.LogInfo) error {
+func writeLogInfo(w io.Writer, li eventlog.Info) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s:\t%s\n", k, fmt.Sprintf(format, a...)) }
 	row("stream", "%s (%s)", li.Stream, strings.Join(li.Subjects, ", "))
@@ -259,7 +259,7 @@ func writeLogInfo(w io.Writer, li peer.LogInfo) error {
 }
 
 // writeDurables prints durables as a table.
-func writeDurables(w io.Writer, ds []peer.DurableInfo, indent string) error {
+func writeDurables(w io.Writer, ds []eventlog.DurableInfo, indent string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, indent+"DURABLE\tPATTERN\tPENDING\tUNACKED\tDELIVERED\tACKED\tMAX DELIVER\tACTIVE\tLAST ACTIVE")
 	for _, d := range ds {
@@ -344,42 +344,10 @@ func addLogFlags(fs *pflag.FlagSet, f *logFlags) {
 
 // logSettings are the event log settings a node was given; nil fields
 // were given neither as a flag nor in the environment.
-type logSettings struct {
-	maxAge     *time.Duration // -1: no limit
-	maxBytes   *int64         // -1: no limit
-	maxEvents  *int64         // 0: no limit
-	dedupe     *time.Duration
-	memory     *bool
-	discardNew *bool
-}
+type logSettings struct{ eventlog.Settings }
 
 // given reports whether any setting was given.
-func (s logSettings) given() bool {
-	return s.maxAge != nil || s.maxBytes != nil || s.maxEvents != nil || s.dedupe != nil || s.memory != nil || s.discardNew != nil
-}
-
-// apply returns base with the given settings replaced.
-func (s logSettings) apply(base peer.LogConfig) peer.LogConfig {
-	if s.maxAge != nil {
-		base.MaxAge = *s.maxAge
-	}
-	if s.maxBytes != nil {
-		base.MaxBytes = *s.maxBytes
-	}
-	if s.maxEvents != nil {
-		base.MaxEvents = *s.maxEvents
-	}
-	if s.dedupe != nil {
-		base.Duplicates = *s.dedupe
-	}
-	if s.memory != nil {
-		base.Memory = *s.memory
-	}
-	if s.discardNew != nil {
-		base.DiscardNew = *s.discardNew
-	}
-	return base
-}
+func (s logSettings) given() bool { return !s.IsZero() }
 
 // nodeLogSettings reads the event log settings of a node: the
 // environment (through lookup), then the flags that were set.
@@ -399,14 +367,14 @@ func nodeLogSettings(fs *pflag.FlagSet, f *logFlags, lookup func(string) (string
 		if err != nil {
 			return s, fmt.Errorf("%s: %w", from, err)
 		}
-		s.maxAge = &d
+		s.MaxAge = &d
 	}
 	if v, from, ok := get("log-max-bytes", envLogMaxBytes, f.maxBytes); ok {
 		n, err := parseLimitSize(v)
 		if err != nil {
 			return s, fmt.Errorf("%s: %w", from, err)
 		}
-		s.maxBytes = &n
+		s.MaxBytes = &n
 	}
 	if v, from, ok := get("log-max-events", envLogMaxEvents, f.maxEvents); ok {
 		var n int64
@@ -417,33 +385,33 @@ func nodeLogSettings(fs *pflag.FlagSet, f *logFlags, lookup func(string) (string
 				return s, fmt.Errorf("%s: %q is not a number of events (or none)", from, v)
 			}
 		}
-		s.maxEvents = &n
+		s.MaxEvents = &n
 	}
 	if v, from, ok := get("log-dedupe-window", envLogDedupe, f.dedupe); ok {
 		d, err := parseDays(v)
 		if err != nil || d <= 0 {
 			return s, fmt.Errorf("%s: %q is not a positive duration (e.g. 2m, 1h)", from, v)
 		}
-		s.dedupe = &d
+		s.Duplicates = &d
 	}
 	if v, from, ok := get("log-discard", envLogDiscard, f.discard); ok {
 		switch strings.ToLower(v) {
 		case "old":
-			s.discardNew = new(false)
+			s.DiscardNew = new(false)
 		case "new":
-			s.discardNew = new(true)
+			s.DiscardNew = new(true)
 		default:
 			return s, fmt.Errorf("%s: %q: want old or new", from, v)
 		}
 	}
 	if fs.Changed("log-memory") {
-		s.memory = new(f.memory)
+		s.Memory = new(f.memory)
 	} else if v, ok := lookup(envLogMemory); ok && strings.TrimSpace(v) != "" {
 		b, err := strconv.ParseBool(strings.TrimSpace(v))
 		if err != nil {
 			return s, fmt.Errorf("%s=%q is not a boolean", envLogMemory, v)
 		}
-		s.memory = &b
+		s.Memory = &b
 	}
 	return s, nil
 }
@@ -503,30 +471,6 @@ func parseLimitSize(v string) (int64, error) {
 	return n * mult, nil
 }
 
-// logConfigOf returns the LogConfig that describes a stream
-// configuration (the inverse of the peer's defaults: explicit values,
-// -1 for no limit). Replicas stay 0: an update keeps the copies.
-func logConfigOf(sc jetstream.StreamConfig) peer.LogConfig {
-	c := peer.LogConfig{
-		MaxAge: sc.MaxAge, MaxBytes: sc.MaxBytes, MaxEvents: sc.MaxMsgs, MaxEventSize: sc.MaxMsgSize,
-		Duplicates: sc.Duplicates, Memory: sc.Storage == jetstream.MemoryStorage,
-		DiscardNew: sc.Discard == jetstream.DiscardNew,
-	}
-	if c.MaxAge <= 0 {
-		c.MaxAge = -1
-	}
-	if c.MaxBytes <= 0 {
-		c.MaxBytes = -1
-	}
-	if c.MaxEvents < 0 {
-		c.MaxEvents = 0
-	}
-	if c.MaxEventSize < 0 {
-		c.MaxEventSize = 0
-	}
-	return c
-}
-
 // logApplyTimeout bounds how long a starting node tries to apply its
 // event log settings (JetStream may still be electing leaders).
 const logApplyTimeout = 30 * time.Second
@@ -534,63 +478,32 @@ const logApplyTimeout = 30 * time.Second
 // applyNodeLog applies a node's event log settings to the log on the
 // bus nc connects to, creating the log when it does not exist. Only the
 // settings that were given change; the others keep the log's current
-// values (the defaults for a new log). po.Log becomes the resulting
-// configuration, used should the node's peer have to create the log
-// again. With no settings given it does nothing: the log is left as it
-// is.
-func applyNodeLog(ctx context.Context, nc *nats.Conn, s logSettings, po *peer.Options, log *slog.Logger) error {
+// values (the defaults for a new log). With no settings given it does
+// nothing: the log is left as it is.
+func applyNodeLog(ctx context.Context, nc *nats.Conn, s logSettings, log *slog.Logger) error {
 	if !s.given() {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, logApplyTimeout)
 	defer cancel()
-	js, err := jetstream.New(nc)
+	p, err := peer.New(nc, peer.AsClient(), peer.WithCallTimeout(logApplyTimeout))
 	if err != nil {
 		return err
 	}
-	var base peer.LogConfig
-	exists := false
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		st, err := js.Stream(ctx, peer.LogStream)
-		if err == nil {
-			base, exists = logConfigOf(st.CachedInfo().Config), true
-			break
-		}
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			break
-		}
-		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
-			errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("event log settings (--log-*): %w: JetStream is not enabled on the bus", peer.ErrNoLog)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("event log settings (--log-*): the log did not answer: %v", err)
-		case <-time.After(wait):
-		}
-	}
-	if exists && s.memory != nil && *s.memory != base.Memory {
-		have, want := "file", "memory"
-		if base.Memory {
-			have, want = want, have
-		}
-		return fmt.Errorf("--log-memory=%v: the event log exists with %s storage, which cannot change to %s "+
-			"(storage is chosen when the log is created)", *s.memory, have, want)
-	}
-	cfg := s.apply(base)
-	cfg.Update = true
-	tp, err := peer.New(nc, peer.AsClient(), peer.WithEventLog(cfg), peer.WithCallTimeout(logApplyTimeout))
+	defer p.Close()
+	lg, err := eventlog.New(p)
 	if err != nil {
 		return err
 	}
-	li, err := tp.LogInfo(ctx)
-	_ = tp.Close()
-	if err != nil {
+	res, err := lg.Configure(ctx, s.Settings)
+	switch {
+	case errors.Is(err, eventlog.ErrInvalidOption) && s.Memory != nil:
+		return fmt.Errorf("--log-memory=%v: %w", *s.Memory, err)
+	case err != nil:
 		return fmt.Errorf("event log settings (--log-*): %w", err)
 	}
-	cfg.Update = false
-	po.Log = cfg
-	log.Info("event log settings applied", "created", !exists, "max_age", li.MaxAge, "max_bytes", li.MaxBytes,
+	li := res.Info
+	log.Info("event log settings applied", "created", res.Created, "max_age", li.MaxAge, "max_bytes", li.MaxBytes,
 		"max_events", li.MaxEvents, "discard", li.Discard, "dedupe_window", li.Duplicates, "storage", li.Storage,
 		"replicas", li.Replicas, "events", li.Events)
 	return nil

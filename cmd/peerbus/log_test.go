@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/peerbus/peerbus/peer"
+	"github.com/peerbus/peerbus/eventlog"
 )
 
 // emitCLI runs "peerbus emit" on server and returns its parsed output.
@@ -65,10 +63,10 @@ func ackIDs(acks ...emitResult) []string {
 }
 
 // logInfoJSON runs "peerbus log info --json" on server.
-func logInfoJSON(t *testing.T, server string) peer.LogInfo {
+func logInfoJSON(t *testing.T, server string) eventlog.Info {
 	t.Helper()
 	r := runCLI(t, "", "log", "info", "--json", "--server", server)
-	var li peer.LogInfo
+	var li eventlog.Info
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &li) != nil {
 		t.Fatalf("log info --json: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
@@ -196,8 +194,8 @@ func TestLogEmitReplay(t *testing.T) {
 	}
 
 	li := logInfoJSON(t, s)
-	if li.Stream != peer.LogStream || li.Events != 8 || li.FirstSeq != 1 || li.LastSeq != 8 || li.Storage != "file" ||
-		li.Discard != "old" || li.MaxAge != peer.DefaultLogMaxAge || li.Duplicates != peer.DefaultLogDuplicates || li.Replicas != 1 {
+	if li.Stream != eventlog.Stream || li.Events != 8 || li.FirstSeq != 1 || li.LastSeq != 8 || li.Storage != "file" ||
+		li.Discard != "old" || li.MaxAge != eventlog.DefaultMaxAge || li.Duplicates != eventlog.DefaultDuplicates || li.Replicas != 1 {
 		t.Errorf("log info: %+v", li)
 	}
 	r = runCLI(t, "", "log", "info", "--server", s)
@@ -237,7 +235,7 @@ func TestWatchDurableResume(t *testing.T) {
 	missed := []emitResult{emitCLI(t, s, "dur.x", "4"), emitCLI(t, s, "dur.y", "5")}
 	emitCLI(t, s, "other.z", "6") // does not match
 	r := runCLI(t, "", "log", "durables", "--json", "--server", s)
-	var ds []peer.DurableInfo
+	var ds []eventlog.DurableInfo
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ds) != nil || len(ds) != 1 {
 		t.Fatalf("log durables --json: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
@@ -436,7 +434,7 @@ func TestNodeLogSettings(t *testing.T) {
 	// A new log in memory.
 	n = startNodeProc(t, "memory", "--listen", "127.0.0.1:-1", "--data-dir", filepath.Join(dir, "mem"), "--log-memory")
 	n.waitReady(t, 30*time.Second)
-	if li := logInfoJSON(t, n.info["client"]); li.Storage != "memory" || li.MaxAge != peer.DefaultLogMaxAge {
+	if li := logInfoJSON(t, n.info["client"]); li.Storage != "memory" || li.MaxAge != eventlog.DefaultMaxAge {
 		t.Errorf("--log-memory: %+v", li)
 	}
 }
@@ -458,14 +456,14 @@ func TestNodeLogSettingsParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := s.apply(peer.LogConfig{MaxAge: 5, MaxBytes: 6, MaxEvents: 7, Duplicates: 8, MaxEventSize: 9})
-	want := peer.LogConfig{MaxAge: 30 * 24 * time.Hour, MaxBytes: 512 << 10, MaxEvents: 1000, Duplicates: time.Minute,
+	c := s.Apply(eventlog.Config{MaxAge: 5, MaxBytes: 6, MaxEvents: 7, Duplicates: 8, MaxEventSize: 9})
+	want := eventlog.Config{MaxAge: 30 * 24 * time.Hour, MaxBytes: 512 << 10, MaxEvents: 1000, Duplicates: time.Minute,
 		MaxEventSize: 9, Memory: true, DiscardNew: true}
 	if c != want {
 		t.Errorf("apply = %+v, want %+v", c, want)
 	}
 	s, err = parse(map[string]string{envLogMemory: "true"}, "--log-memory=false", "--log-max-age", "none")
-	if err != nil || s.memory == nil || *s.memory || s.maxAge == nil || *s.maxAge != -1 {
+	if err != nil || s.Memory == nil || *s.Memory || s.MaxAge == nil || *s.MaxAge != -1 {
 		t.Errorf("flag over env: %+v, %v", s, err)
 	}
 	for _, tc := range []struct {
@@ -483,32 +481,6 @@ func TestNodeLogSettingsParse(t *testing.T) {
 		}
 	}
 
-	// A stream configuration read back gives the same stream.
-	for _, lc := range []peer.LogConfig{{}, {MaxAge: -1, MaxBytes: -1, MaxEvents: 5, Memory: true, DiscardNew: true, Duplicates: time.Second}} {
-		sc := jetstream.StreamConfig{MaxAge: lc.MaxAge, MaxBytes: lc.MaxBytes, MaxMsgs: -1, MaxMsgSize: -1, Duplicates: lc.Duplicates}
-		if sc.MaxAge < 0 {
-			sc.MaxAge = 0
-		}
-		if lc.MaxEvents > 0 {
-			sc.MaxMsgs = lc.MaxEvents
-		}
-		if lc.Memory {
-			sc.Storage = jetstream.MemoryStorage
-		}
-		if lc.DiscardNew {
-			sc.Discard = jetstream.DiscardNew
-		}
-		got := logConfigOf(sc)
-		if lc.MaxAge == 0 {
-			lc.MaxAge = -1 // a zero stream max age is no limit
-		}
-		if lc.MaxBytes == 0 {
-			lc.MaxBytes = -1
-		}
-		if got != lc {
-			t.Errorf("logConfigOf(%+v) = %+v, want %+v", sc, got, lc)
-		}
-	}
 }
 
 func TestParseSinceAndSizes(t *testing.T) {

@@ -411,7 +411,7 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 				"give the settings to a node that joins it, or to this node once the cluster has two)", err)
 		}
 	}
-	if err := applyNodeLog(ctx, node.Conn(), logSet, &po, log); err != nil {
+	if err := applyNodeLog(ctx, node.Conn(), logSet, log); err != nil {
 		_ = node.Close()
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/peerbus/peerbus/peer"
+	"github.com/peerbus/peerbus/eventlog"
 )
 
 // replayFlags holds the flags of "peerbus replay".
@@ -69,7 +69,7 @@ or more. --group and --peer keep events of these groups or peers only.`,
 
 // runReplay runs "peerbus replay".
 func runReplay(cmd *cobra.Command, f *replayFlags, pattern string) error {
-	if _, err := peer.FilterSubjects(pattern, f.groups, f.peers); err != nil {
+	if _, err := eventlog.FilterSubjects(pattern, f.groups, f.peers); err != nil {
 		return err
 	}
 	if f.limit < 0 {
@@ -78,15 +78,16 @@ func runReplay(cmd *cobra.Command, f *replayFlags, pattern string) error {
 	if f.timeout < 0 {
 		return fmt.Errorf("--timeout must not be negative")
 	}
-	opts, err := logStartOptions(cmd, false, f.fromSeq, f.since)
+	start, hasStart, err := logStart(cmd, false, f.fromSeq, f.since)
 	if err != nil {
 		return err
 	}
-	if len(f.groups) > 0 {
-		opts = append(opts, peer.FromGroups(f.groups...))
+	var opts []eventlog.ReplayOption
+	if hasStart {
+		opts = append(opts, start)
 	}
-	if len(f.peers) > 0 {
-		opts = append(opts, peer.FromPeers(f.peers...))
+	for _, flt := range logFilters(f.groups, f.peers) {
+		opts = append(opts, flt)
 	}
 	c, err := openClient(f.server, nil)
 	if err != nil {
@@ -109,7 +110,7 @@ func runReplay(cmd *cobra.Command, f *replayFlags, pattern string) error {
 		out = newTablePrinter(cmd.OutOrStdout())
 	}
 	n := 0
-	for e, err := range c.p.Replay(ctx, pattern, opts...) {
+	for e, err := range c.lg.Replay(ctx, pattern, opts...) {
 		if err != nil {
 			_ = out.Flush()
 			switch {
@@ -139,14 +140,14 @@ func runReplay(cmd *cobra.Command, f *replayFlags, pattern string) error {
 
 // eventPrinter prints replayed events.
 type eventPrinter interface {
-	Print(e peer.Event) error
+	Print(e eventlog.Event) error
 	Flush() error
 }
 
 // jsonPrinter prints events as JSON lines, buffered.
 type jsonPrinter struct{ w *bufio.Writer }
 
-func (p *jsonPrinter) Print(e peer.Event) error {
+func (p *jsonPrinter) Print(e eventlog.Event) error {
 	b, err := formatEvent(e)
 	if err != nil {
 		return err
@@ -172,7 +173,7 @@ func newTablePrinter(w io.Writer) *tablePrinter {
 	return &tablePrinter{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
 }
 
-func (p *tablePrinter) Print(e peer.Event) error {
+func (p *tablePrinter) Print(e eventlog.Event) error {
 	if p.rows == 0 {
 		fmt.Fprintln(p.tw, "SEQ\tTIME\tNAME\tPEER\tGROUP\tDATA")
 	}

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -78,7 +78,7 @@ them. --must-exist fails instead of creating a durable that does not exist;
 	fl.Uint64Var(&f.fromSeq, "from-seq", 0, "print the stored events from this log sequence `N` first")
 	fl.StringVar(&f.since, "since", "", "print the stored events since this long ago (10m, 2h, 1d) or this RFC 3339 `TIME` first")
 	fl.StringVar(&f.durable, "durable", "", "durable watch `NAME`: resume where the last watch of that name stopped")
-	fl.IntVar(&f.maxDeliver, "max-deliver", peer.DefaultMaxDeliver, "with --durable: deliveries of an event before it is given up (dead letter); -1: no limit")
+	fl.IntVar(&f.maxDeliver, "max-deliver", eventlog.DefaultMaxDeliver, "with --durable: deliveries of an event before it is given up (dead letter); -1: no limit")
 	fl.BoolVar(&f.mustExist, "must-exist", false, "with --durable: fail when the durable does not exist instead of creating it")
 	addServerFlag(cmd, &f.server)
 	return cmd
@@ -86,58 +86,102 @@ them. --must-exist fails instead of creating a durable that does not exist;
 
 // runWatch runs "peerbus watch".
 func runWatch(cmd *cobra.Command, f *watchFlags, pattern string) error {
-	if _, err := peer.FilterSubjects(pattern, f.groups, f.peers); err != nil {
-		return err
-	}
-	if f.count < 0 {
-		return fmt.Errorf("--count must not be negative")
-	}
-	logOpts, err := logStartOptions(cmd, f.all, f.fromSeq, f.since)
+	start, hasStart, err := f.check(cmd, pattern)
 	if err != nil {
 		return err
-	}
-	durable := f.durable != ""
-	if !durable {
-		for _, fl := range []string{"max-deliver", "must-exist"} {
-			if cmd.Flags().Changed(fl) {
-				return fmt.Errorf("--%s needs --durable", fl)
-			}
-		}
-	}
-	if durable && (f.maxDeliver == 0 || f.maxDeliver < -1) {
-		return fmt.Errorf("--max-deliver must be positive or -1 (no limit), not %d", f.maxDeliver)
 	}
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	w := &watcher{f: f, cancel: cancel, ctx: ctx, ew: newEventWriter(cmd.OutOrStdout())}
+	stderr := cmd.ErrOrStderr()
+	c, err := w.open(stderr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sub, err := w.subscribe(c.lg, pattern, start, hasStart)
+	if err != nil {
+		return logError(err)
+	}
+	defer sub.Close()
+	what := "watching"
+	if f.durable != "" {
+		what = fmt.Sprintf("watching (durable %q)", f.durable)
+	}
+	fmt.Fprintf(stderr, "peerbus: %s %q on %s\n", what, pattern, c.server)
+
+	<-ctx.Done()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failure
+}
+
+// check checks the flags of "peerbus watch" and returns the start
+// position they give, if any.
+func (f *watchFlags) check(cmd *cobra.Command, pattern string) (eventlog.Start, bool, error) {
+	if _, err := eventlog.FilterSubjects(pattern, f.groups, f.peers); err != nil {
+		return eventlog.Start{}, false, err
+	}
+	if f.count < 0 {
+		return eventlog.Start{}, false, fmt.Errorf("--count must not be negative")
+	}
+	start, hasStart, err := logStart(cmd, f.all, f.fromSeq, f.since)
+	if err != nil {
+		return eventlog.Start{}, false, err
+	}
+	if f.durable == "" {
+		for _, fl := range []string{"max-deliver", "must-exist"} {
+			if cmd.Flags().Changed(fl) {
+				return eventlog.Start{}, false, fmt.Errorf("--%s needs --durable", fl)
+			}
+		}
+	}
+	if f.durable != "" && (f.maxDeliver == 0 || f.maxDeliver < -1) {
+		return eventlog.Start{}, false, fmt.Errorf("--max-deliver must be positive or -1 (no limit), not %d", f.maxDeliver)
+	}
+	return start, hasStart, nil
+}
+
+// watcher is a running "peerbus watch": it prints events until --count
+// is reached, the command is interrupted, or the watch fails.
+type watcher struct {
+	f      *watchFlags
+	ctx    context.Context
+	cancel context.CancelFunc
+	ew     *eventWriter
+
+	mu sync.Mutex
 	// failure records why the watch ended on its own (nil for a signal
 	// or --count).
-	var (
-		mu      sync.Mutex
-		failure error
-		seen    int
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if failure == nil && ctx.Err() == nil {
-			failure = err
-		}
-		mu.Unlock()
-		cancel()
-	}
+	failure error
+	seen    int
+}
 
-	stderr := cmd.ErrOrStderr()
+// fail ends the watch with err.
+func (w *watcher) fail(err error) {
+	w.mu.Lock()
+	if w.failure == nil && w.ctx.Err() == nil {
+		w.failure = err
+	}
+	w.mu.Unlock()
+	w.cancel()
+}
+
+// open connects to the node with a client peer that reports its errors
+// and the state of the connection on stderr, and reconnects.
+func (w *watcher) open(stderr io.Writer) (*client, error) {
 	onError := func(err error) {
-		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			fail(fmt.Errorf("durable %q was deleted", f.durable))
+		if errors.Is(err, eventlog.ErrUnknownDurable) {
+			w.fail(fmt.Errorf("durable %q was deleted", w.f.durable))
 			return
 		}
-		if ctx.Err() == nil {
+		if w.ctx.Err() == nil {
 			fmt.Fprintf(stderr, "peerbus: %v\n", err)
 		}
 	}
-	c, err := openClient(f.server, []peer.Option{peer.WithErrorHandler(onError)},
+	return openClient(w.f.server, []peer.Option{peer.WithErrorHandler(onError)},
 		nats.MaxReconnects(60), nats.ReconnectWait(2*time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -148,79 +192,76 @@ func runWatch(cmd *cobra.Command, f *watchFlags, pattern string) error {
 			fmt.Fprintf(stderr, "peerbus: reconnected to %s\n", nc.ConnectedUrlRedacted())
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
-			fail(errors.New("lost the connection to the node"))
+			w.fail(errors.New("lost the connection to the node"))
 		}))
-	if err != nil {
+}
+
+// subscribe starts the subscription of the watch: durable with
+// --durable, else live or from the log's start position.
+func (w *watcher) subscribe(lg *eventlog.Log, pattern string, start eventlog.Start, hasStart bool) (*eventlog.Subscription, error) {
+	f := w.f
+	filters := logFilters(f.groups, f.peers)
+	if f.durable == "" {
+		var opts []eventlog.SubscribeOption
+		if hasStart {
+			opts = append(opts, start)
+		}
+		for _, flt := range filters {
+			opts = append(opts, flt)
+		}
+		return lg.Subscribe(pattern, w.handle, opts...)
+	}
+	opts := []eventlog.DurableOption{eventlog.MaxDeliver(f.maxDeliver)}
+	if hasStart {
+		opts = append(opts, start)
+	}
+	for _, flt := range filters {
+		opts = append(opts, flt)
+	}
+	if f.mustExist {
+		opts = append(opts, eventlog.MustExist())
+	}
+	return lg.SubscribeDurable(f.durable, pattern, w.handle, opts...)
+}
+
+// handle prints one event.
+func (w *watcher) handle(hctx context.Context, e eventlog.Event) error {
+	w.mu.Lock()
+	if w.f.count > 0 && w.seen >= w.f.count {
+		w.mu.Unlock()
+		return w.unhandled(hctx, nil) // events that arrive after --count was reached
+	}
+	w.seen++
+	done := w.f.count > 0 && w.seen >= w.f.count
+	w.mu.Unlock()
+	if err := w.ew.Write(e); err != nil {
+		w.fail(fmt.Errorf("write event: %w", err))
+		return w.unhandled(hctx, err)
+	}
+	if done {
+		w.cancel()
+	}
+	return nil // printed: a durable acknowledges it now
+}
+
+// unhandled ends the handler of an event the watch does not print: a
+// durable's event must not be acknowledged, so the handler waits until
+// the subscription stops and the event is handed back (not counted as a
+// failed delivery).
+func (w *watcher) unhandled(hctx context.Context, err error) error {
+	if w.f.durable == "" {
 		return err
 	}
-	defer c.Close()
-
-	ew := newEventWriter(cmd.OutOrStdout())
-	opts := logOpts
-	if len(f.groups) > 0 {
-		opts = append(opts, peer.FromGroups(f.groups...))
+	<-hctx.Done()
+	if err == nil {
+		err = hctx.Err()
 	}
-	if len(f.peers) > 0 {
-		opts = append(opts, peer.FromPeers(f.peers...))
-	}
-	if durable {
-		opts = append(opts, peer.Durable(f.durable), peer.MaxDeliver(f.maxDeliver))
-		if f.mustExist {
-			opts = append(opts, peer.MustExist())
-		}
-	}
-	// unhandled ends the handler of an event the watch does not print:
-	// a durable's event must not be acknowledged, so the handler waits
-	// until the subscription stops and the event is handed back (not
-	// counted as a failed delivery).
-	unhandled := func(hctx context.Context, err error) error {
-		if !durable {
-			return err
-		}
-		<-hctx.Done()
-		if err == nil {
-			err = hctx.Err()
-		}
-		return err
-	}
-	sub, err := c.p.Subscribe(pattern, func(hctx context.Context, e peer.Event) error {
-		mu.Lock()
-		if f.count > 0 && seen >= f.count {
-			mu.Unlock()
-			return unhandled(hctx, nil) // events that arrive after --count was reached
-		}
-		seen++
-		done := f.count > 0 && seen >= f.count
-		mu.Unlock()
-		if err := ew.Write(e); err != nil {
-			fail(fmt.Errorf("write event: %w", err))
-			return unhandled(hctx, err)
-		}
-		if done {
-			cancel()
-		}
-		return nil // printed: a durable acknowledges it now
-	}, opts...)
-	if err != nil {
-		return logError(err)
-	}
-	defer sub.Unsubscribe()
-	what := "watching"
-	if durable {
-		what = fmt.Sprintf("watching (durable %q)", f.durable)
-	}
-	fmt.Fprintf(stderr, "peerbus: %s %q on %s\n", what, pattern, c.server)
-
-	<-ctx.Done()
-	mu.Lock()
-	err = failure
-	mu.Unlock()
 	return err
 }
 
-// logStartOptions returns the subscription option of --all, --from-seq
-// and --since (at most one of them), none when no flag was given.
-func logStartOptions(cmd *cobra.Command, all bool, fromSeq uint64, since string) ([]peer.SubOption, error) {
+// logStart returns the start position of --all, --from-seq and --since
+// (at most one of them), and whether one was given.
+func logStart(cmd *cobra.Command, all bool, fromSeq uint64, since string) (eventlog.Start, bool, error) {
 	var given []string
 	for _, fl := range []string{"all", "from-seq", "since"} {
 		if cmd.Flags().Changed(fl) {
@@ -228,21 +269,33 @@ func logStartOptions(cmd *cobra.Command, all bool, fromSeq uint64, since string)
 		}
 	}
 	if len(given) > 1 {
-		return nil, fmt.Errorf("%s: give only one of --all, --from-seq and --since", strings.Join(given, ", "))
+		return eventlog.Start{}, false, fmt.Errorf("%s: give only one of --all, --from-seq and --since", strings.Join(given, ", "))
 	}
 	switch {
 	case cmd.Flags().Changed("all") && all:
-		return []peer.SubOption{peer.FromStart()}, nil
+		return eventlog.FromStart(), true, nil
 	case cmd.Flags().Changed("from-seq"):
-		return []peer.SubOption{peer.FromSeq(fromSeq)}, nil
+		return eventlog.FromSeq(fromSeq), true, nil
 	case cmd.Flags().Changed("since"):
 		t, err := parseSince(since, time.Now())
 		if err != nil {
-			return nil, err
+			return eventlog.Start{}, false, err
 		}
-		return []peer.SubOption{peer.FromTime(t)}, nil
+		return eventlog.FromTime(t), true, nil
 	}
-	return nil, nil
+	return eventlog.Start{}, false, nil
+}
+
+// logFilters returns the filters of --group and --peer.
+func logFilters(groups, peers []string) []eventlog.Filter {
+	var out []eventlog.Filter
+	if len(groups) > 0 {
+		out = append(out, eventlog.FromGroups(groups...))
+	}
+	if len(peers) > 0 {
+		out = append(out, eventlog.FromPeers(peers...))
+	}
+	return out
 }
 
 // parseSince parses --since: a duration before now (10m, 2h, 1d) or an
@@ -272,7 +325,7 @@ type eventLine struct {
 }
 
 // formatEvent returns the JSON line of e, newline included.
-func formatEvent(e peer.Event) ([]byte, error) {
+func formatEvent(e eventlog.Event) ([]byte, error) {
 	return jsonLine(eventLine{ID: e.ID, Name: e.Name, Peer: e.Peer, Group: e.Group,
 		Time: e.Time, Seq: e.Seq, Data: jsonOrString(e.Data)})
 }
@@ -288,7 +341,7 @@ type eventWriter struct {
 func newEventWriter(w io.Writer) *eventWriter { return &eventWriter{w: w} }
 
 // Write prints one event.
-func (ew *eventWriter) Write(e peer.Event) error {
+func (ew *eventWriter) Write(e eventlog.Event) error {
 	b, err := formatEvent(e)
 	if err != nil {
 		return err

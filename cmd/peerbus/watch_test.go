@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peerbus/peerbus/peer"
+	"github.com/peerbus/peerbus/eventlog"
 )
 
 // emitted parses the output of "peerbus emit".
@@ -104,7 +104,7 @@ func TestFormatEvent(t *testing.T) {
 		{nil, `null`},
 		{[]byte("not json <&>"), `"not json <&>"`},
 	} {
-		b, err := formatEvent(peer.Event{ID: "i", Name: "n.x", Peer: "p", Time: tm, Seq: 7, Data: tc.data})
+		b, err := formatEvent(eventlog.Event{ID: "i", Name: "n.x", Peer: "p", Time: tm, Seq: 7, Data: tc.data})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func TestFormatEvent(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	ew := newEventWriter(&buf)
-	if err := ew.Write(peer.Event{ID: "a", Data: []byte("1")}); err != nil || strings.Count(buf.String(), "\n") != 1 {
+	if err := ew.Write(eventlog.Event{ID: "a", Data: []byte("1")}); err != nil || strings.Count(buf.String(), "\n") != 1 {
 		t.Errorf("eventWriter wrote %q, %v", buf.String(), err)
 	}
 }

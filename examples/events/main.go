@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -53,24 +54,28 @@ func run(mode, pattern string, count int, interval time.Duration) error {
 	if err != nil {
 		return err
 	}
-	defer p.Close()
+	defer p.Close() // closes the event log too
+	lg, err := eventlog.New(p)
+	if err != nil {
+		return err
+	}
 
 	switch mode {
 	case "listen":
-		return listen(ctx, p, node.ClientURL(), pattern, count)
+		return listen(ctx, lg, node.ClientURL(), pattern, count)
 	case "emit":
-		return emit(ctx, p, count, interval)
+		return emit(ctx, lg, count, interval)
 	}
 	return fmt.Errorf("unknown -mode %q (want listen or emit)", mode)
 }
 
 // listen prints every event matching pattern, and returns after count
 // events (0: when ctx ends).
-func listen(ctx context.Context, p *peer.Peer, url, pattern string, count int) error {
+func listen(ctx context.Context, lg *eventlog.Log, url, pattern string, count int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	got := make(chan struct{}, 64)
-	sub, err := peer.On(p, pattern, func(_ context.Context, e peer.Event, t Tick) error {
+	sub, err := eventlog.On(lg, pattern, func(_ context.Context, e eventlog.Event, t Tick) error {
 		fmt.Printf("%s from %s: n=%d text=%q\n", e.Name, e.Peer, t.N, t.Text)
 		select {
 		case got <- struct{}{}:
@@ -81,7 +86,7 @@ func listen(ctx context.Context, p *peer.Peer, url, pattern string, count int) e
 	if err != nil {
 		return err
 	}
-	defer sub.Unsubscribe()
+	defer sub.Close()
 	fmt.Fprintf(os.Stderr, "events: listening for %s on %s\n", pattern, url)
 	for n := 0; count == 0 || n < count; n++ {
 		select {
@@ -94,9 +99,9 @@ func listen(ctx context.Context, p *peer.Peer, url, pattern string, count int) e
 }
 
 // emit emits count demo.tick events.
-func emit(ctx context.Context, p *peer.Peer, count int, interval time.Duration) error {
+func emit(ctx context.Context, lg *eventlog.Log, count int, interval time.Duration) error {
 	for n := 1; n <= count; n++ {
-		ack, err := p.Emit(ctx, "demo.tick", Tick{N: n, Text: "hello"})
+		ack, err := lg.Emit(ctx, "demo.tick", Tick{N: n, Text: "hello"})
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -130,26 +131,24 @@ func transientSetup(peerSub bool) func(context.Context, *Env) (Side, Side, func(
 		if err != nil {
 			return pb, raw, cleanup, err
 		}
-		emitter, err := peer.New(pubNC, peer.AsClient())
+		emitter, err := clientLog(pubNC, &cl)
 		if err != nil {
 			return pb, raw, cleanup, err
 		}
-		cl.closer(emitter)
 		got := newCounter()
 		if peerSub {
-			watcher, err := peer.New(subNC, peer.AsClient())
+			watcher, err := clientLog(subNC, &cl)
 			if err != nil {
 				return pb, raw, cleanup, err
 			}
-			cl.closer(watcher)
-			if _, err := watcher.Subscribe("bench.live", func(context.Context, peer.Event) error {
+			if _, err := watcher.Subscribe("bench.live", func(context.Context, eventlog.Event) error {
 				got.add(1)
 				return nil
 			}); err != nil {
 				return pb, raw, cleanup, err
 			}
 		} else {
-			sub, err := subNC.Subscribe(peer.TransientSubject("", emitter.ID(), "bench.live"), func(*nats.Msg) { got.add(1) })
+			sub, err := subNC.Subscribe(eventlog.TransientSubject("", emitter.Peer().ID(), "bench.live"), func(*nats.Msg) { got.add(1) })
 			if err != nil {
 				return pb, raw, cleanup, err
 			}
@@ -165,7 +164,7 @@ func transientSetup(peerSub bool) func(context.Context, *Env) (Side, Side, func(
 
 // liveEmit emits batches of transient events and waits until got
 // counted them.
-func liveEmit(emitter *peer.Peer, got *counter) Side {
+func liveEmit(emitter *eventlog.Log, got *counter) Side {
 	var pb Side
 	pb.Op = func(ctx context.Context) (int, error) {
 		target := got.n.Load() + liveBatch
@@ -204,10 +203,20 @@ func rawLive(subNC, pubNC *nats.Conn, cl *cleanups) (raw Side, err error) {
 	return raw, nil
 }
 
+// clientLog starts a client peer on nc and its event log, closed by cl.
+func clientLog(nc *nats.Conn, cl *cleanups) (*eventlog.Log, error) {
+	p, err := peer.New(nc, peer.AsClient())
+	if err != nil {
+		return nil, err
+	}
+	cl.closer(p)
+	return eventlog.New(p)
+}
+
 // logPeer starts a client peer on its own connection to the shared
-// node and makes sure the event log exists; it also returns a raw
-// JetStream context on another connection.
-func logPeer(ctx context.Context, env *Env, cl *cleanups) (*peer.Peer, jetstream.JetStream, error) {
+// node, with its event log, and makes sure the log exists; it also
+// returns a raw JetStream context on another connection.
+func logPeer(ctx context.Context, env *Env, cl *cleanups) (*eventlog.Log, jetstream.JetStream, error) {
 	n, err := env.Node(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -216,12 +225,11 @@ func logPeer(ctx context.Context, env *Env, cl *cleanups) (*peer.Peer, jetstream
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := peer.New(pnc, peer.AsClient())
+	p, err := clientLog(pnc, cl)
 	if err != nil {
 		return nil, nil, err
 	}
-	cl.closer(p)
-	if _, err := p.LogInfo(ctx); err != nil { // creates the log
+	if _, err := p.Info(ctx); err != nil { // creates the log
 		return nil, nil, err
 	}
 	js, err := jetstream.New(rnc)
@@ -253,7 +261,7 @@ func emitSetup(async bool) func(ctx context.Context, env *Env) (Side, Side, func
 			}
 			return pb, raw, cleanup, nil
 		}
-		fs := make([]*peer.EmitFuture, 0, asyncBatch)
+		fs := make([]*eventlog.EmitFuture, 0, asyncBatch)
 		pb.Op = func(ctx context.Context) (int, error) {
 			fs = fs[:0]
 			for range asyncBatch {
@@ -308,7 +316,7 @@ func replaySetup(ctx context.Context, env *Env) (pb, raw Side, cleanup func(), e
 	env.seq++
 	name := fmt.Sprintf("bench.replay%d", env.seq)
 	env.mu.Unlock()
-	fs := make([]*peer.EmitFuture, 0, replayEvents)
+	fs := make([]*eventlog.EmitFuture, 0, replayEvents)
 	for range replayEvents {
 		f, err := p.EmitAsync(ctx, name, num{12345})
 		if err != nil {
@@ -338,14 +346,14 @@ func replaySetup(ctx context.Context, env *Env) (pb, raw Side, cleanup func(), e
 		return n, nil
 	}
 	raw.Op = func(ctx context.Context) (int, error) {
-		cons, err := js.OrderedConsumer(ctx, peer.LogStream, jetstream.OrderedConsumerConfig{
+		cons, err := js.OrderedConsumer(ctx, eventlog.Stream, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{"peerbus.evt.*.*." + name}})
 		if err != nil {
 			return 0, err
 		}
 		defer func() {
 			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = js.DeleteConsumer(dctx, peer.LogStream, cons.CachedInfo().Name)
+			_ = js.DeleteConsumer(dctx, eventlog.Stream, cons.CachedInfo().Name)
 			cancel()
 		}()
 		it, err := cons.Messages(jetstream.PullMaxMessages(1000))

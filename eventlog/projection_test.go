@@ -1,13 +1,15 @@
-package peer_test
+package eventlog_test
 
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -18,8 +20,8 @@ type balance struct {
 }
 
 // balanceFold sums deposits and counts its calls.
-func balanceFold(calls *atomic.Int64) peer.Fold[balance] {
-	return func(s balance, e peer.Event) (balance, error) {
+func balanceFold(calls *atomic.Int64) eventlog.Fold[balance] {
+	return func(s balance, e eventlog.Event) (balance, error) {
 		calls.Add(1)
 		var v num
 		if err := e.Decode(&v); err != nil {
@@ -55,7 +57,7 @@ func TestProjectionResumesFromSnapshot(t *testing.T) {
 
 	var calls atomic.Int64
 	p1 := newPeer(t, n1)
-	pr, err := peer.NewProjection(p1, "balance", "acct.deposit", balance{}, balanceFold(&calls), peer.SnapshotEvery(4))
+	pr, err := eventlog.NewProjection(p1.Log, "balance", "acct.deposit", balance{}, balanceFold(&calls), eventlog.SnapshotEvery(4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +99,7 @@ func TestProjectionResumesFromSnapshot(t *testing.T) {
 	n2 := jsNode(t, dir, "proj")
 	p2 := newPeer(t, n2)
 	var calls2 atomic.Int64
-	pr2, err := peer.NewProjection(p2, "balance", "acct.deposit", balance{}, balanceFold(&calls2))
+	pr2, err := eventlog.NewProjection(p2.Log, "balance", "acct.deposit", balance{}, balanceFold(&calls2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +124,8 @@ func TestProjectionResumesFromSnapshot(t *testing.T) {
 		}
 	}))
 	var calls3 atomic.Int64
-	pr3, err := peer.NewProjection(p3, "balance", "acct.deposit", balance{}, balanceFold(&calls3),
-		peer.ProjectFrom(peer.FromGroups("nobody")))
+	pr3, err := eventlog.NewProjection(p3.Log, "balance", "acct.deposit", balance{}, balanceFold(&calls3),
+		eventlog.ProjectFrom(eventlog.FromGroups("nobody")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +147,7 @@ func TestProjectionStopsOnFoldError(t *testing.T) {
 	}
 	emitN(t, pub, "acct.deposit", 4, 2)
 	var calls atomic.Int64
-	pr, err := peer.NewProjection(pub, "strict", "acct.>", balance{}, balanceFold(&calls), peer.WithoutSnapshots())
+	pr, err := eventlog.NewProjection(pub.Log, "strict", "acct.>", balance{}, balanceFold(&calls), eventlog.WithoutSnapshots())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,25 +167,34 @@ func TestProjectionStopsOnFoldError(t *testing.T) {
 	if pr.Seq() != good[2].Seq || pr.State().Total != 6 {
 		t.Fatalf("seq %d state %+v", pr.Seq(), pr.State())
 	}
-	if err := pr.Snapshot(ctx); !errors.Is(err, peer.ErrInvalidOption) {
+	if err := pr.Snapshot(ctx); !errors.Is(err, eventlog.ErrInvalidOption) {
 		t.Fatalf("snapshot without snapshots: %v", err)
 	}
-	if _, err := peer.NewProjection(pub, "bad name!", "x", 0, func(s int, _ peer.Event) (int, error) { return s, nil }); !errors.Is(err, peer.ErrInvalidOption) {
+	if _, err := eventlog.NewProjection(pub.Log, "bad name!", "x", 0, func(s int, _ eventlog.Event) (int, error) { return s, nil }); !errors.Is(err, eventlog.ErrInvalidOption) {
 		t.Fatalf("bad name: %v", err)
 	}
-	if _, err := peer.NewProjection(pub, "x", "x", 0, func(s int, _ peer.Event) (int, error) { return s, nil },
-		peer.ProjectFrom(peer.FromStart())); !errors.Is(err, peer.ErrInvalidOption) {
-		t.Fatalf("start option: %v", err)
+	// ProjectFrom takes filters only: a start option does not compile.
+	if in := reflect.TypeOf(eventlog.ProjectFrom).In(0).Elem(); in != reflect.TypeOf(eventlog.FromPeers()) ||
+		in == reflect.TypeOf(eventlog.FromStart()) {
+		t.Fatalf("start option: ProjectFrom takes %v", in)
+	}
+	if _, err := eventlog.NewProjection(pub.Log, "x", "x", 0, func(s int, _ eventlog.Event) (int, error) { return s, nil },
+		eventlog.SnapshotEvery(-1)); !errors.Is(err, eventlog.ErrInvalidOption) {
+		t.Fatalf("negative snapshot interval: %v", err)
 	}
 }
 
 func TestProjectionEndsWhenPeerCloses(t *testing.T) {
 	n := jsNode(t, t.TempDir(), "projclose")
-	p, err := peer.New(n.Conn())
+	pp, err := peer.New(n.Conn())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, err := peer.NewProjection(p, "count", ">", 0, func(s int, _ peer.Event) (int, error) { return s + 1, nil })
+	p, err := eventlog.New(pp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := eventlog.NewProjection(p, "count", ">", 0, func(s int, _ eventlog.Event) (int, error) { return s + 1, nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +209,7 @@ func TestProjectionEndsWhenPeerCloses(t *testing.T) {
 	if err := pr.WaitSeq(ctx, a.Seq); err != nil || pr.State() != 1 {
 		t.Fatalf("wait: %v, state %d", err, pr.State())
 	}
-	p.Close()
+	pp.Close()
 	if err := <-done; !errors.Is(err, peer.ErrClosed) {
 		t.Fatalf("run after close: %v", err)
 	}

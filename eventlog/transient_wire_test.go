@@ -1,4 +1,4 @@
-package peer_test
+package eventlog_test
 
 import (
 	"context"
@@ -8,8 +8,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
+
+// otherJSON is JSON under another codec name.
+type otherJSON struct{}
+
+func (otherJSON) Name() string                    { return "json2" }
+func (otherJSON) Marshal(v any) ([]byte, error)   { return json.Marshal(v) }
+func (otherJSON) Unmarshal(d []byte, v any) error { return json.Unmarshal(d, v) }
 
 // TestTransientWire checks the wire form of transient events (a JSON
 // envelope without headers; headers for ids that are not UTF-8 and for
@@ -21,21 +29,21 @@ func TestTransientWire(t *testing.T) {
 	defer cancel()
 	nc := n.Conn()
 	raw := make(chan *nats.Msg, 16)
-	rs, err := nc.ChanSubscribe(peer.TransientSubjects, raw)
+	rs, err := nc.ChanSubscribe(eventlog.TransientSubjects, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Unsubscribe()
 	watcher := newPeer(t, n, peer.AsClient())
-	got := make(chan peer.Event, 16)
-	sub, err := watcher.Subscribe("wire.>", func(_ context.Context, e peer.Event) error {
+	got := make(chan eventlog.Event, 16)
+	sub, err := watcher.Subscribe("wire.>", func(_ context.Context, e eventlog.Event) error {
 		got <- e
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func() peer.Event {
+	next := func() eventlog.Event {
 		t.Helper()
 		select {
 		case e := <-got:
@@ -43,7 +51,7 @@ func TestTransientWire(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("no event")
 		}
-		return peer.Event{}
+		return eventlog.Event{}
 	}
 	nextRaw := func() *nats.Msg {
 		t.Helper()
@@ -58,20 +66,20 @@ func TestTransientWire(t *testing.T) {
 
 	emitter := newPeer(t, n, peer.WithGroup("g"))
 	for _, id := range []string{"", `q"uote\`, "\xffnot-utf8"} {
-		var opts []peer.EmitOption
+		var opts []eventlog.EmitOption
 		if id != "" {
-			opts = append(opts, peer.WithEventID(id))
+			opts = append(opts, eventlog.WithEventID(id))
 		}
 		ack, err := emitter.EmitTransient(ctx, "wire.a", num{7}, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m := nextRaw()
-		if m.Subject != peer.TransientSubject("g", emitter.ID(), "wire.a") {
+		if m.Subject != eventlog.TransientSubject("g", emitter.ID(), "wire.a") {
 			t.Fatalf("subject %q", m.Subject)
 		}
 		if id == "\xffnot-utf8" {
-			if m.Header.Get(peer.HeaderEventID) != id || m.Header.Get(peer.HeaderTime) == "" || string(m.Data) != `{"N":7}` {
+			if m.Header.Get(eventlog.HeaderEventID) != id || m.Header.Get(eventlog.HeaderTime) == "" || string(m.Data) != `{"N":7}` {
 				t.Fatalf("header form: %v %s", m.Header, m.Data)
 			}
 		} else {
@@ -99,7 +107,7 @@ func TestTransientWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := nextRaw(); m.Header.Get(peer.HeaderCodec) != "json2" || m.Header.Get(peer.HeaderEventID) != ack.ID || string(m.Data) != `{"N":8}` {
+	if m := nextRaw(); m.Header.Get(peer.HeaderCodec) != "json2" || m.Header.Get(eventlog.HeaderEventID) != ack.ID || string(m.Data) != `{"N":8}` {
 		t.Fatalf("json2 transient event: %v %s", m.Header, m.Data)
 	}
 	if e := next(); e.ID != ack.ID || string(e.Data) != `{"N":8}` {
@@ -117,7 +125,7 @@ func TestTransientWire(t *testing.T) {
 		t.Fatalf("raw envelope event %+v", e)
 	}
 	hm := &nats.Msg{Subject: "peerbus.tevt._.rawpeer.wire.d", Data: []byte(`3`),
-		Header: nats.Header{peer.HeaderEventID: {"raw-2"}, peer.HeaderTime: {"2026-11-21T07:50:31Z"}}}
+		Header: nats.Header{eventlog.HeaderEventID: {"raw-2"}, eventlog.HeaderTime: {"2026-11-21T07:50:31Z"}}}
 	if err := nc.PublishMsg(hm); err != nil {
 		t.Fatal(err)
 	}

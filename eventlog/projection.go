@@ -1,4 +1,4 @@
-package peer
+package eventlog
 
 import (
 	"context"
@@ -11,12 +11,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/peerbus/peerbus/internal/names"
+	"github.com/peerbus/peerbus/peer"
 )
 
 const (
 	// ProjectionBucket is the JetStream key-value bucket where
-	// projections keep their snapshots, one key per projection name.
-	ProjectionBucket = "PEERBUS_PROJECTIONS"
+	// projections keep their snapshots, one key per projection name:
+	// "PEERBUS_PROJECTIONS".
+	ProjectionBucket = names.ProjectionBucket
 	// DefaultSnapshotEvery is how many folded events a running
 	// projection waits between two snapshots.
 	DefaultSnapshotEvery = 1000
@@ -28,11 +32,13 @@ const (
 // stops the projection at the previous event (see Projection.Run).
 type Fold[S any] func(state S, e Event) (S, error)
 
-// ProjectionOption configures a projection.
-type ProjectionOption func(*projConfig)
+// ProjectionOption configures a projection. The options check their
+// value and return an error wrapping ErrInvalidOption for an invalid
+// one.
+type ProjectionOption func(*projConfig) error
 
 type projConfig struct {
-	filters   []SubOption
+	filters   []Filter
 	every     int
 	snapshots bool
 	bucket    string
@@ -40,22 +46,55 @@ type projConfig struct {
 
 // ProjectFrom keeps only the events of these peers or groups (FromPeers,
 // FromGroups), filtered on the server.
-func ProjectFrom(filters ...SubOption) ProjectionOption {
-	return func(c *projConfig) { c.filters = append(c.filters, filters...) }
+func ProjectFrom(filters ...Filter) ProjectionOption {
+	return func(c *projConfig) error { c.filters = append(c.filters, filters...); return nil }
 }
 
 // SnapshotEvery makes a running projection store a snapshot every n
 // folded events (default DefaultSnapshotEvery); 0 stores one only when
-// Run ends and on Snapshot.
-func SnapshotEvery(n int) ProjectionOption { return func(c *projConfig) { c.every = n } }
+// Run ends and on Snapshot. A negative n is invalid.
+func SnapshotEvery(n int) ProjectionOption {
+	return func(c *projConfig) error {
+		if n < 0 {
+			return invalid("SnapshotEvery(%d): want 0 or more events", n)
+		}
+		c.every = n
+		return nil
+	}
+}
 
 // WithoutSnapshots keeps the projection in memory only: it folds the
 // log from the start every time it runs in a new process.
-func WithoutSnapshots() ProjectionOption { return func(c *projConfig) { c.snapshots = false } }
+func WithoutSnapshots() ProjectionOption {
+	return func(c *projConfig) error { c.snapshots = false; return nil }
+}
 
 // SnapshotBucket stores the snapshots in bucket instead of
-// ProjectionBucket.
-func SnapshotBucket(bucket string) ProjectionOption { return func(c *projConfig) { c.bucket = bucket } }
+// ProjectionBucket. A bucket name is letters, digits, '-' and '_'.
+func SnapshotBucket(bucket string) ProjectionOption {
+	return func(c *projConfig) error {
+		if !validBucket(bucket) {
+			return invalid("snapshot bucket %q: want letters, digits, '-' and '_'", bucket)
+		}
+		c.bucket = bucket
+		return nil
+	}
+}
+
+// validBucket checks a key-value bucket name.
+func validBucket(b string) bool {
+	if b == "" {
+		return false
+	}
+	for _, r := range b {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Projection folds the events of the log that match a pattern into a
 // state value of type S, in log order. It starts from its last snapshot
@@ -65,10 +104,10 @@ func SnapshotBucket(bucket string) ProjectionOption { return func(c *projConfig)
 // treated as read-only (fold may return a modified copy, or mutate the
 // state it is given: State and Read then see it under a lock).
 type Projection[S any] struct {
-	p        *Peer
+	l        *Log
 	name     string
 	pattern  string
-	filters  []SubOption
+	filters  []Filter
 	subjects []string
 	fold     Fold[S]
 	cfg      projConfig
@@ -99,33 +138,29 @@ type SnapshotInfo struct {
 // snapshot: letters, digits and "-_=/." ) of the events matching
 // pattern, starting from initial. It does not read anything until Run
 // or CatchUp.
-func NewProjection[S any](p *Peer, name, pattern string, initial S, fold Fold[S], opts ...ProjectionOption) (*Projection[S], error) {
+func NewProjection[S any](l *Log, name, pattern string, initial S, fold Fold[S], opts ...ProjectionOption) (*Projection[S], error) {
 	if fold == nil {
-		return nil, errors.New("peer: nil fold function")
+		return nil, errors.New("eventlog: nil fold function")
 	}
 	if !validKey(name) {
-		return nil, fmt.Errorf("%w: projection name %q must be letters, digits and -_=/. (not starting or ending with '.')", ErrInvalidOption, name)
+		return nil, invalid("projection name %q must be letters, digits and -_=/. (not starting or ending with '.')", name)
 	}
 	cfg := projConfig{every: DefaultSnapshotEvery, snapshots: true, bucket: ProjectionBucket}
 	for _, o := range opts {
-		o(&cfg)
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
 	}
-	var sc subConfig
-	for _, o := range cfg.filters {
-		o(&sc)
+	var rc readConfig
+	for _, f := range cfg.filters {
+		_ = f.apply(&rc)
 	}
-	if sc.fromLog() || len(sc.durableOnly) > 0 {
-		return nil, fmt.Errorf("%w: ProjectFrom takes FromPeers and FromGroups only", ErrInvalidOption)
-	}
-	subjects, err := FilterSubjects(pattern, sc.groups, sc.peers)
+	subjects, err := FilterSubjects(pattern, rc.groups, rc.peers)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.every < 0 {
-		cfg.every = 0
-	}
 	return &Projection[S]{
-		p: p, name: name, pattern: pattern, filters: cfg.filters, subjects: subjects,
+		l: l, name: name, pattern: pattern, filters: cfg.filters, subjects: subjects,
 		fold: fold, cfg: cfg, state: initial, advanced: make(chan struct{}),
 	}, nil
 }
@@ -192,7 +227,7 @@ func (pr *Projection[S]) WaitSeq(ctx context.Context, seq uint64) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("peer: projection %q at seq %d, waiting for %d: %w", pr.name, cur, seq, ctx.Err())
+			return fmt.Errorf("eventlog: projection %q at seq %d, waiting for %d: %w", pr.name, cur, seq, ctx.Err())
 		}
 	}
 }
@@ -210,10 +245,10 @@ func (pr *Projection[S]) apply(e Event) (err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			err = panicError(pr.p.id, "projection "+pr.name, r)
+			err = peer.PanicError(pr.l.id, "projection "+pr.name, r)
 		}
 		if err != nil {
-			pr.err = fmt.Errorf("peer: projection %q: fold of event seq %d (%s): %w", pr.name, e.Seq, e.Name, err)
+			pr.err = fmt.Errorf("eventlog: projection %q: fold of event seq %d (%s): %w", pr.name, e.Seq, e.Name, err)
 			err = pr.err
 			ch := pr.advanced
 			pr.advanced = make(chan struct{})
@@ -239,7 +274,7 @@ func (pr *Projection[S]) apply(e Event) (err error) {
 // loads the snapshot the first time.
 func (pr *Projection[S]) begin(ctx context.Context) error {
 	if !pr.running.CompareAndSwap(false, true) {
-		return fmt.Errorf("%w: projection %q is already running", ErrInvalidOption, pr.name)
+		return invalid("projection %q is already running", pr.name)
 	}
 	pr.mu.Lock()
 	pr.err = nil
@@ -266,17 +301,17 @@ func (pr *Projection[S]) maybeSnapshot() {
 	if !due {
 		return
 	}
-	if err := pr.Snapshot(pr.p.ctx); err != nil {
-		pr.p.reportError(err)
+	if err := pr.Snapshot(pr.l.ctx); err != nil {
+		pr.l.p.ReportError(err)
 	}
 }
 
 // Run loads the last snapshot (the first time), folds the stored events
 // after it, then follows the log until ctx ends, storing a snapshot
 // every SnapshotEvery events and when it returns. It returns ctx's
-// error, ErrClosed when the peer closes, or the fold error that stopped
-// it (the state stays at the event before; Run again retries that
-// event).
+// error, ErrClosed when the Log closes (or its peer: the error matches
+// peer.ErrClosed then), or the fold error that stopped it (the state
+// stays at the event before; Run again retries that event).
 func (pr *Projection[S]) Run(ctx context.Context) error {
 	if err := pr.begin(ctx); err != nil {
 		return err
@@ -292,10 +327,9 @@ func (pr *Projection[S]) Run(ctx context.Context) error {
 		pr.maybeSnapshot()
 		return nil
 	}
-	opts := append(slices.Clone(pr.filters), FromSeq(pr.Seq()+1))
-	sub, err := pr.p.Subscribe(pr.pattern, h, opts...)
+	sub, err := pr.l.Subscribe(pr.pattern, h, pr.readOptions()...)
 	if err != nil {
-		return fmt.Errorf("peer: projection %q: %w", pr.name, err)
+		return fmt.Errorf("eventlog: projection %q: %w", pr.name, err)
 	}
 	var ret error
 	select {
@@ -303,23 +337,33 @@ func (pr *Projection[S]) Run(ctx context.Context) error {
 		ret = ctx.Err()
 	case <-failed:
 	case <-sub.log.ctx.Done():
-		ret = ErrClosed
+		ret = pr.l.closedErrOr(ErrClosed)
 	}
-	_ = sub.Unsubscribe()
+	_ = sub.Close()
 	pr.mu.RLock()
 	if pr.err != nil {
 		ret = pr.err
 	}
 	dirty := pr.seq > pr.snapSeq.Load()
 	pr.mu.RUnlock()
-	if dirty && pr.cfg.snapshots && !pr.p.isClosed() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pr.p.opts.CallTimeout)
+	if dirty && pr.cfg.snapshots && pr.l.closedErr() == nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pr.l.timeout)
 		if err := pr.Snapshot(sctx); err != nil {
-			pr.p.reportError(err)
+			pr.l.p.ReportError(err)
 		}
 		cancel()
 	}
 	return ret
+}
+
+// readOptions are the options of the projection's reads: its filters,
+// from the event after its state.
+func (pr *Projection[S]) readOptions() []SubscribeOption {
+	opts := make([]SubscribeOption, 0, len(pr.filters)+1)
+	for _, f := range pr.filters {
+		opts = append(opts, f)
+	}
+	return append(opts, FromSeq(pr.Seq()+1))
 }
 
 // CatchUp loads the last snapshot (the first time) and folds the events
@@ -331,10 +375,14 @@ func (pr *Projection[S]) CatchUp(ctx context.Context) error {
 		return err
 	}
 	defer pr.running.Store(false)
-	opts := append(slices.Clone(pr.filters), FromSeq(pr.Seq()+1))
-	for e, err := range pr.p.Replay(ctx, pr.pattern, opts...) {
+	opts := make([]ReplayOption, 0, len(pr.filters)+1)
+	for _, f := range pr.filters {
+		opts = append(opts, f)
+	}
+	opts = append(opts, FromSeq(pr.Seq()+1))
+	for e, err := range pr.l.Replay(ctx, pr.pattern, opts...) {
 		if err != nil {
-			return fmt.Errorf("peer: projection %q: %w", pr.name, err)
+			return fmt.Errorf("eventlog: projection %q: %w", pr.name, err)
 		}
 		if err := pr.apply(e); err != nil {
 			return err
@@ -361,17 +409,17 @@ type snapshotDoc struct {
 func decodeSnapshot(data []byte) (snapshotDoc, error) {
 	var d snapshotDoc
 	if err := json.Unmarshal(data, &d); err != nil {
-		return snapshotDoc{}, fmt.Errorf("peer: malformed snapshot: %w", err)
+		return snapshotDoc{}, fmt.Errorf("eventlog: malformed snapshot: %w", err)
 	}
 	switch {
 	case d.V != snapshotVersion:
-		return snapshotDoc{}, fmt.Errorf("peer: snapshot version %d not supported", d.V)
+		return snapshotDoc{}, fmt.Errorf("eventlog: snapshot version %d not supported", d.V)
 	case d.Codec == "":
-		return snapshotDoc{}, errors.New("peer: malformed snapshot: no codec")
+		return snapshotDoc{}, errors.New("eventlog: malformed snapshot: no codec")
 	case len(d.State) == 0 && len(d.Bytes) == 0:
-		return snapshotDoc{}, errors.New("peer: malformed snapshot: no state")
+		return snapshotDoc{}, errors.New("eventlog: malformed snapshot: no state")
 	case len(d.State) > 0 && len(d.Bytes) > 0:
-		return snapshotDoc{}, errors.New("peer: malformed snapshot: two states")
+		return snapshotDoc{}, errors.New("eventlog: malformed snapshot: two states")
 	}
 	return d, nil
 }
@@ -387,11 +435,11 @@ func (d snapshotDoc) stateBytes() []byte {
 // Snapshot stores the current state and sequence now.
 func (pr *Projection[S]) Snapshot(ctx context.Context) error {
 	if !pr.cfg.snapshots {
-		return fmt.Errorf("%w: projection %q has no snapshots", ErrInvalidOption, pr.name)
+		return invalid("projection %q has no snapshots", pr.name)
 	}
 	pr.snapMu.Lock()
 	defer pr.snapMu.Unlock()
-	codec := pr.p.opts.Codec
+	codec := pr.l.codec
 	pr.mu.Lock()
 	doc := snapshotDoc{V: snapshotVersion, Name: pr.name, Seq: pr.seq, Time: time.Now().UTC(),
 		Filters: pr.subjects, Codec: codec.Name()}
@@ -401,23 +449,23 @@ func (pr *Projection[S]) Snapshot(ctx context.Context) error {
 	}
 	pr.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("peer: projection %q: encode state: %w", pr.name, err)
+		return fmt.Errorf("eventlog: projection %q: encode state: %w", pr.name, err)
 	}
-	if codec.Name() == JSON.Name() && json.Valid(st) {
+	if codec.Name() == peer.JSON.Name() && json.Valid(st) {
 		doc.State = st
 	} else {
 		doc.Bytes = st
 	}
 	data, err := json.Marshal(doc)
 	if err != nil {
-		return fmt.Errorf("peer: projection %q: encode snapshot: %w", pr.name, err)
+		return fmt.Errorf("eventlog: projection %q: encode snapshot: %w", pr.name, err)
 	}
-	err = pr.p.kvCall(ctx, pr.cfg.bucket, func(ctx context.Context, kv jetstream.KeyValue) error {
+	err = pr.l.kvCall(ctx, pr.cfg.bucket, func(ctx context.Context, kv jetstream.KeyValue) error {
 		_, err := kv.Put(ctx, pr.name, data)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("peer: projection %q: store snapshot: %w", pr.name, err)
+		return fmt.Errorf("eventlog: projection %q: store snapshot: %w", pr.name, err)
 	}
 	if doc.Seq > pr.snapSeq.Load() {
 		pr.snapSeq.Store(doc.Seq)
@@ -431,7 +479,7 @@ func (pr *Projection[S]) Snapshot(ctx context.Context) error {
 // ignored (the projection starts from its initial state).
 func (pr *Projection[S]) load(ctx context.Context) error {
 	var raw []byte
-	err := pr.p.kvCall(ctx, pr.cfg.bucket, func(ctx context.Context, kv jetstream.KeyValue) error {
+	err := pr.l.kvCall(ctx, pr.cfg.bucket, func(ctx context.Context, kv jetstream.KeyValue) error {
 		e, err := kv.Get(ctx, pr.name)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil
@@ -443,7 +491,7 @@ func (pr *Projection[S]) load(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("peer: projection %q: load snapshot: %w", pr.name, err)
+		return fmt.Errorf("eventlog: projection %q: load snapshot: %w", pr.name, err)
 	}
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
@@ -452,7 +500,7 @@ func (pr *Projection[S]) load(ctx context.Context) error {
 		return nil
 	}
 	doc, err := decodeSnapshot(raw)
-	codec := pr.p.opts.Codec
+	codec := pr.l.codec
 	switch {
 	case err != nil:
 	case doc.Codec != codec.Name():
@@ -467,7 +515,7 @@ func (pr *Projection[S]) load(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		pr.p.reportError(fmt.Errorf("peer: projection %q: snapshot ignored, folding from the start: %w", pr.name, err))
+		pr.l.p.ReportError(fmt.Errorf("eventlog: projection %q: snapshot ignored, folding from the start: %w", pr.name, err))
 		return nil
 	}
 	pr.state, pr.seq = st, doc.Seq
@@ -478,22 +526,22 @@ func (pr *Projection[S]) load(ctx context.Context) error {
 
 // kvCall runs op on the snapshot bucket (created when missing) with the
 // peer's call timeout and retry policy.
-func (p *Peer) kvCall(ctx context.Context, bucket string, op func(ctx context.Context, kv jetstream.KeyValue) error) error {
-	if p.isClosed() {
-		return ErrClosed
+func (l *Log) kvCall(ctx context.Context, bucket string, op func(ctx context.Context, kv jetstream.KeyValue) error) error {
+	if err := l.closedErr(); err != nil {
+		return err
 	}
-	ctx, cancel := p.callContext(ctx, callConfig{})
+	ctx, cancel := l.callContext(ctx)
 	defer cancel()
-	return p.evlog.retry(ctx, func(ctx context.Context) error {
-		kv, err := p.evlog.bucket(ctx, bucket)
+	return l.retry(ctx, func(ctx context.Context) error {
+		kv, err := l.bucket(ctx, bucket)
 		if err != nil {
 			return err
 		}
 		err = op(ctx, kv)
 		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-			p.evlog.kvMu.Lock()
-			delete(p.evlog.kvs, bucket)
-			p.evlog.kvMu.Unlock()
+			l.kvMu.Lock()
+			delete(l.kvs, bucket)
+			l.kvMu.Unlock()
 			return jetstream.ErrNoStreamResponse // look it up again
 		}
 		return err
@@ -502,7 +550,7 @@ func (p *Peer) kvCall(ctx context.Context, bucket string, op func(ctx context.Co
 
 // bucket returns the key-value bucket name, creating it (with the log's
 // storage and replicas) when missing.
-func (l *eventLog) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
+func (l *Log) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
 	l.kvMu.Lock()
 	defer l.kvMu.Unlock()
 	if kv := l.kvs[name]; kv != nil {

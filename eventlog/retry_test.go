@@ -1,4 +1,4 @@
-package peer
+package eventlog
 
 import (
 	"context"
@@ -10,13 +10,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/peerbus/peerbus/peer"
 )
 
 // TestLogRetryPolicy checks how the emit retry loop treats each kind of
 // JetStream error.
 func TestLogRetryPolicy(t *testing.T) {
-	p := &Peer{opts: DefaultOptions(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	l := &eventLog{p: p}
+	l := &Log{timeout: peer.DefaultCallTimeout, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	unavailable := &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}
 	full := &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum messages exceeded"}
 	run := func(ctx context.Context, errs ...error) (int, time.Duration, error) {
@@ -53,7 +54,7 @@ func TestLogRetryPolicy(t *testing.T) {
 		{nats.ErrNoResponders, ErrNoLog},
 		{jetstream.ErrJetStreamNotEnabled, ErrNoLog},
 		{full, ErrLogFull},
-		{&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamMessageExceedsMaximum}, ErrPayloadTooLarge},
+		{&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamMessageExceedsMaximum}, peer.ErrPayloadTooLarge},
 		{nats.ErrConnectionClosed, nats.ErrConnectionClosed},
 	} {
 		if calls, _, err := run(ctx, tc.err); calls != 1 || !errors.Is(err, tc.want) {
@@ -77,7 +78,7 @@ func TestLogRetryPolicy(t *testing.T) {
 	for i := range many {
 		many[i] = nats.ErrTimeout
 	}
-	if _, _, err := run(tctx, many...); !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := run(tctx, many...); !errors.Is(err, peer.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("timeouts until deadline: %v", err)
 	}
 }

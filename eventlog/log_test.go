@@ -1,4 +1,4 @@
-package peer_test
+package eventlog_test
 
 import (
 	"context"
@@ -13,27 +13,16 @@ import (
 	"time"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
-
-// jsNode starts a JetStream node named name on dir (a restart of the
-// same name and dir finds the same log).
-func jsNode(t testing.TB, dir, name string) *bus.Node {
-	t.Helper()
-	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithName(name), bus.WithDataDir(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
 
 type num struct{ N int }
 
 // emitN emits count events name with payloads from..from+count-1.
-func emitN(t *testing.T, p *peer.Peer, name string, from, count int) []peer.EventAck {
+func emitN(t *testing.T, p tpeer, name string, from, count int) []eventlog.Ack {
 	t.Helper()
-	var acks []peer.EventAck
+	var acks []eventlog.Ack
 	for i := from; i < from+count; i++ {
 		ack, err := p.Emit(context.Background(), name, num{i})
 		if err != nil {
@@ -45,11 +34,11 @@ func emitN(t *testing.T, p *peer.Peer, name string, from, count int) []peer.Even
 }
 
 // replayAll collects a replay.
-func replayAll(t *testing.T, p *peer.Peer, pattern string, opts ...peer.SubOption) []peer.Event {
+func replayAll(t *testing.T, p tpeer, pattern string, opts ...eventlog.ReplayOption) []eventlog.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var out []peer.Event
+	var out []eventlog.Event
 	for e, err := range p.Replay(ctx, pattern, opts...) {
 		if err != nil {
 			t.Fatal(err)
@@ -59,7 +48,7 @@ func replayAll(t *testing.T, p *peer.Peer, pattern string, opts ...peer.SubOptio
 	return out
 }
 
-func nums(t *testing.T, evs []peer.Event) []int {
+func nums(t *testing.T, evs []eventlog.Event) []int {
 	t.Helper()
 	var out []int
 	for _, e := range evs {
@@ -83,10 +72,10 @@ func seqRange(from, to int) []int {
 // collector records the events a handler gets.
 type collector struct {
 	mu  sync.Mutex
-	evs []peer.Event
+	evs []eventlog.Event
 }
 
-func (c *collector) handle(_ context.Context, e peer.Event) error {
+func (c *collector) handle(_ context.Context, e eventlog.Event) error {
 	c.mu.Lock()
 	c.evs = append(c.evs, e)
 	c.mu.Unlock()
@@ -95,7 +84,7 @@ func (c *collector) handle(_ context.Context, e peer.Event) error {
 
 func (c *collector) len() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.evs) }
 
-func (c *collector) events() []peer.Event {
+func (c *collector) events() []eventlog.Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.evs)
@@ -133,14 +122,14 @@ func TestLogReplayFromStartSeqAndTime(t *testing.T) {
 		}
 	}
 	// From a sequence (included).
-	if got := nums(t, replayAll(t, p, "order.created", peer.FromSeq(acks[6].Seq))); !slices.Equal(got, seqRange(6, 9)) {
+	if got := nums(t, replayAll(t, p, "order.created", eventlog.FromSeq(acks[6].Seq))); !slices.Equal(got, seqRange(6, 9)) {
 		t.Fatalf("replay from seq %d: %v", acks[6].Seq, got)
 	}
 	// From a time: events stored at or after it.
-	if got := nums(t, replayAll(t, p, "order.*", peer.FromTime(mid))); !slices.Equal(got, seqRange(5, 9)) {
+	if got := nums(t, replayAll(t, p, "order.*", eventlog.FromTime(mid))); !slices.Equal(got, seqRange(5, 9)) {
 		t.Fatalf("replay from time: %v", got)
 	}
-	if got := nums(t, replayAll(t, p, ">", peer.FromTime(mid))); !slices.Equal(got, append([]int{-1}, seqRange(5, 9)...)) {
+	if got := nums(t, replayAll(t, p, ">", eventlog.FromTime(mid))); !slices.Equal(got, append([]int{-1}, seqRange(5, 9)...)) {
 		t.Fatalf("replay all names from time: %v", got)
 	}
 	// Nothing matches: the replay ends at once.
@@ -154,21 +143,21 @@ func TestLogReplayFromStartSeqAndTime(t *testing.T) {
 		}
 		break
 	}
-	if c, err := p.CountEvents(ctx, "order.>"); err != nil || c != 10 {
+	if c, err := p.Count(ctx, "order.>"); err != nil || c != 10 {
 		t.Fatalf("count: %d %v", c, err)
 	}
-	if c, err := p.CountEvents(ctx, ">", peer.FromSeq(acks[9].Seq)); err != nil || c != 1 {
+	if c, err := p.Count(ctx, ">", eventlog.FromSeq(acks[9].Seq)); err != nil || c != 1 {
 		t.Fatalf("count from last: %d %v", c, err)
 	}
-	info, err := p.LogInfo(ctx)
+	info, err := p.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Stream != peer.LogStream || info.Events != 11 || info.FirstSeq != 1 || info.LastSeq != 11 ||
+	if info.Stream != eventlog.Stream || info.Events != 11 || info.FirstSeq != 1 || info.LastSeq != 11 ||
 		info.Bytes == 0 || info.Storage != "file" || info.Discard != "old" || info.Replicas != 1 ||
-		info.MaxAge != peer.DefaultLogMaxAge || info.MaxBytes != peer.DefaultLogMaxBytes || info.MaxEvents != -1 ||
-		info.Duplicates != peer.DefaultLogDuplicates || info.LastTime.Before(info.FirstTime) ||
-		!slices.Equal(info.Subjects, []string{peer.EventSubjects}) {
+		info.MaxAge != eventlog.DefaultMaxAge || info.MaxBytes != eventlog.DefaultMaxBytes || info.MaxEvents != -1 ||
+		info.Duplicates != eventlog.DefaultDuplicates || info.LastTime.Before(info.FirstTime) ||
+		!slices.Equal(info.Subjects, []string{eventlog.Subjects}) {
 		t.Fatalf("log info: %+v", info)
 	}
 	// Replays delete their consumers when they end.
@@ -178,7 +167,7 @@ func TestLogReplayFromStartSeqAndTime(t *testing.T) {
 
 	// A subscription from the start reads the log, then follows it.
 	var got collector
-	sub, err := p.Subscribe("order.>", got.handle, peer.FromStart())
+	sub, err := p.Subscribe("order.>", got.handle, eventlog.FromStart())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,17 +180,20 @@ func TestLogReplayFromStartSeqAndTime(t *testing.T) {
 	if ns := nums(t, got.events()); !slices.Equal(ns, seqRange(0, 10)) || sub.Seq() != last.Seq {
 		t.Fatalf("subscription from start: %v, seq %d", ns, sub.Seq())
 	}
-	if err := sub.Unsubscribe(); err != nil {
+	if err := sub.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Durable-only options are refused elsewhere.
-	if _, err := p.Subscribe("x", got.handle, peer.MaxDeliver(2)); !errors.Is(err, peer.ErrInvalidOption) {
-		t.Fatalf("MaxDeliver without Durable: %v", err)
+	// Durable-only options are refused elsewhere: they are neither
+	// subscription nor replay options, so a misuse does not compile.
+	var durableOnly any = eventlog.MaxDeliver(2)
+	if _, ok := durableOnly.(eventlog.SubscribeOption); ok {
+		t.Fatalf("MaxDeliver without Durable: accepted by Subscribe")
 	}
-	for _, err := range p.Replay(ctx, "x", peer.Durable("d")) {
-		if !errors.Is(err, peer.ErrInvalidOption) {
-			t.Fatalf("durable replay: %v", err)
-		}
+	if _, ok := durableOnly.(eventlog.ReplayOption); ok {
+		t.Fatalf("durable replay: MaxDeliver accepted by Replay")
+	}
+	if _, err := p.SubscribeDurable("d", "x", got.handle, eventlog.MaxDeliver(0)); !errors.Is(err, eventlog.ErrInvalidOption) {
+		t.Fatalf("MaxDeliver(0): %v", err)
 	}
 }
 
@@ -209,28 +201,28 @@ func TestLogDedupeOfRetriedEmit(t *testing.T) {
 	n := jsNode(t, t.TempDir(), "dedupe")
 	p := newPeer(t, n)
 	ctx := context.Background()
-	first, err := p.Emit(ctx, "payment.captured", num{1}, peer.WithEventID("pay-42"))
+	first, err := p.Emit(ctx, "payment.captured", num{1}, eventlog.WithEventID("pay-42"))
 	if err != nil || first.ID != "pay-42" || first.Duplicate {
 		t.Fatalf("first: %+v %v", first, err)
 	}
-	before, err := p.LogInfo(ctx)
+	before, err := p.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The retry (same id) gives the same sequence and time, stores nothing.
-	again, err := p.Emit(ctx, "payment.captured", num{1}, peer.WithEventID("pay-42"))
+	again, err := p.Emit(ctx, "payment.captured", num{1}, eventlog.WithEventID("pay-42"))
 	if err != nil || again.Seq != first.Seq || !again.Duplicate || !again.Time.Equal(first.Time) || again.ID != first.ID {
 		t.Fatalf("retry: %+v %v (first %+v)", again, err, first)
 	}
 	// So does an async retry.
-	f, err := p.EmitAsync(ctx, "payment.captured", num{1}, peer.WithEventID("pay-42"))
+	f, err := p.EmitAsync(ctx, "payment.captured", num{1}, eventlog.WithEventID("pay-42"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a, err := f.Wait(ctx); err != nil || a.Seq != first.Seq || !a.Duplicate {
 		t.Fatalf("async retry: %+v %v", a, err)
 	}
-	after, err := p.LogInfo(ctx)
+	after, err := p.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +234,7 @@ func TestLogDedupeOfRetriedEmit(t *testing.T) {
 	if err != nil || other.Seq != first.Seq+1 || other.ID == first.ID {
 		t.Fatalf("new id: %+v %v", other, err)
 	}
-	if _, err := p.Emit(ctx, "x", 1, peer.WithEventID("has space")); !errors.Is(err, peer.ErrInvalidOption) {
+	if _, err := p.Emit(ctx, "x", 1, eventlog.WithEventID("has space")); !errors.Is(err, eventlog.ErrInvalidOption) {
 		t.Fatalf("bad id: %v", err)
 	}
 }
@@ -270,14 +262,14 @@ func TestLogTransientEventsAreNotStored(t *testing.T) {
 		t.Fatalf("live: %+v", evs)
 	}
 	// Only the persisted one is in the log.
-	info, err := p.LogInfo(ctx)
+	info, err := p.Info(ctx)
 	if err != nil || info.Events != 1 {
 		t.Fatalf("log: %+v %v", info, err)
 	}
 	if got := replayAll(t, p, "progress.>"); len(got) != 1 || got[0].ID != pa.ID {
 		t.Fatalf("replay: %+v", got)
 	}
-	if c, err := p.CountEvents(ctx, "progress.step"); err != nil || c != 0 {
+	if c, err := p.Count(ctx, "progress.step"); err != nil || c != 0 {
 		t.Fatalf("count transient: %d %v", c, err)
 	}
 }
@@ -288,23 +280,23 @@ func TestLogWithoutJetStream(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	_, err := p.Emit(ctx, "order.created", num{1})
-	if !errors.Is(err, peer.ErrNoLog) {
+	if !errors.Is(err, eventlog.ErrNoLog) {
 		t.Fatalf("emit: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("emit took %v to fail; no JetStream is not a transient condition", d)
 	}
-	if _, err := p.EmitAsync(ctx, "order.created", num{1}); !errors.Is(err, peer.ErrNoLog) {
+	if _, err := p.EmitAsync(ctx, "order.created", num{1}); !errors.Is(err, eventlog.ErrNoLog) {
 		t.Fatalf("emit async: %v", err)
 	}
-	if _, err := p.LogInfo(ctx); !errors.Is(err, peer.ErrNoLog) {
+	if _, err := p.Info(ctx); !errors.Is(err, eventlog.ErrNoLog) {
 		t.Fatalf("log info: %v", err)
 	}
-	if _, err := p.Subscribe("order.>", func(context.Context, peer.Event) error { return nil }, peer.Durable("d")); !errors.Is(err, peer.ErrNoLog) {
+	if _, err := p.SubscribeDurable("d", "order.>", func(context.Context, eventlog.Event) error { return nil }); !errors.Is(err, eventlog.ErrNoLog) {
 		t.Fatalf("durable: %v", err)
 	}
 	for _, err := range p.Replay(ctx, ">") {
-		if !errors.Is(err, peer.ErrNoLog) {
+		if !errors.Is(err, eventlog.ErrNoLog) {
 			t.Fatalf("replay: %v", err)
 		}
 	}
@@ -332,37 +324,45 @@ func TestLogServerSideFilters(t *testing.T) {
 	subj := func(g, id, rest string) string { return "peerbus.evt." + g + "." + id + "." + rest }
 	cases := []struct {
 		durable, pattern string
-		opts             []peer.SubOption
+		opts             []eventlog.Filter
 		want             uint64
 		filters          []string
 	}{
 		{"by-name", "order.created", nil, 6, []string{subj("*", "*", "order.created")}},
-		{"by-group", "order.*", []peer.SubOption{peer.FromGroups("g2")}, 3, []string{subj("g2", "*", "order.*")}},
-		{"by-peer", "order.>", []peer.SubOption{peer.FromPeers(a.ID())}, 4, []string{subj("*", a.ID(), "order.>")}},
-		{"two-peers", "*.*", []peer.SubOption{peer.FromPeers(b.ID(), c.ID())}, 5,
+		{"by-group", "order.*", []eventlog.Filter{eventlog.FromGroups("g2")}, 3, []string{subj("g2", "*", "order.*")}},
+		{"by-peer", "order.>", []eventlog.Filter{eventlog.FromPeers(a.ID())}, 4, []string{subj("*", a.ID(), "order.>")}},
+		{"two-peers", "*.*", []eventlog.Filter{eventlog.FromPeers(b.ID(), c.ID())}, 5,
 			[]string{subj("*", b.ID(), "*.*"), subj("*", c.ID(), "*.*")}},
 	}
 	ctx := context.Background()
 	sub := newPeer(t, n)
 	for _, tc := range cases {
 		t.Run(tc.durable, func(t *testing.T) {
-			if got, err := sub.CountEvents(ctx, tc.pattern, tc.opts...); err != nil || got != tc.want {
+			var ropts []eventlog.ReplayOption
+			for _, o := range tc.opts {
+				ropts = append(ropts, o)
+			}
+			if got, err := sub.Count(ctx, tc.pattern, ropts...); err != nil || got != tc.want {
 				t.Fatalf("count: %d %v, want %d", got, err, tc.want)
 			}
 			// The handler holds the first event: the server counts what
 			// is left for this consumer, by its filters.
 			release := make(chan struct{})
 			var got collector
-			h := func(ctx context.Context, e peer.Event) error {
+			h := func(ctx context.Context, e eventlog.Event) error {
 				<-release
 				return got.handle(ctx, e)
 			}
-			s, err := sub.Subscribe(tc.pattern, h, append([]peer.SubOption{peer.Durable(tc.durable), peer.FromStart()}, tc.opts...)...)
+			dopts := []eventlog.DurableOption{eventlog.FromStart()}
+			for _, o := range tc.opts {
+				dopts = append(dopts, o)
+			}
+			s, err := sub.SubscribeDurable(tc.durable, tc.pattern, h, dopts...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer s.Unsubscribe()
-			var di peer.DurableInfo
+			defer s.Close()
+			var di eventlog.DurableInfo
 			waitFor(t, "first delivery", func() bool {
 				di, err = sub.DurableInfo(ctx, tc.durable)
 				return err == nil && di.AckPending == 1
@@ -383,17 +383,17 @@ func TestLogServerSideFilters(t *testing.T) {
 			})
 		})
 	}
-	info, err := sub.LogInfo(ctx)
+	info, err := sub.Info(ctx)
 	if err != nil || len(info.Durables) != len(cases) {
 		t.Fatalf("durables: %+v %v", info.Durables, err)
 	}
 	if err := sub.DeleteDurable(ctx, "by-name"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sub.DurableInfo(ctx, "by-name"); !errors.Is(err, peer.ErrUnknownDurable) {
+	if _, err := sub.DurableInfo(ctx, "by-name"); !errors.Is(err, eventlog.ErrUnknownDurable) {
 		t.Fatalf("deleted durable: %v", err)
 	}
-	if err := sub.DeleteDurable(ctx, "by-name"); !errors.Is(err, peer.ErrUnknownDurable) {
+	if err := sub.DeleteDurable(ctx, "by-name"); !errors.Is(err, eventlog.ErrUnknownDurable) {
 		t.Fatalf("delete twice: %v", err)
 	}
 }
@@ -418,11 +418,11 @@ func TestLogDurableResumesAfterRestart(t *testing.T) {
 	n1 := jsNode(t, dir, "resume")
 	pub := newPeer(t, n1)
 	s1 := newPeer(t, n1)
-	if _, err := s1.Subscribe("job.>", func(context.Context, peer.Event) error { return nil }, peer.Durable("billing"), peer.MustExist()); !errors.Is(err, peer.ErrUnknownDurable) {
+	if _, err := s1.SubscribeDurable("billing", "job.>", func(context.Context, eventlog.Event) error { return nil }, eventlog.MustExist()); !errors.Is(err, eventlog.ErrUnknownDurable) {
 		t.Fatalf("must exist: %v", err)
 	}
 	var first collector
-	sub, err := s1.Subscribe("job.>", first.handle, peer.Durable("billing"), peer.FromStart())
+	sub, err := s1.SubscribeDurable("billing", "job.>", first.handle, eventlog.FromStart())
 	if err != nil || sub.Durable() != "billing" {
 		t.Fatal(err)
 	}
@@ -451,7 +451,7 @@ func TestLogDurableResumesAfterRestart(t *testing.T) {
 	s2 := newPeer(t, n2)
 	var second collector
 	// Resuming keeps the position; delivery settings become the new ones.
-	if _, err := s2.Subscribe("job.>", second.handle, peer.Durable("billing"), peer.MustExist(), peer.MaxDeliver(7)); err != nil {
+	if _, err := s2.SubscribeDurable("billing", "job.>", second.handle, eventlog.MustExist(), eventlog.MaxDeliver(7)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "resumed events", func() bool { return second.len() >= 5 })
@@ -478,13 +478,13 @@ func TestLogRedeliveryThenDeadLetter(t *testing.T) {
 	ctx := context.Background()
 
 	var dead collector
-	if _, err := pub.Subscribe(peer.DeadLetterPrefix+">", dead.handle, peer.Durable("dead-watch")); err != nil {
+	if _, err := pub.SubscribeDurable("dead-watch", eventlog.DeadLetterPrefix+">", dead.handle); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var order []string
 	var badTries atomic.Int32
-	h := func(_ context.Context, e peer.Event) error {
+	h := func(_ context.Context, e eventlog.Event) error {
 		mu.Lock()
 		order = append(order, fmt.Sprintf("%s#%d", e.Name, e.Deliveries))
 		mu.Unlock()
@@ -496,8 +496,8 @@ func TestLogRedeliveryThenDeadLetter(t *testing.T) {
 		}
 		return nil
 	}
-	sub, err := worker.Subscribe("job.>", h, peer.Durable("worker"), peer.FromStart(),
-		peer.MaxDeliver(3), peer.RetryBackoff(5*time.Millisecond, 20*time.Millisecond))
+	sub, err := worker.SubscribeDurable("worker", "job.>", h, eventlog.FromStart(),
+		eventlog.MaxDeliver(3), eventlog.RetryBackoff(5*time.Millisecond, 20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,11 +517,11 @@ func TestLogRedeliveryThenDeadLetter(t *testing.T) {
 		t.Fatalf("deliveries %v, want %v", got, want)
 	}
 	de := dead.events()[0]
-	var dl peer.DeadLetter
+	var dl eventlog.DeadLetter
 	if err := de.Decode(&dl); err != nil {
 		t.Fatal(err)
 	}
-	if de.Name != peer.DeadLetterPrefix+"job.bad" || de.Peer != worker.ID() ||
+	if de.Name != eventlog.DeadLetterPrefix+"job.bad" || de.Peer != worker.ID() ||
 		dl.EventID != bad.ID || dl.Seq != bad.Seq || dl.Name != "job.bad" || dl.Peer != pub.ID() ||
 		dl.Deliveries != 3 || dl.Error != "boom" || dl.Durable != "worker" || dl.Subscriber != worker.ID() ||
 		!dl.Time.Equal(bad.Time) {
@@ -536,7 +536,7 @@ func TestLogRedeliveryThenDeadLetter(t *testing.T) {
 	}
 	_ = ok1
 	// The dead letter is in the log, for later inspection.
-	if got := replayAll(t, pub, peer.DeadLetterPrefix+">"); len(got) != 1 || got[0].ID != de.ID {
+	if got := replayAll(t, pub, eventlog.DeadLetterPrefix+">"); len(got) != 1 || got[0].ID != de.ID {
 		t.Fatalf("dead letters in the log: %+v", got)
 	}
 }
@@ -547,7 +547,7 @@ func TestLogAckedEventsSurviveAbruptStop(t *testing.T) {
 	p := newPeer(t, n1)
 	ctx := context.Background()
 	const total = 300
-	var acks []peer.EventAck
+	var acks []eventlog.Ack
 	for i := 0; i < total/2; i++ {
 		a, err := p.Emit(ctx, "ledger.entry", num{i})
 		if err != nil {
@@ -555,7 +555,7 @@ func TestLogAckedEventsSurviveAbruptStop(t *testing.T) {
 		}
 		acks = append(acks, a)
 	}
-	var fs []*peer.EmitFuture
+	var fs []*eventlog.EmitFuture
 	for i := total / 2; i < total; i++ {
 		f, err := p.EmitAsync(ctx, "ledger.entry", num{i})
 		if err != nil {
@@ -606,7 +606,7 @@ func TestLogRecreatedAfterDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := js.DeleteStream(ctx, peer.LogStream); err != nil {
+	if err := js.DeleteStream(ctx, eventlog.Stream); err != nil {
 		t.Fatal(err)
 	}
 	// The peer still thinks the log exists: its emit finds nobody
@@ -620,27 +620,27 @@ func TestLogRecreatedAfterDelete(t *testing.T) {
 func TestLogLimitsAndConfig(t *testing.T) {
 	n := jsNode(t, t.TempDir(), "limits")
 	ctx := context.Background()
-	p := newPeer(t, n, peer.WithEventLog(peer.LogConfig{MaxEvents: 3, DiscardNew: true, Memory: true, MaxAge: time.Minute}))
+	p := newPeerLog(t, n, []eventlog.Option{eventlog.WithConfig(eventlog.Config{MaxEvents: 3, DiscardNew: true, Memory: true, MaxAge: time.Minute})})
 	emitN(t, p, "x", 0, 3)
-	if _, err := p.Emit(ctx, "x", num{4}); !errors.Is(err, peer.ErrLogFull) {
+	if _, err := p.Emit(ctx, "x", num{4}); !errors.Is(err, eventlog.ErrLogFull) {
 		t.Fatalf("full log: %v", err)
 	}
-	info, err := p.LogInfo(ctx)
+	info, err := p.Info(ctx)
 	if err != nil || info.Storage != "memory" || info.Discard != "new" || info.MaxEvents != 3 ||
 		info.MaxAge != time.Minute || info.Duplicates != time.Minute || info.Events != 3 {
 		t.Fatalf("info: %+v %v", info, err)
 	}
 	// A peer with other settings uses the existing log as it is...
-	q := newPeer(t, n, peer.WithEventLog(peer.LogConfig{MaxEvents: 10}))
-	if _, err := q.Emit(ctx, "x", num{5}); !errors.Is(err, peer.ErrLogFull) {
+	q := newPeerLog(t, n, []eventlog.Option{eventlog.WithConfig(eventlog.Config{MaxEvents: 10})})
+	if _, err := q.Emit(ctx, "x", num{5}); !errors.Is(err, eventlog.ErrLogFull) {
 		t.Fatalf("other config: %v", err)
 	}
 	// ...unless it is told to update it.
-	r := newPeer(t, n, peer.WithEventLog(peer.LogConfig{MaxEvents: 10, DiscardNew: true, Memory: true, Update: true}))
+	r := newPeerLog(t, n, []eventlog.Option{eventlog.WithConfig(eventlog.Config{MaxEvents: 10, DiscardNew: true, Memory: true, Update: true})})
 	if _, err := r.Emit(ctx, "x", num{5}); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := r.LogInfo(ctx); err != nil || info.MaxEvents != 10 || info.MaxAge != peer.DefaultLogMaxAge || info.Events != 4 {
+	if info, err := r.Info(ctx); err != nil || info.MaxEvents != 10 || info.MaxAge != eventlog.DefaultMaxAge || info.Events != 4 {
 		t.Fatalf("updated: %+v %v", info, err)
 	}
 	// An event too large for the bus is refused before it is sent.
@@ -654,7 +654,7 @@ func TestLogAsyncEmitKeepsOrder(t *testing.T) {
 	n := jsNode(t, t.TempDir(), "async")
 	p := newPeer(t, n)
 	ctx := context.Background()
-	var fs []*peer.EmitFuture
+	var fs []*eventlog.EmitFuture
 	for i := range 500 {
 		f, err := p.EmitAsync(ctx, "tick", num{i})
 		if err != nil {
@@ -682,7 +682,7 @@ func TestLogOnClusteredNodes(t *testing.T) {
 	b := newPeer(t, nb, peer.WithGroup("g2"))
 	ctx := context.Background()
 	// Both peers emit into the one log, whichever node they are on.
-	var acks []peer.EventAck
+	var acks []eventlog.Ack
 	for i := range 10 {
 		p := a
 		if i%2 == 1 {
@@ -694,12 +694,17 @@ func TestLogOnClusteredNodes(t *testing.T) {
 		}
 		acks = append(acks, ack)
 	}
-	evs := replayAll(t, b, "order.created", peer.FromGroups("g1"))
+	for i, a := range acks {
+		if a.Seq != uint64(i+1) {
+			t.Fatalf("emit %d stored at seq %d", i, a.Seq)
+		}
+	}
+	evs := replayAll(t, b, "order.created", eventlog.FromGroups("g1"))
 	if got := nums(t, evs); !slices.Equal(got, []int{0, 2, 4, 6, 8}) {
 		t.Fatalf("replay on the other node: %v", got)
 	}
 	var got collector
-	if _, err := a.Subscribe("order.>", got.handle, peer.Durable("cl"), peer.FromStart()); err != nil {
+	if _, err := a.SubscribeDurable("cl", "order.>", got.handle, eventlog.FromStart()); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "durable across nodes", func() bool { return got.len() == 10 })
@@ -720,18 +725,18 @@ func TestLogEmitThroughLeaderChange(t *testing.T) {
 			n.Close()
 		}
 	})
-	cfg := peer.WithEventLog(peer.LogConfig{Replicas: 3})
-	a := newPeer(t, nodes[0], cfg)
-	b := newPeer(t, nodes[1], cfg)
-	before, err := a.LogInfo(ctx)
+	cfg := []eventlog.Option{eventlog.WithConfig(eventlog.Config{Replicas: 3})}
+	a := newPeerLog(t, nodes[0], cfg)
+	b := newPeerLog(t, nodes[1], cfg)
+	before, err := a.Info(ctx)
 	if err != nil || before.Replicas != 3 || before.Leader == "" {
 		t.Fatalf("log: %+v %v", before, err)
 	}
 	const perPeer = 150
-	acks := make([][]peer.EventAck, 2)
+	acks := make([][]eventlog.Ack, 2)
 	errs := make(chan error, 2)
 	stepdown := make(chan struct{})
-	for i, p := range []*peer.Peer{a, b} {
+	for i, p := range []tpeer{a, b} {
 		go func() {
 			for j := range perPeer {
 				if i == 0 && j == perPeer/3 {
@@ -749,7 +754,7 @@ func TestLogEmitThroughLeaderChange(t *testing.T) {
 	}
 	<-stepdown
 	// Move the stream's leadership while both peers emit.
-	if _, err := nodes[2].Conn().Request("$JS.API.STREAM.LEADER.STEPDOWN."+peer.LogStream, nil, 10*time.Second); err != nil {
+	if _, err := nodes[2].Conn().Request("$JS.API.STREAM.LEADER.STEPDOWN."+eventlog.Stream, nil, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -757,25 +762,25 @@ func TestLogEmitThroughLeaderChange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	after, err := a.LogInfo(ctx)
+	after, err := a.Info(ctx)
 	if err != nil || after.Events != 2*perPeer || after.Leader == before.Leader {
 		t.Fatalf("log after: %+v %v (leader before %s)", after, err, before.Leader)
 	}
 	// A peer that updates the log keeps its copies unless told otherwise.
-	c := newPeer(t, nodes[2], peer.WithEventLog(peer.LogConfig{Update: true, MaxAge: time.Hour}))
-	if info, err := c.LogInfo(ctx); err != nil || info.Replicas != 3 || info.MaxAge != time.Hour {
+	c := newPeerLog(t, nodes[2], []eventlog.Option{eventlog.WithConfig(eventlog.Config{Update: true, MaxAge: time.Hour})})
+	if info, err := c.Info(ctx); err != nil || info.Replicas != 3 || info.MaxAge != time.Hour {
 		t.Fatalf("updated log: %+v %v", info, err)
 	}
 	// Every acknowledged event is there once, each peer's in its order.
 	evs := replayAll(t, b, "tick")
-	byID := map[string]peer.Event{}
+	byID := map[string]eventlog.Event{}
 	for _, e := range evs {
 		if _, dup := byID[e.ID]; dup {
 			t.Fatalf("event %s stored twice", e.ID)
 		}
 		byID[e.ID] = e
 	}
-	for i, p := range []*peer.Peer{a, b} {
+	for i, p := range []tpeer{a, b} {
 		var last uint64
 		for j, ack := range acks[i] {
 			e, ok := byID[ack.ID]
@@ -799,9 +804,9 @@ func TestLogEmitAcrossLeaderNodeShutdown(t *testing.T) {
 			n.Close()
 		}
 	})
-	cfg := peer.WithEventLog(peer.LogConfig{Replicas: 3})
-	probe := newPeer(t, nodes[0], cfg)
-	info, err := probe.LogInfo(ctx)
+	cfg := []eventlog.Option{eventlog.WithConfig(eventlog.Config{Replicas: 3})}
+	probe := newPeerLog(t, nodes[0], cfg)
+	info, err := probe.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -819,7 +824,7 @@ func TestLogEmitAcrossLeaderNodeShutdown(t *testing.T) {
 	}
 	var retries atomic.Int64
 	lg := slog.New(countHandler{&retries})
-	p := newPeer(t, others[0], cfg, peer.WithLogger(lg), peer.WithCallTimeout(30*time.Second))
+	p := newPeerLog(t, others[0], cfg, peer.WithLogger(lg), peer.WithCallTimeout(30*time.Second))
 	acks := emitN(t, p, "tick", 0, 20)
 	// The stream leader's node stops (no drain): the two others elect a
 	// new leader; emits meanwhile are retried until it answers.
@@ -857,7 +862,7 @@ func TestLogReplayEndsWhenEventsAreDeleted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const total = 3000
-	var fs []*peer.EmitFuture
+	var fs []*eventlog.EmitFuture
 	for i := range total {
 		f, err := p.EmitAsync(ctx, "bulk", num{i})
 		if err != nil {
@@ -874,7 +879,7 @@ func TestLogReplayEndsWhenEventsAreDeleted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, peer.LogStream)
+	s, err := js.Stream(ctx, eventlog.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package peer_test
+package eventlog_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -23,7 +24,7 @@ import (
 
 type benchEnv struct {
 	n   *bus.Node
-	p   *peer.Peer
+	p   *eventlog.Log
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	ctx context.Context
@@ -32,18 +33,22 @@ type benchEnv struct {
 func newBenchEnv(b *testing.B) benchEnv {
 	b.Helper()
 	n := jsNode(b, b.TempDir(), "bench-log")
-	p, err := peer.New(n.Conn(), peer.AsClient())
+	pp, err := peer.New(n.Conn(), peer.AsClient())
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { p.Close() })
+	b.Cleanup(func() { pp.Close() })
+	p, err := eventlog.New(pp)
+	if err != nil {
+		b.Fatal(err)
+	}
 	js, err := jetstream.New(n.Conn())
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(js.CleanupPublisher)
 	ctx := context.Background()
-	if _, err := p.LogInfo(ctx); err != nil { // creates the log
+	if _, err := p.Info(ctx); err != nil { // creates the log
 		b.Fatal(err)
 	}
 	return benchEnv{n: n, p: p, nc: n.Conn(), js: js, ctx: ctx}
@@ -53,10 +58,10 @@ func newBenchEnv(b *testing.B) benchEnv {
 // empty stream and an empty dedupe window.
 func (env benchEnv) reset(b *testing.B) {
 	b.Helper()
-	if err := env.js.DeleteStream(env.ctx, peer.LogStream); err != nil {
+	if err := env.js.DeleteStream(env.ctx, eventlog.Stream); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := env.p.LogInfo(env.ctx); err != nil {
+	if _, err := env.p.Info(env.ctx); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -103,8 +108,8 @@ func BenchmarkLogEmit(b *testing.B) {
 		for b.Loop() {
 			id := benchID()
 			m := &nats.Msg{Subject: benchSubject, Data: benchPayload, Header: nats.Header{
-				jetstream.MsgIDHeader: {id}, peer.HeaderEventID: {id},
-				peer.HeaderTime: {"2026-11-21T07:50:30.123456789Z"}, peer.HeaderCodec: {"json"}}}
+				jetstream.MsgIDHeader: {id}, eventlog.HeaderEventID: {id},
+				eventlog.HeaderTime: {"2026-11-21T07:50:30.123456789Z"}, peer.HeaderCodec: {"json"}}}
 			if _, err := env.js.PublishMsg(env.ctx, m); err != nil {
 				b.Fatal(err)
 			}
@@ -121,7 +126,7 @@ func BenchmarkLogEmit(b *testing.B) {
 	// Async: batches of asyncBatch emits, then wait for their acks.
 	b.Run("async/peerbus", func(b *testing.B) {
 		env.reset(b)
-		fs := make([]*peer.EmitFuture, 0, asyncBatch)
+		fs := make([]*eventlog.EmitFuture, 0, asyncBatch)
 		wait := func() {
 			for _, f := range fs {
 				if _, err := f.Wait(env.ctx); err != nil {
@@ -160,8 +165,8 @@ func BenchmarkLogEmit(b *testing.B) {
 		for b.Loop() {
 			id := benchID()
 			m := &nats.Msg{Subject: benchSubject, Data: benchPayload, Header: nats.Header{
-				jetstream.MsgIDHeader: {id}, peer.HeaderEventID: {id},
-				peer.HeaderTime: {"2026-11-21T07:50:30.123456789Z"}, peer.HeaderCodec: {"json"}}}
+				jetstream.MsgIDHeader: {id}, eventlog.HeaderEventID: {id},
+				eventlog.HeaderTime: {"2026-11-21T07:50:30.123456789Z"}, peer.HeaderCodec: {"json"}}}
 			if _, err := env.js.PublishMsgAsync(m); err != nil {
 				b.Fatal(err)
 			}
@@ -190,7 +195,7 @@ func BenchmarkLogEmit(b *testing.B) {
 func BenchmarkLogReplay(b *testing.B) {
 	env := newBenchEnv(b)
 	const events = 10000
-	var fs []*peer.EmitFuture
+	var fs []*eventlog.EmitFuture
 	for range events {
 		f, err := env.p.EmitAsync(env.ctx, "bench.evt", num{12345})
 		if err != nil {
@@ -220,7 +225,7 @@ func BenchmarkLogReplay(b *testing.B) {
 	})
 	b.Run("raw", func(b *testing.B) {
 		for b.Loop() {
-			cons, err := env.js.OrderedConsumer(env.ctx, peer.LogStream, jetstream.OrderedConsumerConfig{
+			cons, err := env.js.OrderedConsumer(env.ctx, eventlog.Stream, jetstream.OrderedConsumerConfig{
 				FilterSubjects: []string{"peerbus.evt.*.*.bench.>"}})
 			if err != nil {
 				b.Fatal(err)
@@ -239,7 +244,7 @@ func BenchmarkLogReplay(b *testing.B) {
 				}
 			}
 			it.Stop()
-			_ = env.js.DeleteConsumer(env.ctx, peer.LogStream, cons.CachedInfo().Name)
+			_ = env.js.DeleteConsumer(env.ctx, eventlog.Stream, cons.CachedInfo().Name)
 		}
 		b.ReportMetric(float64(events*b.N)/b.Elapsed().Seconds(), "events/s")
 	})
@@ -288,7 +293,7 @@ func BenchmarkLogTransient(b *testing.B) {
 	b.Run("raw-headers", func(b *testing.B) {
 		for b.Loop() {
 			m := &nats.Msg{Subject: rawSubject, Data: benchPayload, Header: nats.Header{
-				peer.HeaderEventID: {benchID()}, peer.HeaderTime: {"2026-11-21T07:50:30.123456789Z"},
+				eventlog.HeaderEventID: {benchID()}, eventlog.HeaderTime: {"2026-11-21T07:50:30.123456789Z"},
 				peer.HeaderCodec: {"json"}}}
 			if err := env.nc.PublishMsg(m); err != nil {
 				b.Fatal(err)

@@ -1,4 +1,4 @@
-package peer
+package eventlog
 
 import (
 	"encoding/json"
@@ -58,7 +58,7 @@ func FuzzLogMsgEvent(f *testing.F) {
 			return
 		}
 		if e.Seq == 0 || e.Deliveries < 1 || e.Transient || e.Name == "" || e.Peer == "" ||
-			EventSubject(e.Group, e.Peer, e.Name) != subject || string(e.Data) != string(data) || e.Time.IsZero() {
+			Subject(e.Group, e.Peer, e.Name) != subject || string(e.Data) != string(data) || e.Time.IsZero() {
 			t.Fatalf("inconsistent event %+v from %q %q", e, subject, reply)
 		}
 	})
@@ -108,6 +108,27 @@ func FuzzLogTimeFormat(f *testing.F) {
 		tm := time.Unix(sec, nsec)
 		if got, want := formatTime(tm), tm.UTC().Format(time.RFC3339Nano); got != want {
 			t.Fatalf("formatTime(%d, %d) = %q, want %q", sec, nsec, got, want)
+		}
+	})
+}
+
+// FuzzParseEvent feeds arbitrary subjects and headers to the event
+// decoder.
+func FuzzParseEvent(f *testing.F) {
+	f.Add("peerbus.evt._.abc.order.created", "2026-01-02T03:04:05.123456789Z", []byte(`{"n":1}`))
+	f.Add("peerbus.evt.g.p.x", "bad time", []byte(nil))
+	f.Add("peerbus.evt..", "", []byte(nil))
+	f.Add("other.subject", "", []byte(nil))
+	f.Fuzz(func(t *testing.T, subject, tm string, data []byte) {
+		m := nats.NewMsg(subject)
+		m.Header.Set(HeaderTime, tm)
+		m.Data = data
+		e, err := ParseEvent(m)
+		if err != nil {
+			return
+		}
+		if e.Peer == "" || e.Name == "" || Subject(e.Group, e.Peer, e.Name) != subject {
+			t.Fatalf("inconsistent event %+v from %q", e, subject)
 		}
 	})
 }
