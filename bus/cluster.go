@@ -35,6 +35,7 @@ func StartLocalCluster(ctx context.Context, size int, dataDir, prefix string, op
 	}
 }
 
+// startLocalCluster is one attempt of StartLocalCluster.
 func startLocalCluster(ctx context.Context, size int, dataDir, prefix string, opts []Option) ([]*Node, error) {
 	ports := make([]int, size)
 	routes := make([]string, size)
