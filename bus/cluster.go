@@ -37,6 +37,7 @@ func StartLocalCluster(ctx context.Context, size int, dataDir, prefix string, op
 	}
 }
 
+// startLocalCluster is one attempt of StartLocalCluster.
 func startLocalCluster(ctx context.Context, size int, dataDir, prefix string, opts []Option) ([]*Node, error) {
 	ports := make([]int, size)
 	routes := make([]string, size)
@@ -110,14 +111,18 @@ func (n *Node) LogReplicas() int {
 	return targetReplicas(want, clusterPeers(srv))
 }
 
-// clusterPeers returns how many servers the JetStream meta group knows,
-// online or not, or 0 when unknown.
+// clusterPeers returns how many servers the JetStream meta group has,
+// online or not, or 0 when unknown: its size, or the servers this node
+// knows if it knows more. A follower that has just started may not list
+// every member yet (the leader tells it), but the group's size is known
+// from the start: the servers it was bootstrapped with (at least two),
+// grown by the leader as members join.
 func clusterPeers(srv *server.Server) int {
 	jsz, err := srv.Jsz(&server.JSzOptions{})
 	if err != nil || jsz.Meta == nil {
 		return 0
 	}
-	return 1 + len(jsz.Meta.Replicas)
+	return max(jsz.Meta.Size, 1+len(jsz.Meta.Replicas))
 }
 
 // targetReplicas resolves Options.LogReplicas for a cluster of peers

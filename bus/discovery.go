@@ -284,16 +284,19 @@ func listenBeacons(ifi *net.Interface, ip netip.Addr, group netip.AddrPort) (*ud
 	return &udpBeaconConn{send: pc.(*net.UDPConn), recv: recv, group: gaddr}, nil
 }
 
+// Send sends a beacon to the group.
 func (c *udpBeaconConn) Send(b []byte) error {
 	_, err := c.send.WriteToUDP(b, c.group)
 	return err
 }
 
+// Receive reads the next datagram sent to the group.
 func (c *udpBeaconConn) Receive(buf []byte) (int, error) {
 	n, _, err := c.recv.ReadFromUDP(buf)
 	return n, err
 }
 
+// Close closes both sockets.
 func (c *udpBeaconConn) Close() error {
 	return errors.Join(c.send.Close(), c.recv.Close())
 }
@@ -335,6 +338,8 @@ func newDiscoverer(conn beaconConn, self Beacon, interval time.Duration, log *sl
 	return d, nil
 }
 
+// sendLoop sends the node's beacon until Close: three quick ones, then
+// one every interval.
 func (d *discoverer) sendLoop() {
 	defer d.wg.Done()
 	t := time.NewTimer(0)
@@ -359,6 +364,7 @@ func (d *discoverer) sendLoop() {
 	}
 }
 
+// receiveLoop reads beacons and hands them to handle until Close.
 func (d *discoverer) receiveLoop() {
 	defer d.wg.Done()
 	buf := make([]byte, 2048)
@@ -464,18 +470,21 @@ func (d *discoverer) Close() error {
 	return d.closeErr
 }
 
+// warnOnce logs a warning the first time key is seen.
 func (d *discoverer) warnOnce(key, msg string, args ...any) {
 	if d.firstTime(key) {
 		d.log.Warn(msg, args...)
 	}
 }
 
+// infoOnce logs an info line the first time key is seen.
 func (d *discoverer) infoOnce(key, msg string, args ...any) {
 	if d.firstTime(key) {
 		d.log.Info(msg, args...)
 	}
 }
 
+// firstTime reports whether key is seen for the first time.
 func (d *discoverer) firstTime(key string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -486,6 +495,7 @@ func (d *discoverer) firstTime(key string) bool {
 	return true
 }
 
+// sortAddrPorts sorts a in address, then port order.
 func sortAddrPorts(a []netip.AddrPort) {
 	slices.SortFunc(a, func(x, y netip.AddrPort) int { return x.Compare(y) })
 }

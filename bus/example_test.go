@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -140,4 +141,26 @@ func ExampleOptions_ApplyEnv() {
 	}
 	fmt.Println(o.Listen, o.Routes, o.ClusterName)
 	// Output: 0.0.0.0:4222 [10.0.0.1:6222 10.0.0.2:6222] peerbus
+}
+
+// Settings is the table behind ApplyEnv and the CLI's flags: here a
+// value given as text, as a flag or a variable gives it, is applied.
+func ExampleSettings() {
+	o := bus.DefaultOptions()
+	for _, s := range bus.Settings() {
+		if s.Flag == "listen" {
+			fmt.Printf("--%s [$%s] default %s\n", s.Flag, s.Env, s.Default)
+			if err := s.Set(&o, "127.0.0.1:-1"); err != nil {
+				fmt.Println(err)
+			}
+			if err := s.Set(&o, "nonsense"); err != nil {
+				fmt.Println("refused:", errors.Is(err, bus.ErrInvalidOption))
+			}
+		}
+	}
+	fmt.Println(o.Listen)
+	// Output:
+	// --listen [$PEERBUS_LISTEN] default 127.0.0.1:4222
+	// refused: true
+	// 127.0.0.1:-1
 }

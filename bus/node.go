@@ -4,8 +4,14 @@
 //
 // A Node is created with New, started with Start (which blocks until the
 // server accepts connections and JetStream is current) and stopped with
-// Close, which drains the connection and shuts the server down. Nodes
-// given routes to each other form one NATS cluster: one bus.
+// Close, which drains the connection and shuts the server down within
+// documented bounds. Nodes given routes to each other form one NATS
+// cluster: one bus.
+//
+// Options start from DefaultOptions; Option functions (With*) change them
+// and refuse values they cannot use with ErrInvalidOption. Settings is
+// the table of the settings the environment (PEERBUS_*, see FromEnv) and
+// the flags of the peerbus node command give.
 package bus
 
 import (
@@ -137,13 +143,12 @@ func (n *Node) Start(ctx context.Context) error {
 		n.startErr = n.startEmbedded(ctx)
 	}
 	if n.startErr != nil {
-		n.teardown()
+		if err := n.teardown(); err != nil {
+			n.log.Warn("bus node not torn down in time after a failed start", "err", err)
+		}
 	}
 	return n.startErr
 }
-
-// Up starts the node if needed and returns once it is ready.
-func (n *Node) Up(ctx context.Context) error { return n.Start(ctx) }
 
 // startPlan is what startEmbedded works out before it builds the
 // server's options: addresses, the name, discovery.
@@ -306,34 +311,7 @@ func (n *Node) serverOptions(ctx context.Context, p *startPlan, found []string) 
 	n.inproc = inproc
 	if p.clustered {
 		sopts.Cluster.Name, sopts.Cluster.Host, sopts.Cluster.Port = o.ClusterName, p.chost, p.cport
-		routes := append(append([]string(nil), o.Routes...), found...)
-		if !o.NoJetStream && (len(o.Routes) == 0 || o.Discover) {
-			// A first (seed) node routes to itself: the server skips
-			// the self route, and clustered JetStream accepts the
-			// setup. A discovering node lists itself among the nodes it
-			// found, so that the expected cluster size counts it.
-			// Configured routes are left alone: they usually name this
-			// node already, and a second name for it would inflate the
-			// expected size (and the quorum) of the JetStream cluster.
-			self := p.chost
-			if ip := net.ParseIP(self); ip != nil && ip.IsUnspecified() {
-				self = "127.0.0.1"
-			}
-			routes = append(routes, net.JoinHostPort(self, strconv.Itoa(p.cport)))
-		}
-		all, _ := routeURLs(routes)
-		var urls []*url.URL
-		seen := map[string]bool{}
-		for _, u := range all {
-			if !seen[u.Host] {
-				seen[u.Host] = true
-				urls = append(urls, n.opts.withRouteCreds(u))
-			}
-		}
-		sopts.Routes = urls
-		n.routes = urls
-		n.seeded = hasOtherRoute(ctx, urls, p.chost, p.cport)
-		n.lone = !o.NoJetStream && !n.seeded
+		sopts.Routes = n.clusterRoutes(ctx, p, found)
 	}
 	if len(p.leafs) > 0 {
 		r, err := n.opts.leafRemote(p.leafs)
@@ -343,25 +321,72 @@ func (n *Node) serverOptions(ctx context.Context, p *startPlan, found []string) 
 		sopts.LeafNode.Remotes = []*server.RemoteLeafOpts{r}
 	}
 	if !o.NoJetStream {
-		dir := o.DataDir
-		if dir == "" {
-			dir = defaultDataDir(o.Name)
-			n.opts.DataDir = dir
+		if err := n.jetStreamOptions(sopts, p); err != nil {
+			return nil, err
 		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("bus: data directory: %w", err)
-		}
-		sopts.JetStream = true
-		sopts.StoreDir = dir
-		sopts.JetStreamDomain = o.JetStreamDomain
-		if sopts.JetStreamDomain == "" && len(p.leafs) > 0 {
-			// A leafnode's JetStream needs a domain of its own, or the
-			// hub's and the leaf's JetStream APIs collide.
-			sopts.JetStreamDomain = nameSafe(o.Name)
-		}
-		n.opts.JetStreamDomain = sopts.JetStreamDomain
 	}
 	return sopts, nil
+}
+
+// clusterRoutes returns the routes of a clustered node: the configured
+// ones, the discovered ones and, for a seed or a discovering node, its
+// own; each host once, with the cluster credentials. It records them
+// and whether the node is the first of its cluster.
+func (n *Node) clusterRoutes(ctx context.Context, p *startPlan, found []string) []*url.URL {
+	o := n.opts
+	routes := append(append([]string(nil), o.Routes...), found...)
+	if !o.NoJetStream && (len(o.Routes) == 0 || o.Discover) {
+		// A first (seed) node routes to itself: the server skips
+		// the self route, and clustered JetStream accepts the
+		// setup. A discovering node lists itself among the nodes it
+		// found, so that the expected cluster size counts it.
+		// Configured routes are left alone: they usually name this
+		// node already, and a second name for it would inflate the
+		// expected size (and the quorum) of the JetStream cluster.
+		self := p.chost
+		if ip := net.ParseIP(self); ip != nil && ip.IsUnspecified() {
+			self = "127.0.0.1"
+		}
+		routes = append(routes, net.JoinHostPort(self, strconv.Itoa(p.cport)))
+	}
+	all, _ := routeURLs(routes)
+	var urls []*url.URL
+	seen := map[string]bool{}
+	for _, u := range all {
+		if !seen[u.Host] {
+			seen[u.Host] = true
+			urls = append(urls, n.opts.withRouteCreds(u))
+		}
+	}
+	n.routes = urls
+	n.seeded = hasOtherRoute(ctx, urls, p.chost, p.cport)
+	n.lone = !o.NoJetStream && !n.seeded
+	return urls
+}
+
+// jetStreamOptions turns on JetStream in sopts: the data directory
+// (created if needed) and the domain, which a leafnode's JetStream gets
+// by default.
+func (n *Node) jetStreamOptions(sopts *server.Options, p *startPlan) error {
+	o := n.opts
+	dir := o.DataDir
+	if dir == "" {
+		dir = defaultDataDir(o.Name)
+		n.opts.DataDir = dir
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("bus: data directory: %w", err)
+	}
+	sopts.JetStream = true
+	sopts.StoreDir = dir
+	sopts.JetStreamDomain = o.JetStreamDomain
+	if sopts.JetStreamDomain == "" && len(p.leafs) > 0 {
+		// A leafnode's JetStream needs a domain of its own, or the
+		// hub's and the leaf's JetStream APIs collide.
+		sopts.JetStreamDomain = nameSafe(o.Name)
+	}
+	n.opts.JetStreamDomain = sopts.JetStreamDomain
+	return nil
 }
 
 // startServer creates and starts the server and waits until it accepts
@@ -640,6 +665,7 @@ func hasOtherRoute(ctx context.Context, routes []*url.URL, chost string, cport i
 	return false
 }
 
+// namesSelf reports whether route u names this node (see hasOtherRoute).
 func namesSelf(ctx context.Context, u *url.URL, chost string, cport int) bool {
 	if u.Port() != strconv.Itoa(cport) {
 		return false
@@ -688,6 +714,8 @@ func isLocalAddr(a netip.Addr) bool {
 	return false
 }
 
+// startExternal connects the node to the external NATS at
+// Options.ExternalURL and uses its JetStream when it has one.
 func (n *Node) startExternal(ctx context.Context) error {
 	name := n.opts.Name
 	if name == "" {
@@ -731,9 +759,31 @@ func (n *Node) startExternal(ctx context.Context) error {
 	return nil
 }
 
-// Close drains the node's connection and shuts the embedded server down.
-// It waits until every goroutine of the node has ended. A second call
-// returns an error wrapping net.ErrClosed.
+// Bounds of the waits of Close (variables, so that a test can shorten
+// them).
+var (
+	// closeBackgroundWait bounds the wait for the node's background
+	// goroutines (route adder, replica manager, log readiness report),
+	// which end at once when told to unless a JetStream request of theirs
+	// is under way.
+	closeBackgroundWait = 5 * time.Second
+	// closeDrainWait bounds the drain of the in-process connection; the
+	// connection is closed when it runs out.
+	closeDrainWait = 10 * time.Second
+	// closeShutdownWait bounds the wait for the embedded server's
+	// shutdown.
+	closeShutdownWait = 10 * time.Second
+)
+
+// Close drains the node's connection and shuts the embedded server down,
+// and waits until the node's goroutines have ended. Every wait is
+// bounded: 5 s for the background goroutines, 10 s for the drain (then
+// the connection is closed), 10 s for the server's shutdown, so Close
+// returns within about 25 s. A wait that runs out does not stop Close:
+// it goes on with the next step, and returns an error wrapping
+// context.DeadlineExceeded that names the step (which then ends in the
+// background). A second call returns ErrClosed, which wraps
+// net.ErrClosed. Close is safe to call on a node that was never started.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -741,36 +791,65 @@ func (n *Node) Close() error {
 		return ErrClosed
 	}
 	n.closed = true
-	n.teardown()
+	err := n.teardown()
 	n.log.Info("bus node closed", "name", n.opts.Name)
-	return nil
+	return err
 }
 
-func (n *Node) teardown() {
+// teardown stops the background goroutines, drains the connection and
+// shuts the server down, each within its bound (see Close). It runs
+// once; later calls return nil.
+func (n *Node) teardown() error {
 	if n.tornDown {
-		return
+		return nil
 	}
 	n.tornDown = true
 	n.stopOnce.Do(func() { close(n.bgStop) })
 	if n.disc != nil {
 		_ = n.disc.Close()
 	}
-	n.bg.Wait()
-	if n.nc != nil {
+	var errs []error
+	if !waitFor(n.bg.Wait, closeBackgroundWait) {
+		errs = append(errs, fmt.Errorf("bus: close: background goroutines still running after %v: %w",
+			closeBackgroundWait, context.DeadlineExceeded))
+	}
+	if n.nc != nil && !n.nc.IsClosed() {
 		done := make(chan struct{})
 		n.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
 		if err := n.nc.Drain(); err != nil {
 			n.nc.Close()
 		}
+		t := time.NewTimer(closeDrainWait)
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
+		case <-t.C:
 			n.nc.Close()
 		}
+		t.Stop()
 	}
-	if n.srv != nil {
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
+	if srv := n.srv; srv != nil {
+		if !waitFor(func() { srv.Shutdown(); srv.WaitForShutdown() }, closeShutdownWait) {
+			errs = append(errs, fmt.Errorf("bus: close: server shutdown not complete after %v: %w",
+				closeShutdownWait, context.DeadlineExceeded))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitFor runs f in a goroutine and reports whether it returned within d.
+func waitFor(f func(), d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -864,6 +943,7 @@ func (n *Node) NumRoutes() int {
 	return n.srv.NumRoutes()
 }
 
+// fatal returns the first fatal message of the server, or "".
 func (n *Node) fatal() string {
 	n.fatalMu.Lock()
 	defer n.fatalMu.Unlock()
@@ -874,21 +954,34 @@ func (n *Node) fatal() string {
 // records the message so Start can fail with it; it never exits.
 type serverLogger struct{ n *Node }
 
+// logf logs one line of the server at level.
 func (l *serverLogger) logf(level slog.Level, format string, v []any) {
 	l.n.log.Log(context.Background(), level, fmt.Sprintf(format, v...), "component", "nats-server", "node", l.n.opts.Name)
 }
 
+// Noticef logs at info level.
 func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v) }
+
+// Warnf logs at warn level.
 func (l *serverLogger) Warnf(format string, v ...any) {
 	l.logf(slog.LevelWarn, format, v)
 	l.n.noteRouteError(format, v)
 }
+
+// Errorf logs at error level.
 func (l *serverLogger) Errorf(format string, v ...any) {
 	l.logf(slog.LevelError, format, v)
 	l.n.noteRouteError(format, v)
 }
+
+// Debugf logs at debug level.
 func (l *serverLogger) Debugf(format string, v ...any) { l.logf(slog.LevelDebug, format, v) }
+
+// Tracef logs below debug level.
 func (l *serverLogger) Tracef(format string, v ...any) { l.logf(slog.LevelDebug-4, format, v) }
+
+// Fatalf logs at error level and records the first fatal message, for
+// Start to fail with; it does not exit.
 func (l *serverLogger) Fatalf(format string, v ...any) {
 	l.logf(slog.LevelError, format, v)
 	l.n.fatalMu.Lock()

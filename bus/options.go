@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nkeys"
 )
 
 // Default values used by DefaultOptions.
@@ -39,43 +41,6 @@ const (
 	// DefaultLogReplicas is the replica count the node keeps the event
 	// log at once its JetStream cluster has at least that many servers.
 	DefaultLogReplicas = 3
-)
-
-// Environment variables read by FromEnv. Flags of the CLI override them,
-// and they override the defaults.
-const (
-	EnvName        = "PEERBUS_NAME"         // node name
-	EnvListen      = "PEERBUS_LISTEN"       // client listen address host:port
-	EnvCluster     = "PEERBUS_CLUSTER"      // cluster listen address host:port
-	EnvClusterName = "PEERBUS_CLUSTER_NAME" // cluster name
-	EnvRoutes      = "PEERBUS_ROUTES"       // comma separated route URLs (seeds)
-	EnvDataDir     = "PEERBUS_DATA_DIR"     // JetStream data directory
-	EnvNATSURL     = "PEERBUS_NATS_URL"     // external NATS URL (no embedded server)
-	EnvNoJetStream = "PEERBUS_NO_JETSTREAM" // "1"/"true" disables JetStream
-
-	EnvDiscover        = "PEERBUS_DISCOVER"         // "1"/"true": LAN discovery by multicast
-	EnvDiscoveryGroup  = "PEERBUS_DISCOVERY_GROUP"  // multicast group:port of beacons
-	EnvDiscoveryIface  = "PEERBUS_DISCOVERY_IFACE"  // interface of beacons
-	EnvDiscoveryWindow = "PEERBUS_DISCOVERY_WINDOW" // listening time before start (duration)
-	EnvLeaf            = "PEERBUS_LEAF"             // leafnode remote URL(s)
-	EnvJSDomain        = "PEERBUS_JS_DOMAIN"        // JetStream domain
-	EnvLogReplicas     = "PEERBUS_LOG_REPLICAS"     // replicas of the event log (0 auto, -1 unmanaged)
-
-	EnvAuthToken       = "PEERBUS_AUTH_TOKEN"       // client token
-	EnvUser            = "PEERBUS_USER"             // client user
-	EnvPassword        = "PEERBUS_PASSWORD"         // client password
-	EnvNKeysFile       = "PEERBUS_NKEYS_FILE"       // file of allowed user nkeys
-	EnvNKeySeed        = "PEERBUS_NKEY_SEED"        // nkey seed (or seed file) to connect with
-	EnvCreds           = "PEERBUS_CREDS"            // JWT credentials file to connect with
-	EnvTLSCert         = "PEERBUS_TLS_CERT"         // client port certificate (PEM file)
-	EnvTLSKey          = "PEERBUS_TLS_KEY"          // its key
-	EnvTLSCA           = "PEERBUS_TLS_CA"           // CA of client certificates and remote servers
-	EnvTLSVerify       = "PEERBUS_TLS_VERIFY"       // "1"/"true": clients need a certificate
-	EnvClusterUser     = "PEERBUS_CLUSTER_USER"     // route user
-	EnvClusterPassword = "PEERBUS_CLUSTER_PASSWORD" // route password
-	EnvClusterTLSCert  = "PEERBUS_CLUSTER_TLS_CERT" // route certificate (PEM file)
-	EnvClusterTLSKey   = "PEERBUS_CLUSTER_TLS_KEY"  // its key
-	EnvClusterTLSCA    = "PEERBUS_CLUSTER_TLS_CA"   // CA of route certificates (mutual TLS)
 )
 
 // Options configures a Node. Obtain a populated value with
@@ -192,10 +157,18 @@ type Options struct {
 	ClusterTLSCert, ClusterTLSKey, ClusterTLSCA string
 }
 
-// Option changes Options; see the With* functions.
+// Option changes Options; see the With* functions. Each checks its
+// values and returns an error wrapping ErrInvalidOption for one it
+// cannot use; New returns that error. Checks that need several options
+// together (a token excludes users, for one) are made by New once every
+// option is applied.
 type Option func(*Options) error
 
-// DefaultOptions returns the documented defaults.
+// DefaultOptions returns the documented defaults: a node on
+// DefaultListen (loopback, port 4222) with JetStream, in cluster
+// DefaultClusterName, without a cluster listener, discovery, leafnode or
+// security; its name and data directory are worked out at Start (see
+// Options.Name and Options.DataDir). New starts from these.
 func DefaultOptions() Options {
 	return Options{
 		Listen:       DefaultListen,
@@ -209,42 +182,89 @@ func DefaultOptions() Options {
 	}
 }
 
-// WithName sets the node name.
+// WithName sets the node name ("" keeps the default). A name must not
+// contain spaces, '.', '*' or '>'.
 func WithName(name string) Option {
-	return func(o *Options) error { o.Name = name; return nil }
+	return func(o *Options) error {
+		if err := checkName(name); err != nil {
+			return err
+		}
+		o.Name = name
+		return nil
+	}
 }
 
-// WithListen sets the client listen address (host:port, port -1 = any).
+// WithListen sets the client listen address (host:port, port -1 = any;
+// "" keeps DefaultListen).
 func WithListen(addr string) Option {
-	return func(o *Options) error { o.Listen = addr; return nil }
+	return func(o *Options) error {
+		if addr != "" {
+			if _, _, err := hostPort(addr, "listen"); err != nil {
+				return err
+			}
+		}
+		o.Listen = addr
+		return nil
+	}
 }
 
-// WithCluster sets the cluster listen address (host:port, port -1 = any).
+// WithCluster sets the cluster listen address (host:port, port -1 = any;
+// "" for none).
 func WithCluster(addr string) Option {
-	return func(o *Options) error { o.ClusterListen = addr; return nil }
+	return func(o *Options) error {
+		if addr != "" {
+			if _, _, err := hostPort(addr, "cluster"); err != nil {
+				return err
+			}
+		}
+		o.ClusterListen = addr
+		return nil
+	}
 }
 
-// WithClusterName sets the cluster name.
+// WithClusterName sets the cluster name ("" keeps DefaultClusterName). A
+// cluster name must not contain spaces, '.', '*' or '>'.
 func WithClusterName(name string) Option {
-	return func(o *Options) error { o.ClusterName = name; return nil }
+	return func(o *Options) error {
+		if err := checkClusterName(name); err != nil {
+			return err
+		}
+		o.ClusterName = name
+		return nil
+	}
 }
 
-// WithRoutes adds seed route URLs.
+// WithRoutes adds seed route URLs (nats-route://host:port or host:port).
 func WithRoutes(routes ...string) Option {
-	return func(o *Options) error { o.Routes = append(o.Routes, routes...); return nil }
+	return func(o *Options) error {
+		if _, err := routeURLs(routes); err != nil {
+			return err
+		}
+		o.Routes = append(o.Routes, routes...)
+		return nil
+	}
 }
 
-// WithDataDir sets the JetStream data directory.
+// WithDataDir sets the JetStream data directory ("" keeps the default,
+// see Options.DataDir).
 func WithDataDir(dir string) Option {
 	return func(o *Options) error { o.DataDir = dir; return nil }
 }
 
-// WithExternalURL makes the node a client of an existing NATS deployment.
+// WithExternalURL makes the node a client of an existing NATS deployment
+// at url (a NATS URL, or a comma separated list of them; "" embeds a
+// server).
 func WithExternalURL(url string) Option {
-	return func(o *Options) error { o.ExternalURL = url; return nil }
+	return func(o *Options) error {
+		if err := checkExternalURL(url); err != nil {
+			return err
+		}
+		o.ExternalURL = url
+		return nil
+	}
 }
 
-// WithLogger injects the logger.
+// WithLogger injects the logger (nil discards the log).
 func WithLogger(l *slog.Logger) Option {
 	return func(o *Options) error { o.Logger = l; return nil }
 }
@@ -254,7 +274,8 @@ func WithoutJetStream() Option {
 	return func(o *Options) error { o.NoJetStream = true; return nil }
 }
 
-// WithMaxPayload sets the embedded server's max payload.
+// WithMaxPayload sets the embedded server's max payload in bytes (0
+// keeps the server's default, 1 MiB).
 func WithMaxPayload(n int32) Option {
 	return func(o *Options) error {
 		if n < 0 {
@@ -265,9 +286,16 @@ func WithMaxPayload(n int32) Option {
 	}
 }
 
-// WithReadyTimeout bounds how long Start waits for readiness.
+// WithReadyTimeout bounds how long Start waits for readiness (0 keeps
+// DefaultReadyTimeout).
 func WithReadyTimeout(d time.Duration) Option {
-	return func(o *Options) error { o.ReadyTimeout = d; return nil }
+	return func(o *Options) error {
+		if d < 0 {
+			return fmt.Errorf("%w: ready timeout %v is negative", ErrInvalidOption, d)
+		}
+		o.ReadyTimeout = d
+		return nil
+	}
 }
 
 // WithDiscovery turns on LAN discovery by multicast beacons (see
@@ -277,15 +305,28 @@ func WithDiscovery() Option {
 }
 
 // WithDiscoveryGroup sets the multicast group:port of discovery beacons
-// and the interface they use ("" picks one).
+// ("" keeps DefaultDiscoveryGroup) and the interface they use ("" picks
+// one).
 func WithDiscoveryGroup(group, iface string) Option {
-	return func(o *Options) error { o.DiscoveryGroup, o.DiscoveryInterface = group, iface; return nil }
+	return func(o *Options) error {
+		if group != "" {
+			if _, err := parseGroup(group); err != nil {
+				return err
+			}
+		}
+		o.DiscoveryGroup, o.DiscoveryInterface = group, iface
+		return nil
+	}
 }
 
 // WithDiscoveryWindow sets how long a discovering node listens before it
-// starts, and the beacon interval (zero keeps a default).
+// starts, and the beacon interval (zero keeps a default; a negative
+// duration is an error).
 func WithDiscoveryWindow(window, interval time.Duration) Option {
 	return func(o *Options) error {
+		if window < 0 || interval < 0 {
+			return fmt.Errorf("%w: discovery window %v, interval %v: negative", ErrInvalidOption, window, interval)
+		}
 		if window > 0 {
 			o.DiscoveryWindow = window
 		}
@@ -299,140 +340,191 @@ func WithDiscoveryWindow(window, interval time.Duration) Option {
 // WithLeaf makes the embedded server a leafnode of the NATS deployment at
 // urls (see Options.LeafURLs).
 func WithLeaf(urls ...string) Option {
-	return func(o *Options) error { o.LeafURLs = append(o.LeafURLs, urls...); return nil }
+	return func(o *Options) error {
+		if _, err := leafURLs(urls); err != nil {
+			return err
+		}
+		o.LeafURLs = append(o.LeafURLs, urls...)
+		return nil
+	}
 }
 
-// WithJetStreamDomain sets the embedded server's JetStream domain.
+// WithJetStreamDomain sets the embedded server's JetStream domain ("" for
+// none, or the node name on a leafnode). A domain must not contain
+// spaces, '.', '*' or '>'.
 func WithJetStreamDomain(domain string) Option {
-	return func(o *Options) error { o.JetStreamDomain = domain; return nil }
+	return func(o *Options) error {
+		if err := checkDomain(domain); err != nil {
+			return err
+		}
+		o.JetStreamDomain = domain
+		return nil
+	}
 }
 
-// WithLogReplicas sets Options.LogReplicas (0 automatic, -1 unmanaged).
+// WithLogReplicas sets Options.LogReplicas: 0 automatic, 1 to 5 that
+// many, -1 unmanaged.
 func WithLogReplicas(n int) Option {
-	return func(o *Options) error { o.LogReplicas = n; return nil }
+	return func(o *Options) error {
+		if err := checkLogReplicas(n); err != nil {
+			return err
+		}
+		o.LogReplicas = n
+		return nil
+	}
 }
 
-// WithToken requires clients to present token.
+// WithToken requires clients to present token ("" for none).
 func WithToken(token string) Option {
 	return func(o *Options) error { o.Token = token; return nil }
 }
 
-// WithUser requires clients to present user and password.
+// WithUser requires clients to present user and password; both are
+// given, or neither.
 func WithUser(user, password string) Option {
-	return func(o *Options) error { o.User, o.Password = user, password; return nil }
+	return func(o *Options) error {
+		if (user == "") != (password == "") {
+			return fmt.Errorf("%w: user and password go together", ErrInvalidOption)
+		}
+		o.User, o.Password = user, password
+		return nil
+	}
 }
 
-// WithNKeys allows clients with these public user nkeys.
+// WithNKeys allows clients with these public user nkeys ("U...").
 func WithNKeys(keys ...string) Option {
-	return func(o *Options) error { o.NKeys = append(o.NKeys, keys...); return nil }
+	return func(o *Options) error {
+		if err := checkNKeys(keys); err != nil {
+			return err
+		}
+		o.NKeys = append(o.NKeys, keys...)
+		return nil
+	}
 }
 
 // WithTLS serves the client port with TLS using the PEM files cert and
-// key. A non-empty ca verifies client certificates when verify is set,
-// and remote servers in external and leafnode mode.
+// key (given together). A non-empty ca verifies client certificates
+// when verify is set (which needs ca and cert), and remote servers in
+// external and leafnode mode.
 func WithTLS(cert, key, ca string, verify bool) Option {
 	return func(o *Options) error {
+		if (cert == "") != (key == "") {
+			return fmt.Errorf("%w: TLS certificate and key go together", ErrInvalidOption)
+		}
+		if verify && (ca == "" || cert == "") {
+			return fmt.Errorf("%w: verifying client certificates needs a TLS certificate, key and CA", ErrInvalidOption)
+		}
 		o.TLSCert, o.TLSKey, o.TLSCA, o.TLSVerify = cert, key, ca, verify
 		return nil
 	}
 }
 
 // WithClusterAuth requires routes to present user and password, and
-// presents them on the node's own routes.
+// presents them on the node's own routes; both are given, or neither.
 func WithClusterAuth(user, password string) Option {
-	return func(o *Options) error { o.ClusterUser, o.ClusterPassword = user, password; return nil }
+	return func(o *Options) error {
+		if (user == "") != (password == "") {
+			return fmt.Errorf("%w: cluster user and cluster password go together", ErrInvalidOption)
+		}
+		o.ClusterUser, o.ClusterPassword = user, password
+		return nil
+	}
 }
 
 // WithClusterTLS turns on mutual TLS on routes with the PEM files cert,
-// key and ca.
+// key and ca: all three, or none.
 func WithClusterTLS(cert, key, ca string) Option {
 	return func(o *Options) error {
+		if n := countSet(cert, key, ca); n != 0 && n != 3 {
+			return fmt.Errorf("%w: route TLS needs a certificate, a key and a CA", ErrInvalidOption)
+		}
 		o.ClusterTLSCert, o.ClusterTLSKey, o.ClusterTLSCA = cert, key, ca
 		return nil
 	}
 }
 
-// WithOptions replaces all options with opts.
+// WithOptions replaces all options with opts. New checks them once
+// every option is applied.
 func WithOptions(opts Options) Option {
 	return func(o *Options) error { *o = opts; return nil }
 }
 
-// FromEnv applies the PEERBUS_* environment variables that are set.
+// FromEnv applies the PEERBUS_* environment variables that are set (see
+// ApplyEnv).
 func FromEnv() Option {
 	return func(o *Options) error { return o.ApplyEnv(os.LookupEnv) }
 }
 
-// ApplyEnv applies the PEERBUS_* variables found by lookup (os.LookupEnv
-// in normal use) to o.
-func (o *Options) ApplyEnv(lookup func(string) (string, bool)) error {
-	if v, ok := lookup(EnvName); ok && v != "" {
-		o.Name = v
-	}
-	if v, ok := lookup(EnvListen); ok && v != "" {
-		o.Listen = v
-	}
-	if v, ok := lookup(EnvCluster); ok && v != "" {
-		o.ClusterListen = v
-	}
-	if v, ok := lookup(EnvClusterName); ok && v != "" {
-		o.ClusterName = v
-	}
-	if v, ok := lookup(EnvRoutes); ok && v != "" {
-		o.Routes = SplitList(v)
-	}
-	if v, ok := lookup(EnvDataDir); ok && v != "" {
-		o.DataDir = v
-	}
-	if v, ok := lookup(EnvNATSURL); ok && v != "" {
-		o.ExternalURL = v
-	}
-	for _, b := range []struct {
-		env string
-		dst *bool
-	}{{EnvNoJetStream, &o.NoJetStream}, {EnvDiscover, &o.Discover}, {EnvTLSVerify, &o.TLSVerify}} {
-		if v, ok := lookup(b.env); ok && v != "" {
-			x, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%w: %s=%q is not a boolean", ErrInvalidOption, b.env, v)
-			}
-			*b.dst = x
-		}
-	}
-	for _, s := range []struct {
-		env string
-		dst *string
-	}{
-		{EnvDiscoveryGroup, &o.DiscoveryGroup}, {EnvDiscoveryIface, &o.DiscoveryInterface},
-		{EnvJSDomain, &o.JetStreamDomain},
-		{EnvAuthToken, &o.Token}, {EnvUser, &o.User}, {EnvPassword, &o.Password},
-		{EnvNKeysFile, &o.NKeysFile}, {EnvNKeySeed, &o.NKeySeed}, {EnvCreds, &o.CredsFile},
-		{EnvTLSCert, &o.TLSCert}, {EnvTLSKey, &o.TLSKey}, {EnvTLSCA, &o.TLSCA},
-		{EnvClusterUser, &o.ClusterUser}, {EnvClusterPassword, &o.ClusterPassword},
-		{EnvClusterTLSCert, &o.ClusterTLSCert}, {EnvClusterTLSKey, &o.ClusterTLSKey},
-		{EnvClusterTLSCA, &o.ClusterTLSCA},
-	} {
-		if v, ok := lookup(s.env); ok && v != "" {
-			*s.dst = v
-		}
-	}
-	if v, ok := lookup(EnvLeaf); ok && v != "" {
-		o.LeafURLs = SplitList(v)
-	}
-	if v, ok := lookup(EnvDiscoveryWindow); ok && v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return fmt.Errorf("%w: %s=%q is not a positive duration", ErrInvalidOption, EnvDiscoveryWindow, v)
-		}
-		o.DiscoveryWindow = d
-	}
-	if v, ok := lookup(EnvLogReplicas); ok && v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("%w: %s=%q is not an integer", ErrInvalidOption, EnvLogReplicas, v)
-		}
-		o.LogReplicas = n
+// checkName checks a node name.
+func checkName(name string) error {
+	if strings.ContainsAny(name, " \t.*>") {
+		return fmt.Errorf("%w: node name %q must not contain spaces, '.', '*' or '>'", ErrInvalidOption, name)
 	}
 	return nil
+}
+
+// checkClusterName checks a cluster name.
+func checkClusterName(name string) error {
+	if strings.ContainsAny(name, " \t.*>") {
+		return fmt.Errorf("%w: cluster name %q", ErrInvalidOption, name)
+	}
+	return nil
+}
+
+// checkDomain checks a JetStream domain.
+func checkDomain(domain string) error {
+	if strings.ContainsAny(domain, " \t.*>") {
+		return fmt.Errorf("%w: JetStream domain %q", ErrInvalidOption, domain)
+	}
+	return nil
+}
+
+// checkLogReplicas checks Options.LogReplicas.
+func checkLogReplicas(n int) error {
+	if n < -1 || n > 5 {
+		return fmt.Errorf("%w: log replicas %d (want -1 to 5)", ErrInvalidOption, n)
+	}
+	return nil
+}
+
+// checkNKeys checks public user nkeys.
+func checkNKeys(keys []string) error {
+	for _, k := range keys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return fmt.Errorf("%w: %q is not a public user nkey", ErrInvalidOption, k)
+		}
+	}
+	return nil
+}
+
+// checkExternalURL checks an external NATS URL list the way nats.go
+// reads it: comma separated, each URL with a host, a URL without a
+// scheme taken as nats://.
+func checkExternalURL(list string) error {
+	if list == "" {
+		return nil
+	}
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if !strings.Contains(s, "://") {
+			s = "nats://" + s
+		}
+		if u, err := url.Parse(s); err != nil || u.Host == "" {
+			return fmt.Errorf("%w: NATS URL %q", ErrInvalidOption, redactURLs([]string{s}))
+		}
+	}
+	return nil
+}
+
+// countSet counts the non-empty strings.
+func countSet(s ...string) int {
+	n := 0
+	for _, x := range s {
+		if x != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // SplitList splits a comma or space separated list, dropping empty items.
@@ -495,6 +587,9 @@ func (o *Options) validate() error {
 		if o.Discover || len(o.LeafURLs) > 0 {
 			return fmt.Errorf("%w: discovery and leafnode need an embedded server, not an external NATS URL", ErrInvalidOption)
 		}
+		if err := checkExternalURL(o.ExternalURL); err != nil {
+			return err
+		}
 		return o.validateClientCreds()
 	}
 	if o.Listen == "" {
@@ -503,8 +598,8 @@ func (o *Options) validate() error {
 	if o.ClusterName == "" {
 		o.ClusterName = DefaultClusterName
 	}
-	if strings.ContainsAny(o.ClusterName, " \t.*>") {
-		return fmt.Errorf("%w: cluster name %q", ErrInvalidOption, o.ClusterName)
+	if err := checkClusterName(o.ClusterName); err != nil {
+		return err
 	}
 	if _, _, err := hostPort(o.Listen, "listen"); err != nil {
 		return err
@@ -517,8 +612,8 @@ func (o *Options) validate() error {
 	if _, err := routeURLs(o.Routes); err != nil {
 		return err
 	}
-	if o.Name != "" && strings.ContainsAny(o.Name, " \t.*>") {
-		return fmt.Errorf("%w: node name %q must not contain spaces, '.', '*' or '>'", ErrInvalidOption, o.Name)
+	if err := checkName(o.Name); err != nil {
+		return err
 	}
 	if o.DiscoveryWindow <= 0 {
 		o.DiscoveryWindow = DefaultDiscoveryWindow
@@ -537,11 +632,11 @@ func (o *Options) validate() error {
 	if _, err := leafURLs(o.LeafURLs); err != nil {
 		return err
 	}
-	if o.JetStreamDomain != "" && strings.ContainsAny(o.JetStreamDomain, " \t.*>") {
-		return fmt.Errorf("%w: JetStream domain %q", ErrInvalidOption, o.JetStreamDomain)
+	if err := checkDomain(o.JetStreamDomain); err != nil {
+		return err
 	}
-	if o.LogReplicas < -1 || o.LogReplicas > 5 {
-		return fmt.Errorf("%w: log replicas %d (want -1 to 5)", ErrInvalidOption, o.LogReplicas)
+	if err := checkLogReplicas(o.LogReplicas); err != nil {
+		return err
 	}
 	return o.validateSecurity()
 }

@@ -36,10 +36,8 @@ func (o *Options) validateSecurity() error {
 	if (o.ClusterUser == "") != (o.ClusterPassword == "") {
 		return fmt.Errorf("%w: cluster user and cluster password go together", ErrInvalidOption)
 	}
-	for _, k := range o.NKeys {
-		if !nkeys.IsValidPublicUserKey(k) {
-			return fmt.Errorf("%w: %q is not a public user nkey", ErrInvalidOption, k)
-		}
+	if err := checkNKeys(o.NKeys); err != nil {
+		return err
 	}
 	if o.TLSVerify && (o.TLSCA == "" || o.TLSCert == "") {
 		return fmt.Errorf("%w: verifying client certificates needs a TLS certificate, key and CA", ErrInvalidOption)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/peerbus/peerbus/internal/names"
@@ -179,21 +178,12 @@ func FromEnv() Option { return func(o *Options) error { return o.ApplyEnv(os.Loo
 
 // ApplyEnv applies the variables found by lookup to o.
 func (o *Options) ApplyEnv(lookup func(string) (string, bool)) error {
-	if v, ok := lookup(EnvGroup); ok {
-		o.Group = v
-	}
-	if v, ok := lookup(EnvPeerName); ok && v != "" {
-		o.Name = v
-	}
-	if v, ok := lookup(EnvPeerID); ok && v != "" {
-		o.ID = v
-	}
-	if v, ok := lookup(EnvHub); ok && v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("peer: %s=%q is not a boolean", EnvHub, v)
+	for _, s := range Settings() {
+		if v, ok := lookup(s.Env); ok && (v != "" || s.ApplyEmpty) {
+			if err := s.Set(o, v); err != nil {
+				return err
+			}
 		}
-		o.Hub = b
 	}
 	return nil
 }

@@ -322,7 +322,7 @@ func TestNodeMultiNodeOptions(t *testing.T) {
 		bus.EnvClusterUser: "cu", bus.EnvClusterPassword: "cp",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	cmd, f := newNodeCmd()
+	cmd, _ := newNodeCmd()
 	err := cmd.Flags().Parse([]string{
 		"--discover=false", "--discovery-group", "239.1.1.1:7000", "--discovery-iface", "eth1",
 		"--discovery-window", "500ms", "--leaf", "a:1", "--leaf", "b:2,c:3", "--js-domain", "edge",
@@ -334,7 +334,7 @@ func TestNodeMultiNodeOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bo, _, err := nodeOptions(cmd.Flags(), f, lookup)
+	bo, _, err := nodeOptions(cmd.Flags(), lookup)
 	if err != nil {
 		t.Fatal(err)
 	}

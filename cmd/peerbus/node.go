@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -19,65 +18,17 @@ import (
 	"github.com/peerbus/peerbus/peer"
 )
 
-// nodeFlags holds the flags of "peerbus node".
+// nodeFlags holds the flags of "peerbus node" that are not settings of
+// bus.Settings or peer.Settings (those are read back from the flag set,
+// see nodeOptions).
 type nodeFlags struct {
-	name         string
-	listen       string
-	cluster      string
-	clusterName  string
-	routes       []string
-	dataDir      string
-	natsURL      string
-	noJetStream  bool
-	maxPayload   string
-	readyTimeout time.Duration
-
-	group    string
-	hub      bool
-	peerName string
-	peerID   string
-
 	funcs    []string
 	logLevel string
-
-	discover        bool
-	discoveryGroup  string
-	discoveryIface  string
-	discoveryWindow time.Duration
-	leaf            []string
-	jsDomain        string
-	logReplicas     int
-	log             logFlags
-
-	authToken       string
-	user            string
-	password        string
-	nkeysFile       string
-	nkeySeed        string
-	creds           string
-	tlsCert         string
-	tlsKey          string
-	tlsCA           string
-	tlsVerify       bool
-	clusterUser     string
-	clusterPassword string
-	clusterTLSCert  string
-	clusterTLSKey   string
-	clusterTLSCA    string
+	log      logFlags
 }
 
-func init() {
-	cmd, _ := newNodeCmd()
-	rootCmd.AddCommand(cmd)
-}
-
-// newNodeCmd builds the "node" command and returns it with its flags.
-func newNodeCmd() (*cobra.Command, *nodeFlags) {
-	f := &nodeFlags{}
-	cmd := &cobra.Command{
-		Use:   "node",
-		Short: "Run a node (embedded NATS server with JetStream) and its peer",
-		Long: `Run a peerbus node until SIGINT or SIGTERM: an embedded NATS server (or, with
+// nodeLong is the long help of "peerbus node".
+const nodeLong = `Run a peerbus node until SIGINT or SIGTERM: an embedded NATS server (or, with
 --nats-url, a connection to an existing NATS deployment) and a peer on it.
 
 Once ready the node prints on stdout, one "key: value" per line:
@@ -91,7 +42,7 @@ Once ready the node prints on stdout, one "key: value" per line:
 
 and nothing else. Logs go to stderr (--log-level).
 
-Every option also comes from the environment (the variable is named in each
+Most options also come from the environment (the variable is named in each
 flag's help, e.g. PEERBUS_LISTEN): flags override the environment, which
 overrides the defaults. Prefer the environment for passwords and tokens, which
 other users of the machine can read on a command line.
@@ -136,8 +87,10 @@ client port (client commands then need --token, --user/--password or --nkey);
 client certificates. --cluster-user/--cluster-password and
 --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca (mutual TLS) protect the
 routes. In external and leafnode mode --nkey-seed, --creds, --tls-ca and the
-user credentials are what the node presents.`,
-		Example: `  # A single node on the default address (127.0.0.1:4222)
+user credentials are what the node presents.`
+
+// nodeExample is the example of "peerbus node".
+const nodeExample = `  # A single node on the default address (127.0.0.1:4222)
   peerbus node
 
   # Serve shell commands as tags
@@ -161,60 +114,37 @@ user credentials are what the node presents.`,
   # A secured node: token on the client port, mutual TLS between nodes
   PEERBUS_AUTH_TOKEN=s3cret peerbus node --listen 0.0.0.0:4222 \
     --cluster 0.0.0.0:6222 --routes n1:6222,n2:6222,n3:6222 \
-    --cluster-tls-cert node.pem --cluster-tls-key node-key.pem --cluster-tls-ca ca.pem`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runNode(cmd, f) },
+    --cluster-tls-cert node.pem --cluster-tls-key node-key.pem --cluster-tls-ca ca.pem`
+
+func init() {
+	cmd, _ := newNodeCmd()
+	rootCmd.AddCommand(cmd)
+}
+
+// newNodeCmd builds the "node" command and returns it with its flags.
+func newNodeCmd() (*cobra.Command, *nodeFlags) {
+	f := &nodeFlags{}
+	cmd := &cobra.Command{
+		Use:     "node",
+		Short:   "Run a node (embedded NATS server with JetStream) and its peer",
+		Long:    nodeLong,
+		Example: nodeExample,
+		Args:    cobra.NoArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return runNode(cmd, f) },
 	}
 	fs := cmd.Flags()
 	fs.SortFlags = false
-	fs.StringVar(&f.name, "name", "", "node name, unique in a cluster (default <hostname>-<client port>) [$"+bus.EnvName+"]")
-	fs.StringVar(&f.listen, "listen", bus.DefaultListen, "client listen address host:port, port -1 picks a free one [$"+bus.EnvListen+"]")
-	fs.StringVar(&f.cluster, "cluster", "", "cluster (route) listen address host:port (default with --routes: listen host, port 6222) [$"+bus.EnvCluster+"]")
-	fs.StringVar(&f.clusterName, "cluster-name", bus.DefaultClusterName, "cluster name; only nodes with the same name form one bus [$"+bus.EnvClusterName+"]")
-	fs.StringSliceVar(&f.routes, "routes", nil, "seed `URLs` of cluster members' routes (repeatable or comma separated) [$"+bus.EnvRoutes+"]")
-	fs.StringVar(&f.dataDir, "data-dir", "", "JetStream data directory (default $XDG_DATA_HOME/peerbus/<name>) [$"+bus.EnvDataDir+"]")
-	fs.StringVar(&f.natsURL, "nats-url", "", "connect to this existing NATS instead of embedding a server [$"+bus.EnvNATSURL+"]")
-	fs.BoolVar(&f.noJetStream, "no-jetstream", false, "disable JetStream on the embedded server [$"+bus.EnvNoJetStream+"]")
-	fs.StringVar(&f.maxPayload, "max-payload", "", "largest message the server accepts, in bytes or with a K/M suffix (default 1M)")
-	fs.DurationVar(&f.readyTimeout, "ready-timeout", bus.DefaultReadyTimeout, "how long to wait for the node (and the cluster quorum) to be ready")
-	fs.StringVar(&f.group, "group", "", "the peer's group [$"+peer.EnvGroup+"]")
-	fs.BoolVar(&f.hub, "hub", false, "mark the peer as a hub [$"+peer.EnvHub+"]")
-	fs.StringVar(&f.peerName, "peer-name", "", "the peer's friendly name (default <hostname>-<pid>) [$"+peer.EnvPeerName+"]")
-	fs.StringVar(&f.peerID, "peer-id", "", "fixed peer id (default a new uuid) [$"+peer.EnvPeerID+"]")
+	addSettingFlags(fs, nodeSettings())
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve a tag by running a shell command (sh -c), given as `TAG=COMMAND` (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
-
-	fs.BoolVar(&f.discover, "discover", false, "find the cluster's other nodes on the LAN by UDP multicast [$"+bus.EnvDiscover+"]")
-	fs.StringVar(&f.discoveryGroup, "discovery-group", bus.DefaultDiscoveryGroup, "multicast group:port of discovery beacons [$"+bus.EnvDiscoveryGroup+"]")
-	fs.StringVar(&f.discoveryIface, "discovery-iface", "", "interface of discovery (default: the cluster address's, else the first multicast one) [$"+bus.EnvDiscoveryIface+"]")
-	fs.DurationVar(&f.discoveryWindow, "discovery-window", bus.DefaultDiscoveryWindow, "how long to listen for other nodes before starting [$"+bus.EnvDiscoveryWindow+"]")
-	fs.StringSliceVar(&f.leaf, "leaf", nil, "join the NATS deployment at this `URL` as a leafnode (nats-leaf://[user:password@]host:7422) [$"+bus.EnvLeaf+"]")
-	fs.StringVar(&f.jsDomain, "js-domain", "", "JetStream domain (default with --leaf: the node name) [$"+bus.EnvJSDomain+"]")
-	fs.IntVar(&f.logReplicas, "log-replicas", 0, "copies of the event log: 0 = 3 once the cluster has 3 nodes, else 1; -1 = leave alone [$"+bus.EnvLogReplicas+"]")
 	addLogFlags(fs, &f.log)
-
-	fs.StringVar(&f.authToken, "auth-token", "", "token clients must present [$"+bus.EnvAuthToken+"]")
-	fs.StringVar(&f.user, "user", "", "user clients must present (with --password) [$"+bus.EnvUser+"]")
-	fs.StringVar(&f.password, "password", "", "password of --user [$"+bus.EnvPassword+"]")
-	fs.StringVar(&f.nkeysFile, "nkeys-file", "", "`FILE` of public user nkeys allowed to connect, one per line [$"+bus.EnvNKeysFile+"]")
-	fs.StringVar(&f.nkeySeed, "nkey-seed", "", "nkey seed (SU..., or a FILE holding it) presented in --nats-url and --leaf mode [$"+bus.EnvNKeySeed+"]")
-	fs.StringVar(&f.creds, "creds", "", "JWT credentials `FILE` presented in --nats-url and --leaf mode [$"+bus.EnvCreds+"]")
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate `FILE` of the client port (TLS) [$"+bus.EnvTLSCert+"]")
-	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key `FILE` of --tls-cert [$"+bus.EnvTLSKey+"]")
-	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA `FILE`: verifies client certificates (--tls-verify) and remote servers [$"+bus.EnvTLSCA+"]")
-	fs.BoolVar(&f.tlsVerify, "tls-verify", false, "require client certificates signed by --tls-ca [$"+bus.EnvTLSVerify+"]")
-	fs.StringVar(&f.clusterUser, "cluster-user", "", "user routes must present (with --cluster-password) [$"+bus.EnvClusterUser+"]")
-	fs.StringVar(&f.clusterPassword, "cluster-password", "", "password of --cluster-user [$"+bus.EnvClusterPassword+"]")
-	fs.StringVar(&f.clusterTLSCert, "cluster-tls-cert", "", "PEM certificate `FILE` of the routes (mutual TLS) [$"+bus.EnvClusterTLSCert+"]")
-	fs.StringVar(&f.clusterTLSKey, "cluster-tls-key", "", "PEM key `FILE` of --cluster-tls-cert [$"+bus.EnvClusterTLSKey+"]")
-	fs.StringVar(&f.clusterTLSCA, "cluster-tls-ca", "", "PEM CA `FILE` route certificates must be signed by [$"+bus.EnvClusterTLSCA+"]")
 	return cmd, f
 }
 
 // nodeOptions builds the node's and the peer's options: the defaults,
-// then the environment (read through lookup), then the flags that were
-// set on the command line.
-func nodeOptions(fs *pflag.FlagSet, f *nodeFlags, lookup func(string) (string, bool)) (bus.Options, peer.Options, error) {
+// then the environment (read through lookup), then the flags of
+// nodeSettings that were set on the command line.
+func nodeOptions(fs *pflag.FlagSet, lookup func(string) (string, bool)) (bus.Options, peer.Options, error) {
 	bo := bus.DefaultOptions()
 	if err := bo.ApplyEnv(lookup); err != nil {
 		return bo, peer.Options{}, err
@@ -223,126 +153,10 @@ func nodeOptions(fs *pflag.FlagSet, f *nodeFlags, lookup func(string) (string, b
 	if err := po.ApplyEnv(lookup); err != nil {
 		return bo, po, err
 	}
-	set := fs.Changed
-	if set("name") {
-		bo.Name = f.name
-	}
-	if set("listen") {
-		bo.Listen = f.listen
-	}
-	if set("cluster") {
-		bo.ClusterListen = f.cluster
-	}
-	if set("cluster-name") {
-		bo.ClusterName = f.clusterName
-	}
-	if set("routes") {
-		bo.Routes = nil
-		for _, r := range f.routes {
-			bo.Routes = append(bo.Routes, bus.SplitList(r)...)
-		}
-	}
-	if set("data-dir") {
-		bo.DataDir = f.dataDir
-	}
-	if set("nats-url") {
-		bo.ExternalURL = f.natsURL
-	}
-	if set("no-jetstream") {
-		bo.NoJetStream = f.noJetStream
-	}
-	if set("max-payload") {
-		n, err := parseSize(f.maxPayload)
-		if err != nil {
-			return bo, po, fmt.Errorf("--max-payload: %w", err)
-		}
-		bo.MaxPayload = n
-	}
-	if set("ready-timeout") {
-		bo.ReadyTimeout = f.readyTimeout
-	}
-	if set("discover") {
-		bo.Discover = f.discover
-	}
-	if set("discovery-window") {
-		bo.DiscoveryWindow = f.discoveryWindow
-	}
-	if set("leaf") {
-		bo.LeafURLs = nil
-		for _, u := range f.leaf {
-			bo.LeafURLs = append(bo.LeafURLs, bus.SplitList(u)...)
-		}
-	}
-	if set("log-replicas") {
-		bo.LogReplicas = f.logReplicas
-	}
-	if set("tls-verify") {
-		bo.TLSVerify = f.tlsVerify
-	}
-	for _, s := range []struct {
-		flag string
-		src  string
-		dst  *string
-	}{
-		{"discovery-group", f.discoveryGroup, &bo.DiscoveryGroup},
-		{"discovery-iface", f.discoveryIface, &bo.DiscoveryInterface},
-		{"js-domain", f.jsDomain, &bo.JetStreamDomain},
-		{"auth-token", f.authToken, &bo.Token},
-		{"user", f.user, &bo.User},
-		{"password", f.password, &bo.Password},
-		{"nkeys-file", f.nkeysFile, &bo.NKeysFile},
-		{"nkey-seed", f.nkeySeed, &bo.NKeySeed},
-		{"creds", f.creds, &bo.CredsFile},
-		{"tls-cert", f.tlsCert, &bo.TLSCert},
-		{"tls-key", f.tlsKey, &bo.TLSKey},
-		{"tls-ca", f.tlsCA, &bo.TLSCA},
-		{"cluster-user", f.clusterUser, &bo.ClusterUser},
-		{"cluster-password", f.clusterPassword, &bo.ClusterPassword},
-		{"cluster-tls-cert", f.clusterTLSCert, &bo.ClusterTLSCert},
-		{"cluster-tls-key", f.clusterTLSKey, &bo.ClusterTLSKey},
-		{"cluster-tls-ca", f.clusterTLSCA, &bo.ClusterTLSCA},
-	} {
-		if set(s.flag) {
-			*s.dst = s.src
-		}
-	}
-	if set("group") {
-		po.Group = f.group
-	}
-	if set("hub") {
-		po.Hub = f.hub
-	}
-	if set("peer-name") {
-		po.Name = f.peerName
-	}
-	if set("peer-id") {
-		po.ID = f.peerID
+	if err := applySettingFlags(fs, nodeSettings(), &bo, &po); err != nil {
+		return bo, po, err
 	}
 	return bo, po, nil
-}
-
-// parseSize parses a byte count with an optional K, M or G suffix
-// (powers of 1024; "KB", "KiB" and "MB" are accepted alike).
-func parseSize(s string) (int32, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mult, t = 1<<10, strings.TrimSuffix(t, "K")
-	case strings.HasSuffix(t, "M"):
-		mult, t = 1<<20, strings.TrimSuffix(t, "M")
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1<<30, strings.TrimSuffix(t, "G")
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (e.g. 1048576, 512K, 8M)", s)
-	}
-	if n*mult > math.MaxInt32 {
-		return 0, fmt.Errorf("%q is too large", s)
-	}
-	return int32(n * mult), nil
 }
 
 // newLogger returns a text logger on w at the named level.
@@ -360,7 +174,7 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	if err != nil {
 		return err
 	}
-	bo, po, err := nodeOptions(cmd.Flags(), f, os.LookupEnv)
+	bo, po, err := nodeOptions(cmd.Flags(), os.LookupEnv)
 	if err != nil {
 		return err
 	}
@@ -382,40 +196,11 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
 
-	node, err := bus.New(bus.WithOptions(bo))
+	node, err := startNode(ctx, bo)
 	if err != nil {
 		return err
 	}
-	if err := node.Start(ctx); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted while starting: %w", err)
-		}
-		if errors.Is(err, bus.ErrNotReady) && len(bo.Routes) > 0 && bo.ExternalURL == "" && !bo.NoJetStream {
-			return fmt.Errorf("%w\n(a clustered node waits for a quorum of its routes %v; are the other nodes running?)", err, bo.Routes)
-		}
-		if errors.Is(err, bus.ErrNotReady) && bo.Discover && !bo.NoJetStream {
-			return fmt.Errorf("%w\n(a discovering node that heard other nodes of cluster %q waits for a quorum of them: are they running?)", err, bo.ClusterName)
-		}
-		return err
-	}
-	if logSet.given() && !bo.NoJetStream {
-		// The first node of a cluster has its event log only once a
-		// second node joins: settings for it cannot wait that long.
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := node.WaitJetStream(wctx)
-		cancel()
-		if err != nil {
-			_ = node.Close()
-			return fmt.Errorf("the --log-* settings need the event log, which is not ready: %w\n"+
-				"(the first node of a cluster gets its log when a second node joins: "+
-				"give the settings to a node that joins it, or to this node once the cluster has two)", err)
-		}
-	}
-	if err := applyNodeLog(ctx, node.Conn(), logSet, log); err != nil {
-		_ = node.Close()
-		return err
-	}
-	p, err := peer.New(node.Conn(), func(o *peer.Options) error { *o = po; return nil })
+	p, err := startNodePeer(ctx, node, bo, po, logSet, log)
 	if err != nil {
 		_ = node.Close()
 		return err
@@ -428,30 +213,15 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 			log.Warn("node close", "err", err)
 		}
 	}
-	nc := node.Conn()
-	for _, fs := range funcs {
-		cf := &commandFunc{spec: fs, log: log, maxOut: func() int { return int(nc.MaxPayload()) }}
-		if err := peer.RegisterRaw(p, fs.Tag, cf.run); err != nil {
-			shutdown()
-			return fmt.Errorf("--func %s: %w", fs.Tag, err)
-		}
-	}
-
-	info := p.Info()
-	out := cmd.OutOrStdout()
-	var b strings.Builder
-	fmt.Fprintf(&b, "peer: %s\n", p.ID())
-	fmt.Fprintf(&b, "node: %s\n", node.Name())
-	fmt.Fprintf(&b, "client: %s\n", redactURL(node.ClientURL()))
-	if u := node.ClusterURL(); u != "" {
-		fmt.Fprintf(&b, "cluster: %s\n", u)
-	}
-	fmt.Fprintf(&b, "tags: %s\n", strings.Join(info.Tags, ","))
-	b.WriteString("ready\n")
-	if _, err := io.WriteString(out, b.String()); err != nil {
+	if err := serveFuncs(p, node.Conn(), funcs, log); err != nil {
 		shutdown()
 		return err
 	}
+	if err := printReady(cmd.OutOrStdout(), node, p); err != nil {
+		shutdown()
+		return err
+	}
+	info := p.Info()
 	log.Info("peer ready", "peer", p.ID(), "name", info.Name, "group", info.Group, "hub", info.Hub, "tags", info.Tags)
 
 	<-ctx.Done()
@@ -461,4 +231,74 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	shutdown()
 	log.Info("stopped")
 	return nil
+}
+
+// startNode starts the bus node, and says what a node that is not ready
+// in time waits for.
+func startNode(ctx context.Context, bo bus.Options) (*bus.Node, error) {
+	node, err := bus.New(bus.WithOptions(bo))
+	if err != nil {
+		return nil, err
+	}
+	if err := node.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("interrupted while starting: %w", err)
+		}
+		if errors.Is(err, bus.ErrNotReady) && len(bo.Routes) > 0 && bo.ExternalURL == "" && !bo.NoJetStream {
+			return nil, fmt.Errorf("%w\n(a clustered node waits for a quorum of its routes %v; are the other nodes running?)", err, bo.Routes)
+		}
+		if errors.Is(err, bus.ErrNotReady) && bo.Discover && !bo.NoJetStream {
+			return nil, fmt.Errorf("%w\n(a discovering node that heard other nodes of cluster %q waits for a quorum of them: are they running?)", err, bo.ClusterName)
+		}
+		return nil, err
+	}
+	return node, nil
+}
+
+// startNodePeer applies the event log settings, then starts the node's
+// peer. The caller closes the node when it fails.
+func startNodePeer(ctx context.Context, node *bus.Node, bo bus.Options, po peer.Options, logSet logSettings, log *slog.Logger) (*peer.Peer, error) {
+	if logSet.given() && !bo.NoJetStream {
+		// The first node of a cluster has its event log only once a
+		// second node joins: settings for it cannot wait that long.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := node.WaitJetStream(wctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("the --log-* settings need the event log, which is not ready: %w\n"+
+				"(the first node of a cluster gets its log when a second node joins: "+
+				"give the settings to a node that joins it, or to this node once the cluster has two)", err)
+		}
+	}
+	if err := applyNodeLog(ctx, node.Conn(), logSet, log); err != nil {
+		return nil, err
+	}
+	return peer.New(node.Conn(), func(o *peer.Options) error { *o = po; return nil })
+}
+
+// serveFuncs registers the --func commands on p.
+func serveFuncs(p *peer.Peer, nc *nats.Conn, funcs []funcSpec, log *slog.Logger) error {
+	for _, fs := range funcs {
+		cf := &commandFunc{spec: fs, log: log, maxOut: func() int { return int(nc.MaxPayload()) }}
+		if err := peer.RegisterRaw(p, fs.Tag, cf.run); err != nil {
+			return fmt.Errorf("--func %s: %w", fs.Tag, err)
+		}
+	}
+	return nil
+}
+
+// printReady prints the node's "key: value" lines and "ready" on out, in
+// one write.
+func printReady(out io.Writer, node *bus.Node, p *peer.Peer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "peer: %s\n", p.ID())
+	fmt.Fprintf(&b, "node: %s\n", node.Name())
+	fmt.Fprintf(&b, "client: %s\n", redactURL(node.ClientURL()))
+	if u := node.ClusterURL(); u != "" {
+		fmt.Fprintf(&b, "cluster: %s\n", u)
+	}
+	fmt.Fprintf(&b, "tags: %s\n", strings.Join(p.Info().Tags, ","))
+	b.WriteString("ready\n")
+	_, err := io.WriteString(out, b.String())
+	return err
 }

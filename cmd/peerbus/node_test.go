@@ -375,7 +375,7 @@ func TestNodeOptionsPrecedence(t *testing.T) {
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 
-	cmd, f := newNodeCmd()
+	cmd, _ := newNodeCmd()
 	err := cmd.Flags().Parse([]string{
 		"--listen", "127.0.0.1:6000",
 		"--routes", "c:3", "--routes", "d:4,e:5",
@@ -386,7 +386,7 @@ func TestNodeOptionsPrecedence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bo, po, err := nodeOptions(cmd.Flags(), f, lookup)
+	bo, po, err := nodeOptions(cmd.Flags(), lookup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,11 +417,11 @@ func TestNodeOptionsPrecedence(t *testing.T) {
 
 	// Without environment the flag defaults are not applied over the
 	// package defaults, and unset flags leave them alone.
-	cmd, f = newNodeCmd()
+	cmd, _ = newNodeCmd()
 	if err := cmd.Flags().Parse(nil); err != nil {
 		t.Fatal(err)
 	}
-	bo, po, err = nodeOptions(cmd.Flags(), f, func(string) (string, bool) { return "", false })
+	bo, po, err = nodeOptions(cmd.Flags(), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,24 +431,10 @@ func TestNodeOptionsPrecedence(t *testing.T) {
 
 	// A bad environment value is reported.
 	env = map[string]string{bus.EnvNoJetStream: "maybe"}
-	cmd, f = newNodeCmd()
+	cmd, _ = newNodeCmd()
 	_ = cmd.Flags().Parse(nil)
-	if _, _, err := nodeOptions(cmd.Flags(), f, lookup); err == nil || !strings.Contains(err.Error(), bus.EnvNoJetStream) {
+	if _, _, err := nodeOptions(cmd.Flags(), lookup); err == nil || !strings.Contains(err.Error(), bus.EnvNoJetStream) {
 		t.Errorf("bad env value: err = %v", err)
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int32{"1048576": 1 << 20, "512K": 512 << 10, "8M": 8 << 20, "8MB": 8 << 20, "2MiB": 2 << 20, "1g": 1 << 30, "0": 0} {
-		got, err := parseSize(in)
-		if err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "x", "-1", "4G", "1.5M"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q): no error", in)
-		}
 	}
 }
 

@@ -1,0 +1,59 @@
+package peer
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Setting is one setting of a peer that the environment or a flag of the
+// peerbus node command can give. Settings lists them all: the table
+// behind ApplyEnv, the peer's flags of the node command and their rows
+// in the configuration table of the README.
+type Setting struct {
+	// Env is the environment variable ApplyEnv reads.
+	Env string
+	// Flag is the name of the node command's flag, without dashes.
+	Flag string
+	// Type is the type of the value, "string" or "bool"
+	// (strconv.ParseBool).
+	Type string
+	// Default is the default value as text; "" when it is the zero value
+	// or one worked out by New (see DefaultDoc).
+	Default string
+	// DefaultDoc describes a default that Default cannot give, in
+	// Markdown; "" when Default says it all.
+	DefaultDoc string
+	// Usage says what the setting does, in one line of Markdown.
+	Usage string
+	// ApplyEmpty makes ApplyEnv apply the variable when it is set but
+	// empty (PEERBUS_GROUP= means no group); other variables are applied
+	// only when they are not empty.
+	ApplyEmpty bool
+	// Set parses value and applies it to o; o is left as it was when the
+	// value cannot be used.
+	Set func(o *Options, value string) error
+}
+
+// Settings returns the settings of a peer, in the order of the node
+// command's flags. Each call returns a new slice.
+func Settings() []Setting {
+	return []Setting{
+		{Env: EnvGroup, Flag: "group", Type: "string", Usage: "the peer's group", ApplyEmpty: true,
+			Set: func(o *Options, v string) error { o.Group = v; return nil }},
+		{Env: EnvHub, Flag: "hub", Type: "bool", Usage: "mark the peer as a hub",
+			Set: func(o *Options, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("%w: %s=%q is not a boolean", ErrInvalidOption, EnvHub, v)
+				}
+				o.Hub = b
+				return nil
+			}},
+		{Env: EnvPeerName, Flag: "peer-name", Type: "string", DefaultDoc: "`<hostname>-<pid>`",
+			Usage: "the peer's friendly name",
+			Set:   func(o *Options, v string) error { o.Name = v; return nil }},
+		{Env: EnvPeerID, Flag: "peer-id", Type: "string", DefaultDoc: "a new random uuid",
+			Usage: "fixed peer id",
+			Set:   func(o *Options, v string) error { o.ID = v; return nil }},
+	}
+}
