@@ -83,6 +83,12 @@ func (p *Peer) addHandler(h *rawHandler) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrDuplicateTag, h.tag)
 	}
+	i := p.info
+	i.Tags = append(p.tagsLocked(), h.tag)
+	if _, err := checkInfo(i); err != nil {
+		p.mu.Unlock()
+		return fmt.Errorf("peer: register %q: %w", h.tag, err)
+	}
 	p.handlers[h.tag] = h
 	p.mu.Unlock()
 	if p.opts.NoPresence {
@@ -96,7 +102,7 @@ func (p *Peer) addHandler(h *rawHandler) error {
 	h.subs = subs
 	p.mu.Unlock()
 	if p.pres != nil {
-		p.pres.announce("hb")
+		p.pres.changed()
 	}
 	return nil
 }
@@ -145,7 +151,7 @@ func (p *Peer) Unregister(tag string) error {
 		_ = s.Unsubscribe()
 	}
 	if p.pres != nil {
-		p.pres.announce("hb")
+		p.pres.changed()
 	}
 	return nil
 }
