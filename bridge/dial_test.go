@@ -116,12 +116,15 @@ func TestConcurrentStreamsAcrossCluster(t *testing.T) {
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
 	waitPeer(t, pd, pe.ID())
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	const streams, size = 50, 256 << 10
+	// All streams come from one peer at once.
+	lim := DefaultLimits()
+	lim.MaxPendingPerPeer = streams
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t), WithLimits(lim))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer svc.Close()
-	const streams, size = 50, 256 << 10
 	errs := make(chan error, streams)
 	for i := range streams {
 		go func() {

@@ -106,6 +106,8 @@ type config struct {
 	noLoopback  bool
 	udpIdle     time.Duration
 	onSession   func(SessionInfo)
+	limits      Limits
+	errs        []error // of options that did not validate
 }
 
 func newConfig(opts []Option) *config {
@@ -119,6 +121,7 @@ func newConfig(opts []Option) *config {
 		openTimeout: DefaultOpenTimeout,
 		relay:       relayConfig{window: DefaultWindow, chunk: DefaultChunkSize, keepalive: DefaultKeepAlive, queue: DefaultDatagramQueue},
 		udpIdle:     DefaultUDPIdleTimeout,
+		limits:      DefaultLimits(),
 	}
 	for _, o := range opts {
 		o(c)
