@@ -128,6 +128,7 @@ func TestAttackReverseToArbitraryAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
+	flushed(t, pe)
 	victim, hits := countingListener(t, "127.0.0.1:0")
 	cands := []Candidate{{Addr: victim, Kind: KindHost}}
 	if a := hostAddrs(false); len(a) > 0 {
@@ -189,6 +190,7 @@ func TestAttackOfferBeyondLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
+	flushed(t, pe)
 	lim := DefaultLimits()
 
 	o := forgedOffer(t, "tcp", Reverse)
@@ -204,8 +206,8 @@ func TestAttackOfferBeyondLimits(t *testing.T) {
 		t.Errorf("offer with setup_ms 110000: code %q, want %q", a.Code, codeLimit)
 	}
 	o = forgedOffer(t, "tcp", PunchTCP)
-	if a := sendOffer(t, nc, o, ""); a.Code != "" {
-		t.Fatalf("offer: %s", a.Error)
+	if a := sendOffer(t, nc, o, ""); a.Code != "" || a.Peer != pe.ID() {
+		t.Fatalf("offer: %+v (exposer %s)", a, pe.ID())
 	}
 	if r := sendCtl(t, nc, o.Session, opPunchTCP, 60*time.Second); r.OK || !strings.Contains(r.Error, ErrLimit.Error()) {
 		t.Errorf("punch for 60 s: %+v", r)
@@ -239,6 +241,7 @@ func TestAttackPendingExhaustion(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
+	flushed(t, pe)
 	before := openFDs(t)
 
 	// One peer id: only MaxPendingPerPeer sessions.
@@ -300,6 +303,7 @@ func TestAttackPunchAmplification(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
+	flushed(t, pe)
 	o := forgedOffer(t, "tcp", PunchTCP)
 	o.SetupMS = 2000
 	for range 3 {
@@ -326,4 +330,13 @@ func TestAttackPunchAmplification(t *testing.T) {
 		t.Fatalf("%d connection attempts in %v, want 1 to %d", n, took, bound)
 	}
 	t.Logf("%d attempts in %v", n, took)
+}
+
+// flushed waits until the server has p's subscriptions (those of an
+// Expose), so that a request from another connection finds them.
+func flushed(t testing.TB, p *peer.Peer) {
+	t.Helper()
+	if err := p.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
 }

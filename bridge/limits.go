@@ -37,12 +37,12 @@ type Limits struct {
 	MaxSetup time.Duration
 	// MaxPending is the most sessions without a path the service holds
 	// at once (each holds a connection to the target and path sockets).
-	// Default 64.
+	// Default 128.
 	MaxPending int
 	// MaxPendingPerPeer is the most sessions without a path one dialing
 	// peer may hold at once. The peer is the caller id of the open call
 	// (see peer.CallerFrom); it is the bus's authenticated identity only
-	// where the bus authorizes peer ids. Default 16.
+	// where the bus authorizes peer ids. Default 64.
 	MaxPendingPerPeer int
 	// MaxSessions is the most sessions of the service, with or without a
 	// path. Default 1024.
@@ -69,8 +69,8 @@ func DefaultLimits() Limits {
 		MaxCandidates:      16,
 		MaxStrategyTimeout: 10 * time.Second,
 		MaxSetup:           30 * time.Second,
-		MaxPending:         64,
-		MaxPendingPerPeer:  16,
+		MaxPending:         128,
+		MaxPendingPerPeer:  64,
 		MaxSessions:        1024,
 		AttemptRate:        200,
 	}
