@@ -465,7 +465,7 @@ func (n *Node) waitReady(ctx context.Context, p *startPlan) error {
 		n.bg.Add(1)
 		go n.manageReplicas()
 	}
-	n.log.Info("bus node ready", "name", o.Name, "client", n.ClientURL(), "cluster", n.ClusterURL(),
+	n.log.Debug("bus node ready", "name", o.Name, "client", n.ClientURL(), "cluster", n.ClusterURL(),
 		"jetstream", !o.NoJetStream, "domain", n.opts.JetStreamDomain, "data_dir", n.opts.DataDir,
 		"routes", len(n.routes), "leaf", len(p.leafs) > 0)
 	return nil
@@ -755,7 +755,7 @@ func (n *Node) startExternal(ctx context.Context) error {
 	} else {
 		n.js = js
 	}
-	n.log.Info("bus node connected to external NATS", "name", name, "url", nc.ConnectedUrlRedacted())
+	n.log.Debug("bus node connected to external NATS", "name", name, "url", nc.ConnectedUrlRedacted())
 	return nil
 }
 
@@ -792,7 +792,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	err := n.teardown()
-	n.log.Info("bus node closed", "name", n.opts.Name)
+	n.log.Debug("bus node closed", "name", n.opts.Name)
 	return err
 }
 
@@ -950,6 +950,13 @@ func (n *Node) fatal() string {
 	return n.fatalMsg
 }
 
+// quietWarnings are the beginnings of server warnings that the node
+// replaces with its own: a first node of a cluster, or one whose routes
+// do not connect, says so once (see watchRoutes and the first-node
+// warning) where the server repeats "Waiting for routing" every few
+// seconds.
+var quietWarnings = []string{"Waiting for routing to be established"}
+
 // serverLogger adapts the embedded server's logger to slog. Its Fatalf
 // records the message so Start can fail with it; it never exits.
 type serverLogger struct{ n *Node }
@@ -959,12 +966,22 @@ func (l *serverLogger) logf(level slog.Level, format string, v []any) {
 	l.n.log.Log(context.Background(), level, fmt.Sprintf(format, v...), "component", "nats-server", "node", l.n.opts.Name)
 }
 
-// Noticef logs at info level.
-func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v) }
+// Noticef logs at debug level: the server's notices (banner, listeners,
+// JetStream settings, route and leafnode connections) repeat what the
+// node itself reports, and drown its own lines at info level.
+func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelDebug, format, v) }
 
-// Warnf logs at warn level.
+// Warnf logs at warn level, except the warnings the node reports in its
+// own words (quietWarnings), which are logged at debug level.
 func (l *serverLogger) Warnf(format string, v ...any) {
-	l.logf(slog.LevelWarn, format, v)
+	level := slog.LevelWarn
+	msg := fmt.Sprintf(format, v...)
+	for _, q := range quietWarnings {
+		if strings.HasPrefix(msg, q) {
+			level = slog.LevelDebug
+		}
+	}
+	l.logf(level, format, v)
 	l.n.noteRouteError(format, v)
 }
 

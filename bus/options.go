@@ -80,7 +80,8 @@ type Options struct {
 	// ReadyTimeout bounds Start. Default: DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 	// Logger receives the node's and the embedded server's log lines.
-	// Default: a logger that discards everything.
+	// The server's notices are logged at debug level, its warnings and
+	// errors at theirs. Default: a logger that discards everything.
 	Logger *slog.Logger
 	// Debug enables the embedded server's debug log lines.
 	Debug bool

@@ -40,7 +40,15 @@ Once ready the node prints on stdout, one "key: value" per line:
   tags: <served tags, comma separated>
   ready
 
-and nothing else. Logs go to stderr (--log-level).
+and nothing else. Logs go to stderr, filtered by --log-level:
+
+  error  failures only
+  warn   and warnings: a node alone in its cluster, a route that fails,
+         a slow event log, nats-server's own warnings and errors
+  info   and what changes while the node runs (default): routes connected,
+         nodes discovered, the event log ready or its copies changed
+  debug  and everything else, including nats-server's notices (banner,
+         listeners, JetStream settings, connections) and debug lines
 
 Most options also come from the environment (the variable is named in each
 flag's help, e.g. PEERBUS_LISTEN): flags override the environment, which
@@ -136,7 +144,7 @@ func newNodeCmd() (*cobra.Command, *nodeFlags) {
 	fs.SortFlags = false
 	addSettingFlags(fs, nodeSettings())
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve a tag by running a shell command (sh -c), given as `TAG=COMMAND` (repeatable)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: error, warn, info, debug (nats-server's own notices only at debug)")
 	addLogFlags(fs, &f.log)
 	return cmd, f
 }
@@ -221,15 +229,13 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 		shutdown()
 		return err
 	}
-	info := p.Info()
-	log.Info("peer ready", "peer", p.ID(), "name", info.Name, "group", info.Group, "hub", info.Hub, "tags", info.Tags)
 
 	<-ctx.Done()
 	cause := context.Cause(ctx)
 	stop() // a second signal now ends the process at once
-	log.Info("shutting down", "cause", cause)
+	log.Debug("shutting down", "cause", cause)
 	shutdown()
-	log.Info("stopped")
+	log.Debug("stopped")
 	return nil
 }
 
