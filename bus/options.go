@@ -122,6 +122,15 @@ type Options struct {
 	// servers, else 1; never lowered), a positive value is used as is
 	// (capped at the cluster size), -1 leaves the streams alone.
 	LogReplicas int
+	// LogSync is how often the JetStream store of the embedded server
+	// is synced to disk: 0 (the default, LogSyncAlways) syncs every
+	// write before it is acknowledged, so that an acknowledged event
+	// survives an OS crash or a power loss of the node; a positive
+	// interval syncs that often (nats-server's own default is 2 minutes)
+	// and acknowledges before the sync: an OS crash or a power loss can
+	// lose the events of the last interval on that node. See the
+	// README's "What an acknowledgement guarantees".
+	LogSync time.Duration
 
 	// Token is the token clients must present on the client port. It
 	// excludes User and NKeys.
@@ -373,6 +382,30 @@ func WithLogReplicas(n int) Option {
 		o.LogReplicas = n
 		return nil
 	}
+}
+
+// LogSyncAlways is the LogSync value that syncs every write.
+const LogSyncAlways time.Duration = 0
+
+// WithLogSync sets Options.LogSync: LogSyncAlways (0) syncs every write
+// to disk before it is acknowledged, a positive interval syncs that
+// often.
+func WithLogSync(d time.Duration) Option {
+	return func(o *Options) error {
+		if err := checkLogSync(d); err != nil {
+			return err
+		}
+		o.LogSync = d
+		return nil
+	}
+}
+
+// checkLogSync checks Options.LogSync.
+func checkLogSync(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%w: log sync interval %v (want 0 for always, or a positive interval)", ErrInvalidOption, d)
+	}
+	return nil
 }
 
 // WithToken requires clients to present token ("" for none).
@@ -634,6 +667,9 @@ func (o *Options) validate() error {
 		return err
 	}
 	if err := checkDomain(o.JetStreamDomain); err != nil {
+		return err
+	}
+	if err := checkLogSync(o.LogSync); err != nil {
 		return err
 	}
 	if err := checkLogReplicas(o.LogReplicas); err != nil {
