@@ -74,20 +74,30 @@ func (s *Subscription) stop() (first bool, err error) {
 	if s.closed.Swap(true) {
 		return false, nil
 	}
-	if s.log != nil {
-		s.log.stop()
-	}
+	busy := s.log != nil && s.log.stop()
 	var errs []error
 	for _, ns := range s.subs {
 		if err := ns.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 			errs = append(errs, err)
 		}
 	}
-	s.l.untrack(s)
+	if !busy {
+		s.l.untrack(s) // else when its handler returns
+	}
 	return true, errors.Join(errs...)
 }
 
-// wait waits, within ctx, until no handler of the subscription runs.
+// waitHandler waits, within ctx, until no handler of a subscription
+// reading the log runs.
+func (s *Subscription) waitHandler(ctx context.Context) error {
+	if s.log == nil {
+		return nil
+	}
+	return s.log.waitHandler(ctx)
+}
+
+// wait waits, within ctx, until the consumer of a subscription reading
+// the log has stopped.
 func (s *Subscription) wait(ctx context.Context) error {
 	if s.log == nil {
 		return nil
