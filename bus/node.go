@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -57,6 +58,10 @@ var (
 	ErrClosed = fmt.Errorf("bus: node closed: %w", net.ErrClosed)
 	// ErrNoJetStream reports that JetStream is disabled or unavailable.
 	ErrNoJetStream = errors.New("bus: jetstream not available")
+	// ErrAddrInUse reports a listen address (client or cluster port)
+	// that another process holds; Start's error wraps it together with
+	// ErrNotReady and names the address.
+	ErrAddrInUse = errors.New("bus: address in use")
 )
 
 // Node is one peerbus node. Its methods are safe for concurrent use.
@@ -175,6 +180,9 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkClientPort(p); err != nil {
+		return err
+	}
 	found, err := n.discover(ctx, p)
 	if err != nil {
 		return err
@@ -192,7 +200,7 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		// The port was free when it was chosen, but another process can
 		// take it before the server binds it: choose again.
 		if !p.chosen || n.disc != nil || i == attempts || !strings.Contains(err.Error(), "router port") {
-			return err
+			return addrInUse(err, p)
 		}
 		n.log.Debug("cluster port taken meanwhile, choosing another", "port", p.cport, "err", err)
 		n.stopServer()
@@ -214,6 +222,81 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		return err
 	}
 	return n.waitReady(ctx, p)
+}
+
+// AddrInUseError reports a listen address that another process holds.
+// It matches ErrAddrInUse and ErrNotReady with errors.Is.
+type AddrInUseError struct {
+	// Listener is "client" or "cluster".
+	Listener string
+	// Addr is the address, host:port.
+	Addr string
+	// JoinURL is the URL of a node that listens on a taken client port
+	// (loopback for an unspecified host), for WithExternalURL; empty for
+	// a cluster port.
+	JoinURL string
+	// Err is the server's error.
+	Err error
+}
+
+// Error says which port is taken and what to do about it.
+func (e *AddrInUseError) Error() string {
+	if e.Listener == "cluster" {
+		return fmt.Sprintf("bus: cluster port %s is taken by another process "+
+			"(another node of this machine? give each node its own cluster address: %s, bus.WithCluster)",
+			e.Addr, EnvCluster)
+	}
+	return fmt.Sprintf("bus: client port %s is taken by another process, probably a running peerbus node "+
+		"or NATS server: join it with %s=%s (bus.WithExternalURL), "+
+		"or listen elsewhere with %s (port -1 picks a free one)", e.Addr, EnvNATSURL, e.JoinURL, EnvListen)
+}
+
+// Unwrap returns ErrNotReady, ErrAddrInUse and the server's error.
+func (e *AddrInUseError) Unwrap() []error { return []error{ErrNotReady, ErrAddrInUse, e.Err} }
+
+// checkClientPort fails with an *AddrInUseError when another process
+// holds the client port, before the server starts: a server that fails
+// to listen has opened its JetStream store already, which may be the
+// directory of the node that holds the port (the same default name).
+func checkClientPort(p *startPlan) error {
+	if p.port <= 0 {
+		return nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(p.host, strconv.Itoa(p.port)))
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return clientInUse(err, p)
+		}
+		return nil // the server reports other failures in its own words
+	}
+	return l.Close()
+}
+
+// addrInUse returns err, or, when the server could not bind a port that
+// another process holds, an *AddrInUseError naming the port.
+func addrInUse(err error, p *startPlan) error {
+	msg := err.Error()
+	if !strings.Contains(msg, "address already in use") {
+		return err
+	}
+	switch {
+	case strings.Contains(msg, "router port"):
+		return &AddrInUseError{Listener: "cluster", Addr: net.JoinHostPort(p.chost, strconv.Itoa(p.cport)), Err: err}
+	case strings.Contains(msg, "Error listening on port"):
+		return clientInUse(err, p)
+	}
+	return fmt.Errorf("%w: %w", err, ErrAddrInUse)
+}
+
+// clientInUse is the *AddrInUseError of the plan's client port.
+func clientInUse(err error, p *startPlan) *AddrInUseError {
+	e := &AddrInUseError{Listener: "client", Addr: net.JoinHostPort(p.host, strconv.Itoa(p.port)), Err: err}
+	join := p.host
+	if ip, err := netip.ParseAddr(p.host); p.host == "" || (err == nil && ip.IsUnspecified()) {
+		join = "127.0.0.1"
+	}
+	e.JoinURL = "nats://" + net.JoinHostPort(join, strconv.Itoa(p.port))
+	return e
 }
 
 // plan works out the node's addresses and name from its options.

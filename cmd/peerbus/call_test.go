@@ -367,4 +367,16 @@ func TestExampleCalc(t *testing.T) {
 		p := startProc(t, "calc", testEnv("PEERBUS_NATS_URL="+n.info["client"], "PEERBUS_GROUP=math"), calc)
 		check(t, p, n.info["client"])
 	})
+	t.Run("node on its address", func(t *testing.T) {
+		// The Quick start's case: a node holds the address calc would
+		// listen on, and calc joins it.
+		n := startNodeProc(t, "node", "--listen", "127.0.0.1:-1", "--data-dir", t.TempDir())
+		n.waitReady(t, 30*time.Second)
+		addr := strings.TrimPrefix(n.info["client"], "nats://")
+		p := startProc(t, "calc", testEnv("PEERBUS_LISTEN="+addr), calc)
+		check(t, p, n.info["client"])
+		if !strings.Contains(p.stderr.String(), "joined the node on "+n.info["client"]) {
+			t.Errorf("calc did not say it joined; stderr:\n%s", p.stderr.String())
+		}
+	})
 }

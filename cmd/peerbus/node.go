@@ -250,6 +250,9 @@ func startNode(ctx context.Context, bo bus.Options) (*bus.Node, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("interrupted while starting: %w", err)
 		}
+		if errors.Is(err, bus.ErrAddrInUse) {
+			return nil, err // names the port and how to join a node on it
+		}
 		if errors.Is(err, bus.ErrNotReady) && len(bo.Routes) > 0 && bo.ExternalURL == "" && !bo.NoJetStream {
 			return nil, fmt.Errorf("%w\n(a clustered node waits for a quorum of its routes %v; are the other nodes running?)", err, bo.Routes)
 		}
