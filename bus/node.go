@@ -469,6 +469,11 @@ func (n *Node) jetStreamOptions(sopts *server.Options, p *startPlan) error {
 	}
 	sopts.JetStream = true
 	sopts.StoreDir = dir
+	if o.LogSync == LogSyncAlways {
+		sopts.SyncAlways = true
+	} else {
+		sopts.SyncInterval = o.LogSync
+	}
 	sopts.JetStreamDomain = o.JetStreamDomain
 	if sopts.JetStreamDomain == "" && len(p.leafs) > 0 {
 		// A leafnode's JetStream needs a domain of its own, or the

@@ -122,6 +122,15 @@ type Options struct {
 	// servers, else 1; never lowered), a positive value is used as is
 	// (capped at the cluster size), -1 leaves the streams alone.
 	LogReplicas int
+	// LogSync is how often the JetStream store of the embedded server
+	// is synced to disk: 0 (the default, LogSyncAlways) syncs every
+	// write before it is acknowledged, so that an acknowledged event
+	// survives an OS crash or a power loss of the node; a positive
+	// interval syncs that often (nats-server's own default is 2 minutes)
+	// and acknowledges before the sync: an OS crash or a power loss can
+	// lose the events of the last interval on that node. See the
+	// README's "What an acknowledgement guarantees".
+	LogSync time.Duration
 
 	// Monitor is the address (host:port) of the embedded server's HTTP
 	// monitoring endpoints (/varz, /connz, /routez, /jsz, /healthz...),
@@ -394,6 +403,22 @@ func WithMonitor(addr string) Option {
 	}
 }
 
+// LogSyncAlways is the LogSync value that syncs every write.
+const LogSyncAlways time.Duration = 0
+
+// WithLogSync sets Options.LogSync: LogSyncAlways (0) syncs every write
+// to disk before it is acknowledged, a positive interval syncs that
+// often.
+func WithLogSync(d time.Duration) Option {
+	return func(o *Options) error {
+		if err := checkLogSync(d); err != nil {
+			return err
+		}
+		o.LogSync = d
+		return nil
+	}
+}
+
 // monitorHostPort splits a monitoring address: a port alone or an empty
 // host is loopback. It returns port 0 for "".
 func monitorHostPort(addr string) (string, int, error) {
@@ -414,6 +439,14 @@ func monitorHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("%w: monitor address %q: port 0 (use -1 for a free port)", ErrInvalidOption, addr)
 	}
 	return host, port, nil
+}
+
+// checkLogSync checks Options.LogSync.
+func checkLogSync(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%w: log sync interval %v (want 0 for always, or a positive interval)", ErrInvalidOption, d)
+	}
+	return nil
 }
 
 // WithToken requires clients to present token ("" for none).
@@ -681,6 +714,9 @@ func (o *Options) validate() error {
 		return err
 	}
 	if err := checkDomain(o.JetStreamDomain); err != nil {
+		return err
+	}
+	if err := checkLogSync(o.LogSync); err != nil {
 		return err
 	}
 	if err := checkLogReplicas(o.LogReplicas); err != nil {

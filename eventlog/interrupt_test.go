@@ -68,3 +68,36 @@ func TestLogInterruptedDeliveryIsNotLost(t *testing.T) {
 		t.Fatalf("dead letters for an interrupted event: %+v", dead.events())
 	}
 }
+
+// TestLiveSubscriberGetsARetriedEmitOnce checks that an emit retried
+// with the same id, stored once, reaches a live subscriber once.
+func TestLiveSubscriberGetsARetriedEmitOnce(t *testing.T) {
+	n := jsNode(t, t.TempDir(), "live-dup")
+	pub := newPeer(t, n)
+	sub := newPeer(t, n)
+	ctx := context.Background()
+	var got collector
+	if _, err := sub.Subscribe("order.*", got.handle); err != nil {
+		t.Fatal(err)
+	}
+	first, err := pub.Emit(ctx, "order.placed", num{1}, eventlog.WithEventID("order-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := pub.Emit(ctx, "order.placed", num{1}, eventlog.WithEventID("order-1"))
+	if err != nil || !again.Duplicate || again.Seq != first.Seq {
+		t.Fatalf("retried emit: %+v %v", again, err)
+	}
+	// A later event on the same connection arrives after both copies.
+	last, err := pub.Emit(ctx, "order.placed", num{2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the later event", func() bool {
+		evs := got.events()
+		return len(evs) > 0 && evs[len(evs)-1].ID == last.ID
+	})
+	if evs := got.events(); len(evs) != 2 || evs[0].ID != "order-1" {
+		t.Fatalf("live subscriber got %+v, want order-1 once, then %s", evs, last.ID)
+	}
+}
