@@ -200,7 +200,7 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		// The port was free when it was chosen, but another process can
 		// take it before the server binds it: choose again.
 		if !p.chosen || n.disc != nil || i == attempts || !strings.Contains(err.Error(), "router port") {
-			return addrInUse(err, p)
+			return n.addrInUse(err, p)
 		}
 		n.log.Debug("cluster port taken meanwhile, choosing another", "port", p.cport, "err", err)
 		n.stopServer()
@@ -227,7 +227,7 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 // AddrInUseError reports a listen address that another process holds.
 // It matches ErrAddrInUse and ErrNotReady with errors.Is.
 type AddrInUseError struct {
-	// Listener is "client" or "cluster".
+	// Listener is "client", "cluster" or "monitor".
 	Listener string
 	// Addr is the address, host:port.
 	Addr string
@@ -241,6 +241,9 @@ type AddrInUseError struct {
 
 // Error says which port is taken and what to do about it.
 func (e *AddrInUseError) Error() string {
+	if e.Listener == "monitor" {
+		return fmt.Sprintf("bus: monitor port %s is taken by another process (choose another: %s, bus.WithMonitor)", e.Addr, EnvMonitor)
+	}
 	if e.Listener == "cluster" {
 		return fmt.Sprintf("bus: cluster port %s is taken by another process "+
 			"(another node of this machine? give each node its own cluster address: %s, bus.WithCluster)",
@@ -274,7 +277,7 @@ func checkClientPort(p *startPlan) error {
 
 // addrInUse returns err, or, when the server could not bind a port that
 // another process holds, an *AddrInUseError naming the port.
-func addrInUse(err error, p *startPlan) error {
+func (n *Node) addrInUse(err error, p *startPlan) error {
 	msg := err.Error()
 	if !strings.Contains(msg, "address already in use") {
 		return err
@@ -284,6 +287,9 @@ func addrInUse(err error, p *startPlan) error {
 		return &AddrInUseError{Listener: "cluster", Addr: net.JoinHostPort(p.chost, strconv.Itoa(p.cport)), Err: err}
 	case strings.Contains(msg, "Error listening on port"):
 		return clientInUse(err, p)
+	case strings.Contains(msg, "monitor port"):
+		host, port, _ := monitorHostPort(n.opts.Monitor)
+		return &AddrInUseError{Listener: "monitor", Addr: net.JoinHostPort(host, strconv.Itoa(port)), Err: err}
 	}
 	return fmt.Errorf("%w: %w", err, ErrAddrInUse)
 }
@@ -392,6 +398,7 @@ func (n *Node) serverOptions(ctx context.Context, p *startPlan, found []string) 
 		return nil, err
 	}
 	n.inproc = inproc
+	sopts.HTTPHost, sopts.HTTPPort, _ = monitorHostPort(o.Monitor)
 	if p.clustered {
 		sopts.Cluster.Name, sopts.Cluster.Host, sopts.Cluster.Port = o.ClusterName, p.chost, p.cport
 		sopts.Routes = n.clusterRoutes(ctx, p, found)
@@ -1004,6 +1011,22 @@ func (n *Node) ClientURL() string {
 		return n.srv.ClientURL()
 	}
 	return n.opts.ExternalURL
+}
+
+// MonitorURL returns the URL of the embedded server's HTTP monitoring
+// (http://host:port), or "" when it serves none (see Options.Monitor).
+func (n *Node) MonitorURL() string {
+	n.mu.Lock()
+	srv := n.srv
+	n.mu.Unlock()
+	if srv == nil || n.opts.Monitor == "" {
+		return ""
+	}
+	a := srv.MonitorAddr()
+	if a == nil {
+		return ""
+	}
+	return "http://" + a.String()
 }
 
 // ClusterURL returns the route URL other nodes use as a seed to join

@@ -132,6 +132,13 @@ type Options struct {
 	// README's "What an acknowledgement guarantees".
 	LogSync time.Duration
 
+	// Monitor is the address (host:port) of the embedded server's HTTP
+	// monitoring endpoints (/varz, /connz, /routez, /jsz, /healthz...),
+	// as nats-server's -m serves them. A port alone (":8222" or "8222")
+	// listens on 127.0.0.1; port -1 picks a free one (Node.MonitorURL).
+	// Default "": no monitoring.
+	Monitor string
+
 	// Token is the token clients must present on the client port. It
 	// excludes User and NKeys.
 	Token string
@@ -384,6 +391,18 @@ func WithLogReplicas(n int) Option {
 	}
 }
 
+// WithMonitor serves the embedded server's HTTP monitoring on addr (see
+// Options.Monitor; "" for none).
+func WithMonitor(addr string) Option {
+	return func(o *Options) error {
+		if _, _, err := monitorHostPort(addr); err != nil {
+			return err
+		}
+		o.Monitor = addr
+		return nil
+	}
+}
+
 // LogSyncAlways is the LogSync value that syncs every write.
 const LogSyncAlways time.Duration = 0
 
@@ -398,6 +417,28 @@ func WithLogSync(d time.Duration) Option {
 		o.LogSync = d
 		return nil
 	}
+}
+
+// monitorHostPort splits a monitoring address: a port alone or an empty
+// host is loopback. It returns port 0 for "".
+func monitorHostPort(addr string) (string, int, error) {
+	if addr == "" {
+		return "", 0, nil
+	}
+	if !strings.Contains(addr, ":") {
+		addr = ":" + addr
+	}
+	host, port, err := hostPort(addr, "monitor")
+	if err != nil {
+		return "", 0, err
+	}
+	if h, _, _ := net.SplitHostPort(addr); h == "" {
+		host = "127.0.0.1"
+	}
+	if port == 0 {
+		return "", 0, fmt.Errorf("%w: monitor address %q: port 0 (use -1 for a free port)", ErrInvalidOption, addr)
+	}
+	return host, port, nil
 }
 
 // checkLogSync checks Options.LogSync.
@@ -617,7 +658,13 @@ func (o *Options) validate() error {
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = DefaultReadyTimeout
 	}
+	if _, _, err := monitorHostPort(o.Monitor); err != nil {
+		return err
+	}
 	if o.ExternalURL != "" {
+		if o.Monitor != "" {
+			return fmt.Errorf("%w: monitoring needs an embedded server, not an external NATS URL", ErrInvalidOption)
+		}
 		if o.Discover || len(o.LeafURLs) > 0 {
 			return fmt.Errorf("%w: discovery and leafnode need an embedded server, not an external NATS URL", ErrInvalidOption)
 		}

@@ -27,6 +27,7 @@ const (
 	EnvLeaf            = "PEERBUS_LEAF"             // leafnode remote URL(s)
 	EnvJSDomain        = "PEERBUS_JS_DOMAIN"        // JetStream domain
 	EnvLogReplicas     = "PEERBUS_LOG_REPLICAS"     // replicas of the event log (0 auto, -1 unmanaged)
+	EnvMonitor         = "PEERBUS_MONITOR"          // HTTP monitoring address host:port
 	EnvLogSync         = "PEERBUS_LOG_SYNC"         // "always" or a sync interval of the JetStream store
 
 	EnvAuthToken       = "PEERBUS_AUTH_TOKEN"       // client token
@@ -143,6 +144,11 @@ func Settings() []Setting {
 				}
 				return WithReadyTimeout(d)(o)
 			}},
+
+		{Env: EnvMonitor, Flag: "monitor", Type: TypeString, DefaultDoc: "none",
+			Usage: "serve nats-server's HTTP monitoring (/varz, /connz, /jsz, /healthz) on host:port; " +
+				"a port alone is 127.0.0.1, port -1 picks a free one",
+			Set: func(o *Options, v string) error { return WithMonitor(v)(o) }},
 
 		{Env: EnvDiscover, Flag: "discover", Type: TypeBool,
 			Usage: "find the cluster's other nodes on the LAN by UDP multicast",

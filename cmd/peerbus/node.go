@@ -37,6 +37,7 @@ Once ready the node prints on stdout, one "key: value" per line:
   node: <node name>
   client: <client URL>           (what --server of client commands takes)
   cluster: <cluster route URL>   (only with a cluster listener)
+  monitor: <monitoring URL>      (only with --monitor)
   tags: <served tags, comma separated>
   ready
 
@@ -84,6 +85,12 @@ same settings, or give them to one node only. Lowering a limit drops the
 oldest events at once. The storage (--log-memory) is chosen when the log is
 created: a node whose --log-memory differs from an existing log's storage
 refuses to start.
+
+--monitor serves the embedded server's HTTP monitoring endpoints (/varz,
+/connz, /routez, /jsz, /healthz, ...), as nats-server -m does, for tools such
+as prometheus-nats-exporter and nats-surveyor. It is off by default, and a
+port alone listens on 127.0.0.1: give a host (0.0.0.0:8222) to serve others.
+"peerbus health" checks a node without it.
 
 --leaf makes the embedded server a leafnode of an existing NATS deployment;
 the node keeps its own JetStream (and event log) in a JetStream domain named
@@ -305,6 +312,9 @@ func printReady(out io.Writer, node *bus.Node, p *peer.Peer) error {
 	fmt.Fprintf(&b, "client: %s\n", redactURL(node.ClientURL()))
 	if u := node.ClusterURL(); u != "" {
 		fmt.Fprintf(&b, "cluster: %s\n", u)
+	}
+	if u := node.MonitorURL(); u != "" {
+		fmt.Fprintf(&b, "monitor: %s\n", u)
 	}
 	fmt.Fprintf(&b, "tags: %s\n", strings.Join(p.Info().Tags, ","))
 	b.WriteString("ready\n")
