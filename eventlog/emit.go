@@ -271,7 +271,8 @@ func (f *EmitFuture) Wait(ctx context.Context) (Ack, error) {
 	}
 	pa, late, err := f.result(ctx)
 	if late {
-		return Ack{}, err // no ack in time: a later Wait may still get it
+		// No ack in time: a later Wait may still get it.
+		return Ack{}, &OutcomeError{ID: f.id, Err: err}
 	}
 	if err != nil {
 		if kind, mapped := classify(err); kind == errFatal {
@@ -280,7 +281,7 @@ func (f *EmitFuture) Wait(ctx context.Context) (Ack, error) {
 			if kind == errNoStream {
 				f.l.forget()
 			}
-			pa, err = f.l.publish(ctx, f.m)
+			pa, err = f.l.publishAfter(ctx, f.m, kind == errAmbiguous)
 		}
 	}
 	f.done = true
