@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -509,6 +510,13 @@ func TestNodeQuietByDefault(t *testing.T) {
 		p := startProc(t, "node-"+tc.level, testEnv(), peerbusBin(t), args...)
 		n := &nodeProc{proc: p, info: map[string]string{}}
 		n.waitReady(t, 30*time.Second)
+		// The README's configuration table: with port -1 the default
+		// name is <host>-<hex>.
+		host, _ := os.Hostname()
+		host = strings.NewReplacer(".", "-", " ", "-").Replace(host)
+		if !regexp.MustCompile(`^` + regexp.QuoteMeta(host) + `-[0-9a-f]{8}$`).MatchString(n.info["node"]) {
+			t.Errorf("node name with port -1: %q, want %s-<hex>", n.info["node"], host)
+		}
 		n.signal(os.Interrupt)
 		if code, ok := n.wait(10 * time.Second); !ok || code != 0 {
 			t.Fatalf("level %q: after SIGINT: exited=%v code=%d", tc.level, ok, code)
