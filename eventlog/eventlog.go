@@ -141,7 +141,7 @@ func (l *Log) shutdown(ctx context.Context, reason error) error {
 	l.cancel()
 	var errs []error
 	for _, s := range subs {
-		if err := s.wait(ctx); err != nil {
+		if err := errors.Join(s.wait(ctx), s.waitHandler(ctx)); err != nil {
 			errs = append(errs, err)
 		}
 	}

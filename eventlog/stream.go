@@ -100,6 +100,14 @@ const (
 	errAmbiguous                // no answer in time: retry (same id)
 )
 
+// errCodeMsgIDInProcess is JetStream's "duplicate message id is in
+// process" (409): a message with the same id is being stored.
+const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
+
+// quorumCheckTimeout bounds the look at the log's cluster after a
+// failed emit.
+const quorumCheckTimeout = time.Second
+
 func classify(err error) (errKind, error) {
 	var apiErr *jetstream.APIError
 	switch {
@@ -139,6 +147,10 @@ func classify(err error) (errKind, error) {
 			return errFatal, fmt.Errorf("%w: %s", ErrLogFull, apiErr.Description)
 		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
 			return errFatal, fmt.Errorf("%w: %v", ErrNoLog, err)
+		case errCodeMsgIDInProcess:
+			// An earlier attempt with this id is still being stored
+			// (waiting for a quorum): retry with the same id.
+			return errAmbiguous, err
 		}
 		if apiErr.Code == 503 {
 			return errRetry, err
@@ -194,6 +206,12 @@ func (l *Log) retry(ctx context.Context, op func(ctx context.Context) error) err
 // stream is known, the first attempt goes straight to it; the retry
 // loop (bounded by ctx and CallTimeout) only runs when it fails.
 func (l *Log) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+	return l.publishAfter(ctx, m, false)
+}
+
+// publishAfter is publish; ambiguous says that an earlier attempt may
+// have stored m (no answer in time).
+func (l *Log) publishAfter(ctx context.Context, m *nats.Msg, ambiguous bool) (*jetstream.PubAck, error) {
 	start := time.Now()
 	if l.stream.Load() != nil {
 		actx, cancel := attemptContext(ctx)
@@ -202,7 +220,9 @@ func (l *Log) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, erro
 		if err == nil {
 			return pa, nil
 		}
-		if kind, mapped := classify(err); kind == errFatal && ctx.Err() == nil {
+		kind, mapped := classify(err)
+		ambiguous = ambiguous || kind == errAmbiguous
+		if kind == errFatal && ctx.Err() == nil {
 			return nil, mapped
 		} else if kind == errNoStream {
 			l.forget()
@@ -217,9 +237,79 @@ func (l *Log) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, erro
 		}
 		var err error
 		pa, err = l.js.PublishMsg(ctx, m, syncPubOpts...)
+		if err != nil && !ambiguous {
+			kind, _ := classify(err)
+			ambiguous = kind == errAmbiguous
+		}
 		return err
 	})
-	return pa, err
+	if err != nil {
+		return nil, l.publishFailed(m, err, ambiguous)
+	}
+	return pa, nil
+}
+
+// publishFailed returns the error of a publish of m that failed for
+// good: an *OutcomeError when an attempt may have stored it, in a
+// *QuorumError when the log's cluster lost its quorum.
+func (l *Log) publishFailed(m *nats.Msg, err error, ambiguous bool) error {
+	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	if ambiguous || errors.Is(err, peer.ErrTimeout) {
+		var id string
+		if v := m.Header[HeaderEventID]; len(v) > 0 {
+			id = v[0]
+		}
+		err = &OutcomeError{ID: id, Err: err}
+	}
+	if q := l.quorumLoss(); q != nil {
+		q.Err = err
+		return q
+	}
+	return err
+}
+
+// quorumLoss looks at the log's cluster (within quorumCheckTimeout) and
+// returns a *QuorumError (without Err) when fewer than a majority of
+// its nodes are reachable, nil when they are or when it cannot tell.
+func (l *Log) quorumLoss() *QuorumError {
+	if l.nc.IsClosed() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), quorumCheckTimeout)
+	defer cancel()
+	s, err := l.js.Stream(ctx, Stream)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == 10008 { // JetStream system temporarily unavailable
+			return &QuorumError{}
+		}
+		// No answer: a log known to be replicated has no leader.
+		if r := l.stream.Load(); r != nil {
+			if ci := r.s.CachedInfo(); ci != nil && ci.Config.Replicas > 1 {
+				return &QuorumError{}
+			}
+		}
+		return nil
+	}
+	c := s.CachedInfo().Cluster
+	if c == nil || len(c.Replicas) == 0 {
+		return nil
+	}
+	nodes, reachable := 1+len(c.Replicas), 0
+	if c.Leader != "" {
+		reachable++
+	}
+	for _, r := range c.Replicas {
+		if !r.Offline {
+			reachable++
+		}
+	}
+	if reachable > nodes/2 {
+		return nil
+	}
+	return &QuorumError{Reachable: reachable, Nodes: nodes}
 }
 
 // attemptContext bounds one attempt by emitAttemptTimeout, reusing ctx
