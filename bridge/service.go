@@ -740,24 +740,18 @@ func (ss *exSession) forwardUDPRelay(rl *relay) {
 // idleWatch ends a UDP session idle for the idle timeout; keepalive, if
 // not nil, runs when nothing was sent for udpKeepaliveInterval.
 func (ss *exSession) idleWatch(keepalive func()) {
-	idle := ss.svc.cfg.udpIdle
-	tick := time.NewTicker(min(idle/4, time.Second))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ss.ctx.Done():
-			return
-		case now := <-tick.C:
-			if now.Sub(time.Unix(0, ss.lastActive.Load())) > idle {
-				ss.log.Debug("udp session idle")
-				ss.cancel()
-				return
-			}
-			if keepalive != nil && now.Sub(time.Unix(0, ss.lastSent.Load())) > udpKeepaliveInterval {
+	var onTick func(time.Time)
+	if keepalive != nil {
+		onTick = func(now time.Time) {
+			if now.Sub(time.Unix(0, ss.lastSent.Load())) > udpKeepaliveInterval {
 				ss.lastSent.Store(now.UnixNano())
 				keepalive()
 			}
 		}
+	}
+	if watchIdle(ss.ctx, ss.svc.cfg.udpIdle, &ss.lastActive, onTick) {
+		ss.log.Debug("udp session idle")
+		ss.cancel()
 	}
 }
 
