@@ -43,7 +43,7 @@ func Register[In, Out any](p *Peer, tag string, fn func(context.Context, In) (Ou
 		var in In
 		if len(args) > 0 {
 			if err := codec.Unmarshal(args, &in); err != nil {
-				return nil, fmt.Errorf("%w: decode arguments of %s: %v", ErrBadRequest, tag, err)
+				return nil, fmt.Errorf("%w: decode arguments of %s: %w", ErrBadRequest, tag, err)
 			}
 		}
 		out, err := fn(ctx, in)
@@ -254,11 +254,15 @@ func (p *Peer) promote() {
 	}
 }
 
-// handle serves one request.
+// handle serves one request. Peerbus-Group scopes fan-out calls only: a
+// fan-out call for another group is ignored, while the header on any
+// other subject is (a group-scoped call of one peer uses the gany
+// subject, see GroupAnySubject).
 func (p *Peer) handle(m *nats.Msg) {
-	if g := m.Header.Get(HeaderGroup); g == "" || g == p.opts.Group {
-		p.serve(m, p.requestTag(m.Subject))
-	} // else: a fan-out call for another group
+	if g := m.Header.Get(HeaderGroup); g != "" && g != p.opts.Group && strings.HasPrefix(m.Subject, subjAll) {
+		return
+	}
+	p.serve(m, p.requestTag(m.Subject))
 }
 
 func (p *Peer) serve(m *nats.Msg, tag string) {
@@ -266,7 +270,7 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 	h := p.handlers[tag]
 	p.mu.RUnlock()
 	if h == nil {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag,
+		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag, Type: typeNoSuchTag,
 			Message: fmt.Sprintf("no such tag %q on this peer", tag), Tags: p.Tags()})
 		return
 	}
@@ -275,7 +279,7 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 		c = "json" // the protocol's default
 	}
 	if c != p.opts.Codec.Name() {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest,
+		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest, Type: typeBadRequest,
 			Message: fmt.Sprintf("codec %q not supported, this peer speaks %q", c, p.opts.Codec.Name())})
 		return
 	}
@@ -344,7 +348,50 @@ func toRemoteError(err error, id, tag, where string) *RemoteError {
 	if st, ok := err.(interface{ StackTrace() string }); ok {
 		stack = st.StackTrace()
 	}
-	return &RemoteError{Peer: id, Tag: tag, Code: code, Type: typeName(err), Message: err.Error(), Stack: stack, cause: err}
+	typ := typeName(err)
+	if code == CodeBadRequest {
+		typ = badRequestType(err)
+	}
+	return &RemoteError{Peer: id, Tag: tag, Code: code, Type: typ, Message: err.Error(), Stack: stack, cause: err}
+}
+
+// The type names of the errors a peer answers without running a
+// function (the Go names of the matching sentinels).
+const (
+	typeNoSuchTag  = "peer.ErrNoSuchTag"
+	typeBadRequest = "peer.ErrBadRequest"
+)
+
+// badRequestType names the cause of a bad request: the type of the error
+// wrapped beside ErrBadRequest (e.g. "*json.SyntaxError" for arguments
+// that did not decode), else typeBadRequest.
+func badRequestType(err error) string {
+	for {
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			var next error
+			for _, e := range u.Unwrap() {
+				if e != ErrBadRequest {
+					next = e
+				}
+			}
+			if next == nil {
+				return typeBadRequest
+			}
+			err = next
+		case interface{ Unwrap() error }:
+			next := u.Unwrap()
+			if next == nil {
+				return typeName(err)
+			}
+			err = next
+		default:
+			if err == ErrBadRequest {
+				return typeBadRequest
+			}
+			return typeName(err)
+		}
+	}
 }
 
 // maxData is the largest payload that fits a message with headers h.
