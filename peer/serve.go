@@ -23,6 +23,7 @@ type rawHandler struct {
 	where string // function name and location, for error stacks
 	run   func(ctx context.Context, args []byte) ([]byte, error)
 	subs  []*nats.Subscription
+	stats tagStats
 }
 
 // Register serves fn under tag on p and returns its handle. An empty tag
@@ -274,13 +275,16 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 			Message: fmt.Sprintf("no such tag %q on this peer", tag), Tags: p.Tags()})
 		return
 	}
+	start := h.stats.begin()
 	c := m.Header.Get(HeaderCodec)
 	if c == "" {
 		c = "json" // the protocol's default
 	}
 	if c != p.opts.Codec.Name() {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest, Type: typeBadRequest,
-			Message: fmt.Sprintf("codec %q not supported, this peer speaks %q", c, p.opts.Codec.Name())})
+		re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest, Type: typeBadRequest,
+			Message: fmt.Sprintf("codec %q not supported, this peer speaks %q", c, p.opts.Codec.Name())}
+		p.replyError(m, re)
+		h.stats.end(start, re.Code, re.Message)
 		return
 	}
 	var dl time.Time
@@ -297,9 +301,14 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 		re := toRemoteError(err, p.id, tag, h.where)
 		re.cause = nil
 		p.replyError(m, re)
+		h.stats.end(start, re.Code, re.Message)
 		return
 	}
-	p.reply(m, out, tag)
+	if re := p.reply(m, out, tag); re != nil {
+		h.stats.end(start, re.Code, re.Message)
+		return
+	}
+	h.stats.end(start, "", "")
 }
 
 // runHandler runs h, turning a panic into a RemoteError.
@@ -405,20 +414,24 @@ func (p *Peer) maxData(h nats.Header) int {
 	return int(p.nc.MaxPayload()) - n - 16
 }
 
-func (p *Peer) reply(m *nats.Msg, data []byte, tag string) {
+// reply sends a result, or the error of a result too large, which it
+// returns.
+func (p *Peer) reply(m *nats.Msg, data []byte, tag string) *RemoteError {
 	if m.Reply == "" {
-		return
+		return nil
 	}
 	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.okVal}}
 	if len(data) > p.maxData(r.Header) {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeTooLarge, Type: "peer.ErrPayloadTooLarge",
-			Message: fmt.Sprintf("result of %d bytes exceeds the bus max payload of %d bytes", len(data), p.nc.MaxPayload())})
-		return
+		re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeTooLarge, Type: "peer.ErrPayloadTooLarge",
+			Message: fmt.Sprintf("result of %d bytes exceeds the bus max payload of %d bytes", len(data), p.nc.MaxPayload())}
+		p.replyError(m, re)
+		return re
 	}
 	r.Data = data
 	if err := p.nc.PublishMsg(r); err != nil {
 		p.ReportError(fmt.Errorf("peer: reply to %s: %w", tag, err))
 	}
+	return nil
 }
 
 func (p *Peer) replyError(m *nats.Msg, re *RemoteError) {
