@@ -190,3 +190,30 @@ func TestTopNodeGoesAway(t *testing.T) {
 	top.waitStderr(t, "reconnected to", 20*time.Second)
 	waitLine("peers: 1")
 }
+
+// FuzzDecodeStats feeds STATS replies, as any process on the bus could
+// send them, to the decoder of stats and top: it never panics, and what
+// it accepts is a peerbus peer's reply with non-negative counters.
+func FuzzDecodeStats(f *testing.F) {
+	f.Add([]byte(`{"name":"peerbus","id":"p1","version":"1.0.0","metadata":{"peer_name":"a","group":"g"},"type":"io.nats.micro.v1.stats_response","started":"2026-12-02T20:00:00Z","endpoints":[{"name":"ping","subject":"peerbus.any.ping","queue_group":"peerbus","num_requests":3,"num_errors":1,"last_error":"x","processing_time":3000,"average_processing_time":1000,"data":{"in_flight":1,"errors_by_code":{"error":1},"p50_ns":900,"p90_ns":1000,"p99_ns":1100,"latency_buckets":{"0":2,"5":1}}}]}`))
+	f.Add([]byte(`{"name":"peerbus","id":"p1","type":"io.nats.micro.v1.stats_response","endpoints":[null,{"name":"t","num_requests":-5,"data":{"latency_buckets":{"999":1,"-1":2,"x":3}}}]}`))
+	f.Add([]byte(`{"name":"other","id":"s1","type":"io.nats.micro.v1.stats_response","endpoints":[]}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ps, ok := decodeStats(data)
+		if !ok {
+			return
+		}
+		if ps.ID == "" {
+			t.Fatal("accepted a reply without an id")
+		}
+		for _, ts := range ps.Tags {
+			if ts.hist.Count() > 0 && ts.hist.Quantile(0.5) < 0 {
+				t.Fatalf("negative quantile from %s", data)
+			}
+			if int64(ts.Calls) < 0 || int64(ts.Errors) < 0 {
+				t.Fatalf("negative counters from %s", data)
+			}
+		}
+	})
+}
