@@ -78,7 +78,12 @@ type DeadLetter struct {
 // delivery settings become the subscriber's.
 //
 // Events are delivered in log order, one at a time (MaxAckPending 1),
-// so the order of each peer's events is kept, retries included.
+// so the order of each peer's events is kept, retries included. An
+// event the bus delivers again after the subscription acknowledged it
+// (its AckWait ran out before the ack reached the bus) is acknowledged
+// again without calling the handler; with a larger MaxAckPending the
+// handler gets such a redelivery too. An event whose acknowledgement
+// failed (reported to the peer's OnError) is handled again.
 // Several subscribers using the same durable share its events.
 func (l *Log) SubscribeDurable(name, pattern string, h Handler, opts ...DurableOption) (*Subscription, error) {
 	if h == nil {
@@ -411,6 +416,13 @@ func (ls *logSub) onMsg(msg jetstream.Msg) {
 	if !durable {
 		e.Deliveries = 0
 	}
+	if durable && ls.cfg.maxAckPending == 1 && e.Deliveries > 1 && e.Seq <= ls.seq.Load() {
+		// Delivered again after this subscription settled it: its ack
+		// wait ran out before the ack arrived. One event in flight at a
+		// time means every event up to Seq() is settled.
+		ls.ackAgain(msg, e)
+		return
+	}
 	herr := l.runHandler(ls.ctx, ls.h, e)
 	if herr != nil && ls.ctx.Err() != nil {
 		// Interrupted by Close: not a failure.
@@ -449,6 +461,16 @@ func (ls *logSub) handBack(msg jetstream.Msg) {
 		t.Stop()
 	}
 	_ = msg.Nak()
+}
+
+// ackAgain acknowledges a redelivery of an event the subscription
+// settled already, without handing it to the handler.
+func (ls *logSub) ackAgain(msg jetstream.Msg, e Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), ls.l.timeout)
+	defer cancel()
+	if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		ls.l.logger.Debug("event log: ack of a redelivered event", "durable", ls.durable, "seq", e.Seq, "err", err)
+	}
 }
 
 // settle acknowledges, retries or gives up on a durable's event.

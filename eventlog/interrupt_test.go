@@ -2,6 +2,7 @@ package eventlog_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,5 +100,45 @@ func TestLiveSubscriberGetsARetriedEmitOnce(t *testing.T) {
 	})
 	if evs := got.events(); len(evs) != 2 || evs[0].ID != "order-1" {
 		t.Fatalf("live subscriber got %+v, want order-1 once, then %s", evs, last.ID)
+	}
+}
+
+// TestDurableRedeliveryAfterAckIsNotHandledAgain checks that an event
+// the bus delivers again because its handler outlasted AckWait is
+// handled once: the redelivery that arrives after the acknowledgement is
+// acknowledged without calling the handler.
+func TestDurableRedeliveryAfterAckIsNotHandledAgain(t *testing.T) {
+	n := jsNode(t, t.TempDir(), "redeliver")
+	pub := newPeer(t, n)
+	w := newPeer(t, n)
+	ctx := context.Background()
+	var calls atomic.Int32
+	release := make(chan struct{})
+	sub, err := w.SubscribeDurable("slow", "job.>", func(context.Context, eventlog.Event) error {
+		if calls.Add(1) == 1 {
+			<-release // outlasts AckWait: the bus delivers the event again meanwhile
+		}
+		return nil
+	}, eventlog.FromStart(), eventlog.AckWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := pub.Emit(ctx, "job.one", num{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the redelivery", func() bool {
+		di, err := w.DurableInfo(ctx, "slow")
+		return err == nil && di.Redelivered > 0
+	})
+	close(release)
+	waitFor(t, "acknowledged", func() bool { return sub.Seq() == first.Seq })
+	second, err := pub.Emit(ctx, "job.two", num{2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the next event", func() bool { return sub.Seq() == second.Seq })
+	if got := calls.Load(); got != 2 {
+		t.Fatalf("handler called %d times for two events, want 2", got)
 	}
 }
