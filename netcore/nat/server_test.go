@@ -32,7 +32,8 @@ func startServer(t testing.TB, cfg ServerConfig) *Server {
 		t.Fatalf("ListenServer: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
+		// A test may have closed it already.
+		if err := s.Close(); err != nil && !errors.Is(err, ErrClosed) {
 			t.Errorf("Close: %v", err)
 		}
 	})
