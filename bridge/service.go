@@ -73,7 +73,7 @@ type Service struct {
 // dialers reach the service through p's tag "bridge.open.<name>". ctx
 // bounds only the setup. The target is dialled for each session, when a
 // dialer opens one.
-func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Option) (*Service, error) {
+func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...ExposeOption) (*Service, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -84,7 +84,10 @@ func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Opti
 	if err := ctx.Err(); err != nil {
 		return nil, ctxErr(ctx, "expose "+name)
 	}
-	cfg := newConfig(opts)
+	cfg, err := exposeConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
 		p: p, name: name, proto: proto, addr: addr, cfg: cfg,
 		log:      cfg.log.With("service", name),
