@@ -273,7 +273,7 @@ func (p *Peer) Call(ctx context.Context, tag string, args []byte, opts ...CallOp
 		h := p.handlers[tag]
 		p.mu.RUnlock()
 		if h == nil {
-			return nil, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag,
+			return nil, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag, Type: typeNoSuchTag,
 				Message: fmt.Sprintf("no such tag %q on this peer", tag), Tags: p.Tags()}
 		}
 		ctx, cancel := p.callContext(ctx, cfg)
@@ -409,10 +409,13 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 		return p.callEach(ctx, tag, args, cfg)
 	}
 	expected := map[string]bool{}
-	if infos, err := p.Peers(ctx, WithTag(tag), ByGroup(cfg.group)); err == nil {
-		for _, i := range infos {
-			expected[i.ID] = true
-		}
+	infos, perr := p.Peers(ctx, WithTag(tag), ByGroup(cfg.group))
+	for _, i := range infos {
+		expected[i.ID] = true
+	}
+	if perr == nil && cfg.group != "" && len(expected) == 0 {
+		// Peers of other groups would ignore the request: nobody answers.
+		return nil, fmt.Errorf("%w: no peer of group %q offers tag %q", ErrNoResponders, cfg.group, tag)
 	}
 	m, err := p.request(ctx, AllSubject(tag), args, cfg.group)
 	if err != nil {

@@ -329,7 +329,7 @@ func TestReadJSONArg(t *testing.T) {
 }
 
 func TestCommandsHelp(t *testing.T) {
-	for _, c := range []string{"node", "call", "peers", "emit", "watch"} {
+	for _, c := range []string{"node", "call", "peers", "emit", "watch", "health", "stats", "top"} {
 		r := runCLI(t, "", c, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "peerbus "+c) {
 			t.Errorf("peerbus %s --help: exit %d\n%s", c, r.code, r.stdout)
