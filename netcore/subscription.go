@@ -74,10 +74,14 @@ func (s *Subscription) Dropped() uint64 { return s.q.Dropped() }
 func (s *Subscription) Len() int { return s.q.Len() }
 
 // Close removes the subscription from its pipe. Queued messages are
-// discarded and Recv returns ErrClosed. Close is idempotent.
-func (s *Subscription) Close() {
+// discarded and Recv returns ErrClosed. A second Close returns an error
+// wrapping ErrClosed.
+func (s *Subscription) Close() error {
 	s.pipe.unsubscribe(s)
-	s.q.Close()
+	if !s.q.Close() {
+		return fmt.Errorf("netcore: close %s: %w", s, ErrClosed)
+	}
+	return nil
 }
 
 // matches reports whether m passes the address filter and the pattern.
