@@ -139,6 +139,12 @@ func TestPortInUseFailsCleanly(t *testing.T) {
 	if !errors.Is(err, bus.ErrAddrInUse) || !strings.Contains(err.Error(), "cluster port "+l.Addr().String()) {
 		t.Errorf("cluster port taken: got %v, want ErrAddrInUse naming the cluster port", err)
 	}
+
+	// So is a taken monitor port.
+	_, err = bus.Start(ctx, bus.WithListen("127.0.0.1:-1"), bus.WithMonitor(l.Addr().String()), bus.WithoutJetStream())
+	if !errors.As(err, &ae) || ae.Listener != "monitor" || !strings.Contains(err.Error(), "monitor port "+l.Addr().String()) {
+		t.Errorf("monitor port taken: got %v, want an AddrInUseError naming the monitor port", err)
+	}
 }
 
 func TestEnv(t *testing.T) {

@@ -67,15 +67,28 @@ func invalid(format string, a ...any) error {
 // matches ErrNoQuorum and wraps the error of the failed operation.
 type QuorumError struct {
 	// Reachable is how many of the log's Nodes answer (its leader
-	// included); both are 0 when no node answered as the log's leader.
+	// included). When no node answered as the log's leader, Reachable
+	// counts the servers that answer a ping (0: unknown) and Nodes is
+	// the log's replica count as last seen (0: unknown).
 	Reachable, Nodes int
+	// NoLeader reports that no node answered as the log's leader.
+	NoLeader bool
 	// Err is the error of the failed operation.
 	Err error
 }
 
 func (e *QuorumError) Error() string {
-	if e.Nodes == 0 {
-		return fmt.Sprintf("%v: no node answers as the event log's leader; a majority of its nodes must be reachable (%v)", ErrNoQuorum, e.Err)
+	if e.NoLeader {
+		var counts string
+		switch {
+		case e.Reachable > 0 && e.Nodes > 0:
+			counts = fmt.Sprintf("; %d of its %d nodes are reachable, %d are needed", e.Reachable, e.Nodes, e.Nodes/2+1)
+		case e.Reachable > 0:
+			counts = fmt.Sprintf("; %d nodes are reachable", e.Reachable)
+		case e.Nodes > 0:
+			counts = fmt.Sprintf("; %d of its %d nodes are needed", e.Nodes/2+1, e.Nodes)
+		}
+		return fmt.Sprintf("%v: no node answers as the event log's leader%s (%v)", ErrNoQuorum, counts, e.Err)
 	}
 	return fmt.Sprintf("%v: %d of the event log's %d nodes are reachable, %d are needed (%v)",
 		ErrNoQuorum, e.Reachable, e.Nodes, e.Nodes/2+1, e.Err)

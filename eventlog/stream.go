@@ -5,6 +5,7 @@ package eventlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -65,6 +66,9 @@ func (l *Log) ensure(ctx context.Context) (jetstream.Stream, error) {
 		return nil, err
 	}
 	l.stream.Store(&streamRef{s})
+	if ci := s.CachedInfo(); ci != nil {
+		l.replicas.Store(int32(ci.Config.Replicas))
+	}
 	return s, nil
 }
 
@@ -280,18 +284,26 @@ func (l *Log) quorumLoss() *QuorumError {
 	ctx, cancel := context.WithTimeout(context.Background(), quorumCheckTimeout)
 	defer cancel()
 	s, err := l.js.Stream(ctx, Stream)
+	if err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader == "" {
+		err = errors.New("no leader") // a member answered for a group without one
+	}
 	if err != nil {
+		// No leader answered. The log's size is known from an earlier
+		// answer; the nodes reachable from here answer a ping.
+		nodes := int(l.replicas.Load())
+		if nodes < 2 {
+			nodes = 0
+		}
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == 10008 { // JetStream system temporarily unavailable
-			return &QuorumError{}
+		unavailable := errors.As(err, &apiErr) && apiErr.ErrorCode == 10008 // JetStream system temporarily unavailable
+		if nodes == 0 && !unavailable {
+			return nil
 		}
-		// No answer: a log known to be replicated has no leader.
-		if r := l.stream.Load(); r != nil {
-			if ci := r.s.CachedInfo(); ci != nil && ci.Config.Replicas > 1 {
-				return &QuorumError{}
-			}
+		reachable := l.reachableServers()
+		if nodes > 0 && reachable > nodes/2 {
+			return nil // a majority is there: an election, not a lost quorum
 		}
-		return nil
+		return &QuorumError{Reachable: reachable, Nodes: nodes, NoLeader: true}
 	}
 	c := s.CachedInfo().Cluster
 	if c == nil || len(c.Replicas) == 0 {
@@ -367,4 +379,36 @@ func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_ = l.js.DeleteConsumer(ctx, Stream, info.Name)
+}
+
+// reachableServers counts the servers that answer an account STATZ ping
+// ($SYS.REQ.ACCOUNT.PING.STATZ) within quorumCheckTimeout: the nodes of
+// the cluster reachable from this connection; 0 when none answers (the
+// ping is not allowed, or the server has no system account).
+func (l *Log) reachableServers() int {
+	inbox := l.nc.NewRespInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := l.nc.PublishRequest("$SYS.REQ.ACCOUNT.PING.STATZ", inbox, []byte(`{"unused":true}`)); err != nil {
+		return 0
+	}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(quorumCheckTimeout)
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			return len(seen)
+		}
+		var r struct {
+			Server struct {
+				ID string `json:"id"`
+			} `json:"server"`
+		}
+		if json.Unmarshal(m.Data, &r) == nil && r.Server.ID != "" {
+			seen[r.Server.ID] = true
+		}
+	}
 }

@@ -106,8 +106,9 @@ func TestErrorTypes(t *testing.T) {
 }
 
 // TestFanOutToAGroupWithoutTheTag checks that a fan-out call scoped to a
-// group whose peers do not serve the tag fails naming the group, and
-// publishes nothing.
+// group with no live peer fails naming the group and publishes nothing,
+// and that one to a group whose peers do not serve the tag fails naming
+// the group.
 func TestFanOutToAGroupWithoutTheTag(t *testing.T) {
 	n := single(t)
 	server := newPeer(t, n, peer.WithGroup("math"))
@@ -135,5 +136,18 @@ func TestFanOutToAGroupWithoutTheTag(t *testing.T) {
 	m, err := sub.NextMsg(5 * time.Second)
 	if err != nil || string(m.Data) != "marker" {
 		t.Fatalf("first message on the fan-out subject: %v %+v, want the marker (the call published nothing)", err, m)
+	}
+
+	// A group with peers, none serving the tag: the call goes out (a tag
+	// registered a moment ago may not be in presence yet), nobody
+	// answers, and the error names the group.
+	member := newPeer(t, n, peer.WithGroup("shop"))
+	waitFor(t, "the shop peer", func() bool {
+		infos, _ := caller.Peers(context.Background(), peer.ByGroup("shop"))
+		return len(infos) == 1 && infos[0].ID == member.ID()
+	})
+	_, err = caller.CallAll(context.Background(), "mul", []byte(`{"A":1,"B":1}`), peer.InGroup("shop"))
+	if !errors.Is(err, peer.ErrNoResponders) || !strings.Contains(err.Error(), `group "shop"`) {
+		t.Fatalf("CallAll in a group whose peers lack the tag: %v", err)
 	}
 }
