@@ -123,7 +123,7 @@ type Options struct {
 type DialOptions struct {
 	Options
 	// Strategies are the strategies that may be tried (in the order of
-	// DefaultStrategies). Default: all.
+	// DefaultStrategies). Nil means all; empty means none (ErrNoPath).
 	Strategies []Strategy
 	// Timeouts bound each strategy. Default: the Default*Timeout
 	// constants.
@@ -307,19 +307,16 @@ func (c *config) allowed(s Strategy) bool {
 }
 
 // WithStrategies restricts Dial to the given strategies (they are still
-// tried in the order of DefaultStrategies): at least one, each known.
-// Dial side.
+// tried in the order of DefaultStrategies), each a known one; with none
+// Dial fails with ErrNoPath. Dial side.
 func WithStrategies(s ...Strategy) DialOption {
 	return dialOption(func(o *DialOptions) error {
-		if len(s) == 0 {
-			return invalid("no strategy")
-		}
 		for _, st := range s {
 			if !st.valid() {
 				return invalid("unknown strategy %q", st)
 			}
 		}
-		o.Strategies = append([]Strategy(nil), s...)
+		o.Strategies = append([]Strategy{}, s...) // none: Dial fails with ErrNoPath
 		return nil
 	})
 }

@@ -14,7 +14,6 @@ import (
 func TestInvalidOptions(t *testing.T) {
 	ctx := context.Background()
 	dialBad := map[string]DialOption{
-		"no strategy":        WithStrategies(),
 		"unknown strategy":   WithStrategies("carrier-pigeon"),
 		"zero timeout":       WithTimeout(Relay, 0),
 		"timeout of unknown": WithTimeout("x", time.Second),
