@@ -156,6 +156,8 @@ func nodeOptions(fs *pflag.FlagSet, lookup func(string) (string, bool)) (bus.Opt
 	if err := applySettingFlags(fs, nodeSettings(), &bo, &po); err != nil {
 		return bo, po, err
 	}
+	// The peer's identity is the node's: the node connects with it.
+	bo.Identity = po.Identity
 	return bo, po, nil
 }
 
