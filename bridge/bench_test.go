@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -133,7 +134,7 @@ func BenchmarkConnect(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer tcp.Close()
-	udp, err := Expose(context.Background(), pe, "udp", udpEchoServer(b))
+	udp, err := Expose(context.Background(), pe, "udp", echotest.UDP(b))
 	if err != nil {
 		b.Fatal(err)
 	}

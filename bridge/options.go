@@ -97,15 +97,16 @@ func (s Strategy) String() string { return string(s) }
 type Option func(*config)
 
 type config struct {
-	strategies  []Strategy
-	timeouts    map[Strategy]time.Duration
-	openTimeout time.Duration
-	stun        nat.Config
-	relay       relayConfig
-	log         *slog.Logger
-	noLoopback  bool
-	udpIdle     time.Duration
-	onSession   func(SessionInfo)
+	strategies   []Strategy
+	timeouts     map[Strategy]time.Duration
+	openTimeout  time.Duration
+	stun         nat.Config
+	relay        relayConfig
+	log          *slog.Logger
+	noLoopback   bool
+	udpIdle      time.Duration
+	sessionSetup time.Duration
+	onSession    func(SessionInfo)
 }
 
 func newConfig(opts []Option) *config {
@@ -116,9 +117,10 @@ func newConfig(opts []Option) *config {
 			PunchUDP: DefaultPunchUDPTimeout, PunchTCP: DefaultPunchTCPTimeout,
 			Relay: DefaultRelayTimeout,
 		},
-		openTimeout: DefaultOpenTimeout,
-		relay:       relayConfig{window: DefaultWindow, chunk: DefaultChunkSize, keepalive: DefaultKeepAlive, queue: DefaultDatagramQueue},
-		udpIdle:     DefaultUDPIdleTimeout,
+		openTimeout:  DefaultOpenTimeout,
+		relay:        relayConfig{window: DefaultWindow, chunk: DefaultChunkSize, keepalive: DefaultKeepAlive, queue: DefaultDatagramQueue},
+		udpIdle:      DefaultUDPIdleTimeout,
+		sessionSetup: DefaultSessionSetupTimeout,
 	}
 	for _, o := range opts {
 		o(c)
@@ -230,11 +232,21 @@ func WithoutLoopback() Option { return func(c *config) { c.noLoopback = true } }
 
 // WithUDPIdleTimeout ends a UDP service session after d without a
 // datagram in either direction (default DefaultUDPIdleTimeout). Expose
-// side.
+// side, and the sessions of ForwardUDP.
 func WithUDPIdleTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d > 0 {
 			c.udpIdle = d
+		}
+	}
+}
+
+// WithSessionSetupTimeout bounds the setup of each session ForwardUDP
+// opens (default DefaultSessionSetupTimeout). Dial side.
+func WithSessionSetupTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.sessionSetup = d
 		}
 	}
 }
