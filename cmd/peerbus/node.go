@@ -90,6 +90,7 @@ refuses to start.
 /connz, /routez, /jsz, /healthz, ...), as nats-server -m does, for tools such
 as prometheus-nats-exporter and nats-surveyor. It is off by default, and a
 port alone listens on 127.0.0.1: give a host (0.0.0.0:8222) to serve others.
+The endpoints need no credentials: serve them only where that is safe.
 "peerbus health" checks a node without it.
 
 --leaf makes the embedded server a leafnode of an existing NATS deployment;
