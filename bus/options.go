@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/peerbus/peerbus/identity"
 )
 
 // Default values used by DefaultOptions.
@@ -152,6 +154,12 @@ type Options struct {
 	// NKeySeed is the nkey seed ("SU...", or a file holding it) the node
 	// connects with in external mode and on its leafnode connection.
 	NKeySeed string
+	// Identity is the identity of the node's peer. In external mode the
+	// node connects with it, on an embedded server its connections take
+	// their reply inboxes under the identity's inbox prefix (see package
+	// identity), and a leafnode connects with its key. It excludes
+	// NKeySeed and CredsFile.
+	Identity *identity.Identity
 	// CredsFile is a JWT credentials file the node connects with in
 	// external mode and on its leafnode connection.
 	CredsFile string
@@ -492,6 +500,11 @@ func WithTLS(cert, key, ca string, verify bool) Option {
 		o.TLSCert, o.TLSKey, o.TLSCA, o.TLSVerify = cert, key, ca, verify
 		return nil
 	}
+}
+
+// WithIdentity sets Options.Identity (nil for none).
+func WithIdentity(id *identity.Identity) Option {
+	return func(o *Options) error { o.Identity = id; return nil }
 }
 
 // WithClusterAuth requires routes to present user and password, and

@@ -18,6 +18,11 @@ var (
 	// JetStream), or JetStream did not become available in time. Use
 	// EmitTransient for events that need no log.
 	ErrNoLog = errors.New("eventlog: event log unavailable")
+	// ErrNoJetStream reports a bus without JetStream (a node started
+	// without it, a NATS server or account without JetStream). It wraps
+	// ErrNoLog; the other ErrNoLog errors are a JetStream that did not
+	// answer in time.
+	ErrNoJetStream = fmt.Errorf("%w: JetStream is not enabled on the bus", ErrNoLog)
 	// ErrLogFull reports an event refused because the log reached a
 	// limit and discards new events (Config.DiscardNew), or the
 	// account's storage is exhausted.

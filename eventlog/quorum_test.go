@@ -109,8 +109,8 @@ func testEmitWithoutQuorum(t *testing.T, onLeader bool) {
 	if qe.Nodes != 3 || qe.Reachable != 1 {
 		t.Errorf("quorum error %+v, want 1 of 3 nodes reachable", qe)
 	}
-	if errors.Is(err, eventlog.ErrNoLog) && !errors.Is(err, eventlog.ErrNoQuorum) {
-		t.Errorf("emit without quorum says there is no log: %v", err)
+	if errors.Is(err, eventlog.ErrNoJetStream) {
+		t.Errorf("emit without quorum says there is no JetStream: %v", err)
 	}
 	if onLeader {
 		// The leader took the event and waits for a quorum: it may

@@ -112,6 +112,10 @@ const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
 // failed emit.
 const quorumCheckTimeout = time.Second
 
+// quorumSilence is how long the log's leader has not heard from a
+// replica when the replica counts as unreachable.
+const quorumSilence = 3 * time.Second
+
 func classify(err error) (errKind, error) {
 	var apiErr *jetstream.APIError
 	switch {
@@ -119,7 +123,7 @@ func classify(err error) (errKind, error) {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
 		errors.Is(err, nats.ErrNoResponders):
 		// The JetStream API has no responder: no JetStream on this bus.
-		return errFatal, fmt.Errorf("%w: JetStream is not enabled on the bus (%v)", ErrNoLog, err)
+		return errFatal, fmt.Errorf("%w (%v)", ErrNoJetStream, err)
 	case errors.Is(err, jetstream.ErrNoStreamResponse):
 		return errNoStream, err
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrJetStreamPublisherClosed):
@@ -150,7 +154,7 @@ func classify(err error) (errKind, error) {
 		case 10002, 10023, 10047: // account or server resources exceeded
 			return errFatal, fmt.Errorf("%w: %s", ErrLogFull, apiErr.Description)
 		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
-			return errFatal, fmt.Errorf("%w: %v", ErrNoLog, err)
+			return errFatal, fmt.Errorf("%w (%v)", ErrNoJetStream, err)
 		case errCodeMsgIDInProcess:
 			// An earlier attempt with this id is still being stored
 			// (waiting for a quorum): retry with the same id.
@@ -314,7 +318,10 @@ func (l *Log) quorumLoss() *QuorumError {
 		reachable++
 	}
 	for _, r := range c.Replicas {
-		if !r.Offline {
+		// Offline comes late (the server's own view of a gone peer);
+		// a replica the leader has not heard from for several Raft
+		// heartbeats (one a second) is not reachable either.
+		if !r.Offline && r.Active < quorumSilence {
 			reachable++
 		}
 	}

@@ -123,6 +123,10 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	if o.Identity != nil && nc.Opts.InboxPrefix != o.Identity.InboxPrefix() {
+		return nil, invalid("identity %s: the connection's reply inboxes must be under %q (connect with the identity's ConnectOptions)",
+			o.Identity.PublicKey(), o.Identity.InboxPrefix())
+	}
 	host, _ := os.Hostname()
 	if o.ID == "" {
 		o.ID = uuid.NewString()

@@ -90,6 +90,7 @@ refuses to start.
 /connz, /routez, /jsz, /healthz, ...), as nats-server -m does, for tools such
 as prometheus-nats-exporter and nats-surveyor. It is off by default, and a
 port alone listens on 127.0.0.1: give a host (0.0.0.0:8222) to serve others.
+The endpoints need no credentials: serve them only where that is safe.
 "peerbus health" checks a node without it.
 
 --leaf makes the embedded server a leafnode of an existing NATS deployment;
@@ -171,6 +172,8 @@ func nodeOptions(fs *pflag.FlagSet, lookup func(string) (string, bool)) (bus.Opt
 	if err := applySettingFlags(fs, nodeSettings(), &bo, &po); err != nil {
 		return bo, po, err
 	}
+	// The peer's identity is the node's: the node connects with it.
+	bo.Identity = po.Identity
 	return bo, po, nil
 }
 
