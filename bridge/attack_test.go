@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -123,7 +124,7 @@ func TestAttackReverseToArbitraryAddress(t *testing.T) {
 	nc := connect(t, nodes[0])
 	lim := DefaultLimits()
 	lim.Networks = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echoServer(t), WithLimits(lim))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echotest.TCP(t), WithLimits(lim))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestAttackOfferBeyondLimits(t *testing.T) {
 	nodes := startCluster(t, 1)
 	pe := newPeer(t, connect(t, nodes[0]))
 	nc := connect(t, nodes[0])
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +237,7 @@ func TestAttackPendingExhaustion(t *testing.T) {
 	nc := connect(t, nodes[0])
 	lim := DefaultLimits()
 	lim.MaxPending, lim.MaxPendingPerPeer = 16, 4
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echoServer(t), WithLimits(lim))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echotest.TCP(t), WithLimits(lim))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +299,7 @@ func TestAttackPunchAmplification(t *testing.T) {
 	nc := connect(t, nodes[0])
 	lim := DefaultLimits()
 	lim.AttemptRate = 20
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echoServer(t), WithLimits(lim))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echotest.TCP(t), WithLimits(lim))
 	if err != nil {
 		t.Fatal(err)
 	}

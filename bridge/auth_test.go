@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -101,7 +102,7 @@ func TestStrayConnectionRefused(t *testing.T) {
 	nodes := startCluster(t, 1)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]), peer.AsClient())
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -87,7 +88,7 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer svc.Close()
-	dial := func(p *peer.Peer, opts ...Option) func() net.Conn {
+	dial := func(p *peer.Peer, opts ...DialOption) func() net.Conn {
 		return func() net.Conn {
 			c, err := Dial(context.Background(), p, pe.ID(), "sink", opts...)
 			if err != nil {
@@ -133,7 +134,7 @@ func BenchmarkConnect(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer tcp.Close()
-	udp, err := Expose(context.Background(), pe, "udp", udpEchoServer(b))
+	udp, err := Expose(context.Background(), pe, "udp", echotest.UDP(b))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -28,9 +28,13 @@ const AnyPeer = "any"
 // client-only peer. ctx bounds the whole setup, not the connection.
 // The error wraps ErrNoSuchService, ErrWrongProtocol,
 // ErrServiceUnavailable or ErrNoPath (with every attempt) when that is
-// the cause.
-func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option) (*Conn, error) {
-	c, res, err := dial(ctx, p, peerID, name, "tcp", newConfig(opts))
+// the cause. An invalid option is an error wrapping ErrInvalidOption.
+func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...DialOption) (*Conn, error) {
+	cfg, err := dialConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	c, res, err := dial(ctx, p, peerID, name, "tcp", cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -39,8 +43,12 @@ func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option
 
 // DialPacket connects to the UDP service name exposed by the peer with
 // id peerID (AnyPeer or "": any peer exposing it); see Dial.
-func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option) (*PacketConn, error) {
-	c, res, err := dial(ctx, p, peerID, name, "udp", newConfig(opts))
+func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...DialOption) (*PacketConn, error) {
+	cfg, err := dialConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	c, res, err := dial(ctx, p, peerID, name, "udp", cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -29,7 +30,7 @@ func echoOnce(t *testing.T, c io.ReadWriter, msg string) {
 
 func TestDialStrategiesLocal(t *testing.T) {
 	nodes := startCluster(t, 1)
-	target := echoServer(t)
+	target := echotest.TCP(t)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]))
 	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", target)
@@ -61,7 +62,7 @@ func TestDialStrategiesLocal(t *testing.T) {
 
 func TestDialPacketStrategiesLocal(t *testing.T) {
 	nodes := startCluster(t, 1)
-	target := udpEchoServer(t)
+	target := echotest.UDP(t)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]))
 	svc, err := Expose(ctxT(t, 5*time.Second), pe, "uecho", target)
@@ -116,15 +117,12 @@ func TestConcurrentStreamsAcrossCluster(t *testing.T) {
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
 	waitPeer(t, pd, pe.ID())
-	const streams, size = 50, 256 << 10
-	// All streams come from one peer at once.
-	lim := DefaultLimits()
-	lim.MaxPendingPerPeer = streams
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t), WithLimits(lim))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer svc.Close()
+	const streams, size = 50, 256 << 10
 	errs := make(chan error, streams)
 	for i := range streams {
 		go func() {
@@ -167,12 +165,12 @@ func TestDialErrors(t *testing.T) {
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]), peer.AsClient())
 	ctx := ctxT(t, 30*time.Second)
-	tcp, err := Expose(ctx, pe, "echo", echoServer(t))
+	tcp, err := Expose(ctx, pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tcp.Close()
-	udp, err := Expose(ctx, pe, "uecho", udpEchoServer(t))
+	udp, err := Expose(ctx, pe, "uecho", echotest.UDP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +185,7 @@ func TestDialErrors(t *testing.T) {
 	}
 	defer down.Close()
 
-	if _, err := Expose(ctx, pe, "echo", echoServer(t)); !errors.Is(err, ErrAlreadyExposed) {
+	if _, err := Expose(ctx, pe, "echo", echotest.TCP(t)); !errors.Is(err, ErrAlreadyExposed) {
 		t.Errorf("second expose: %v", err)
 	}
 	for _, bad := range []string{"127.0.0.1:80", "http://x:1", "tcp://nohost", "tcp://:80", "udp://h:1/path"} {
@@ -233,7 +231,7 @@ func TestOnlyExposedServices(t *testing.T) {
 	nodes := startCluster(t, 1)
 	pe := newPeer(t, connect(t, nodes[0]))
 	nc := connect(t, nodes[0])
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +270,7 @@ func TestDefaultStrategiesPreferDirect(t *testing.T) {
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
 	waitPeer(t, pd, pe.ID())
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +297,7 @@ func TestServiceCloseEndsSessions(t *testing.T) {
 	nodes := startCluster(t, 1)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]))
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}

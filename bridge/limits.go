@@ -15,10 +15,6 @@ import (
 // session with the answer code "limit".
 var ErrLimit = errors.New("bridge: limit exceeded")
 
-// ErrInvalidLimits reports Limits that cannot be used (see
-// Limits.Validate); Expose returns it wrapped.
-var ErrInvalidLimits = errors.New("bridge: invalid limits")
-
 // Limits bound what dialers can make an exposing peer do. An offer or a
 // control request beyond a limit is refused (ErrLimit on the dialer's
 // side); candidates an exposer must not connect to are left out of the
@@ -76,10 +72,10 @@ func DefaultLimits() Limits {
 	}
 }
 
-// Validate checks l; the error wraps ErrInvalidLimits.
+// Validate checks l; the error wraps ErrInvalidOption.
 func (l Limits) Validate() error {
 	bad := func(f string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidLimits, fmt.Sprintf(f, args...))
+		return invalid("limits: "+f, args...)
 	}
 	switch {
 	case l.MaxCandidates < 1 || l.MaxCandidates > 256:
@@ -106,16 +102,17 @@ func (l Limits) Validate() error {
 }
 
 // WithLimits sets the limits of an exposed service (default
-// DefaultLimits()); Expose returns an error wrapping ErrInvalidLimits
-// when they do not validate. Expose side.
-func WithLimits(l Limits) Option {
-	return func(c *config) {
-		l.Networks = append([]netip.Prefix(nil), l.Networks...)
-		c.limits = l
+// DefaultLimits()); it returns an error wrapping ErrInvalidOption when
+// they do not validate.
+func WithLimits(l Limits) ExposeOption {
+	return exposeOption(func(o *ExposeOptions) error {
 		if err := l.Validate(); err != nil {
-			c.errs = append(c.errs, err)
+			return err
 		}
-	}
+		l.Networks = append([]netip.Prefix(nil), l.Networks...)
+		o.Limits = l
+		return nil
+	})
 }
 
 // newAttemptLimiter is the service-wide limiter of connection attempts

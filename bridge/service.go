@@ -87,7 +87,7 @@ type Service struct {
 // dialers reach the service through p's tag "bridge.open.<name>". ctx
 // bounds only the setup. The target is dialled for each session, when a
 // dialer opens one.
-func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Option) (*Service, error) {
+func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...ExposeOption) (*Service, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -98,9 +98,9 @@ func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Opti
 	if err := ctx.Err(); err != nil {
 		return nil, ctxErr(ctx, "expose "+name)
 	}
-	cfg := newConfig(opts)
-	if len(cfg.errs) > 0 {
-		return nil, fmt.Errorf("bridge: expose %q: %w", name, errors.Join(cfg.errs...))
+	cfg, err := exposeConfig(opts)
+	if err != nil {
+		return nil, err
 	}
 	s := &Service{
 		p: p, name: name, proto: proto, addr: addr, cfg: cfg,
@@ -150,8 +150,9 @@ func (s *Service) Stats() ServiceStats {
 }
 
 // Close stops exposing the service, ends every session (their
-// connections to the target close) and waits for them. A second Close
-// returns ErrClosed.
+// connections to the target close) and waits for them, at most
+// DefaultCloseTimeout (then it returns an error wrapping
+// context.DeadlineExceeded). A second Close returns ErrClosed.
 func (s *Service) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -165,7 +166,9 @@ func (s *Service) Close() error {
 		err = nil
 	}
 	s.cancel()
-	s.wg.Wait()
+	if werr := waitBounded(&s.wg, DefaultCloseTimeout); werr != nil {
+		err = errors.Join(err, fmt.Errorf("bridge: close service %q: %w", s.name, werr))
+	}
 	s.log.Debug("service closed")
 	return err
 }
@@ -798,24 +801,40 @@ func (ss *exSession) forwardUDPRelay(rl *relay) {
 // idleWatch ends a UDP session idle for the idle timeout; keepalive, if
 // not nil, runs when nothing was sent for udpKeepaliveInterval.
 func (ss *exSession) idleWatch(keepalive func()) {
-	idle := ss.svc.cfg.udpIdle
-	tick := time.NewTicker(min(idle/4, time.Second))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ss.ctx.Done():
-			return
-		case now := <-tick.C:
-			if now.Sub(time.Unix(0, ss.lastActive.Load())) > idle {
-				ss.log.Debug("udp session idle")
-				ss.cancel()
-				return
-			}
-			if keepalive != nil && now.Sub(time.Unix(0, ss.lastSent.Load())) > udpKeepaliveInterval {
+	var onTick func(time.Time)
+	if keepalive != nil {
+		onTick = func(now time.Time) {
+			if now.Sub(time.Unix(0, ss.lastSent.Load())) > udpKeepaliveInterval {
 				ss.lastSent.Store(now.UnixNano())
 				keepalive()
 			}
 		}
+	}
+	if watchIdle(ss.ctx, ss.svc.cfg.udpIdle, &ss.lastActive, onTick) {
+		ss.log.Debug("udp session idle")
+		ss.cancel()
+	}
+}
+
+// DefaultCloseTimeout bounds how long Service.Close waits for the
+// service's sessions to end.
+const DefaultCloseTimeout = 10 * time.Second
+
+// waitBounded waits for wg at most d; it returns an error wrapping
+// context.DeadlineExceeded when d passes first.
+func waitBounded(wg *sync.WaitGroup, d time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("sessions still running after %v: %w", d, context.DeadlineExceeded)
 	}
 }
 

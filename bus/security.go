@@ -54,6 +54,9 @@ func (o *Options) validateClientCreds() error {
 	if o.NKeySeed != "" && o.CredsFile != "" {
 		return fmt.Errorf("%w: an nkey seed and a credentials file exclude each other", ErrInvalidOption)
 	}
+	if o.Identity != nil && (o.NKeySeed != "" || o.CredsFile != "") {
+		return fmt.Errorf("%w: an identity excludes an nkey seed and a credentials file (it is the key the node connects with)", ErrInvalidOption)
+	}
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		return fmt.Errorf("%w: TLS certificate and key go together", ErrInvalidOption)
 	}
@@ -106,6 +109,9 @@ func (o *Options) secureServer(s *server.Options) ([]nats.Option, error) {
 		}
 		s.TLSConfig, s.TLS, s.TLSVerify = tc, true, o.TLSVerify
 		s.TLSTimeout = 5
+	}
+	if o.Identity != nil {
+		inproc = append(inproc, nats.CustomInboxPrefix(o.Identity.InboxPrefix()))
 	}
 	if o.ClusterUser != "" {
 		s.Cluster.Username, s.Cluster.Password = o.ClusterUser, o.ClusterPassword
@@ -171,6 +177,9 @@ func (o *Options) clientCreds() ([]nats.Option, error) {
 	if o.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(o.CredsFile))
 	}
+	if o.Identity != nil {
+		opts = append(opts, o.Identity.ConnectOptions()...)
+	}
 	if o.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(o.TLSCA))
 	}
@@ -189,6 +198,13 @@ func (o *Options) leafRemote(urls []*url.URL) (*server.RemoteLeafOpts, error) {
 			return nil, err
 		}
 		seed, _ := kp.Seed()
+		r.Nkey = string(seed)
+	}
+	if o.Identity != nil {
+		seed, err := o.Identity.Seed()
+		if err != nil {
+			return nil, fmt.Errorf("%w: identity: %v", ErrAuth, err)
+		}
 		r.Nkey = string(seed)
 	}
 	tlsWanted := o.TLSCA != ""

@@ -273,7 +273,7 @@ func (p *Peer) Call(ctx context.Context, tag string, args []byte, opts ...CallOp
 		h := p.handlers[tag]
 		p.mu.RUnlock()
 		if h == nil {
-			return nil, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag,
+			return nil, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag, Type: typeNoSuchTag,
 				Message: fmt.Sprintf("no such tag %q on this peer", tag), Tags: p.Tags()}
 		}
 		ctx, cancel := p.callContext(ctx, cfg)
@@ -409,10 +409,18 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 		return p.callEach(ctx, tag, args, cfg)
 	}
 	expected := map[string]bool{}
-	if infos, err := p.Peers(ctx, WithTag(tag), ByGroup(cfg.group)); err == nil {
-		for _, i := range infos {
+	infos, perr := p.Peers(ctx, ByGroup(cfg.group))
+	for _, i := range infos {
+		if i.HasTag(tag) {
 			expected[i.ID] = true
 		}
+	}
+	if perr == nil && cfg.group != "" && len(infos) == 0 && p.opts.Group != cfg.group {
+		// A group with no live peer: the peers of other groups would
+		// ignore the request, and nobody would answer. (A group with
+		// peers gets the request: a tag registered a moment ago may not
+		// be in presence yet.)
+		return nil, fmt.Errorf("%w: no peer of group %q offers tag %q (the group has no live peer)", ErrNoResponders, cfg.group, tag)
 	}
 	m, err := p.request(ctx, AllSubject(tag), args, cfg.group)
 	if err != nil {
@@ -429,7 +437,11 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 	if err := p.nc.PublishMsg(m); err != nil {
 		return nil, fmt.Errorf("peer: call %q: %w", tag, err)
 	}
-	return gatherReplies(ctx, tag, ch, expected)
+	out, err := gatherReplies(ctx, tag, ch, expected)
+	if len(out) == 0 && errors.Is(err, ErrNoResponders) && cfg.group != "" {
+		err = fmt.Errorf("%w: no peer of group %q answered tag %q", ErrNoResponders, cfg.group, tag)
+	}
+	return out, err
 }
 
 // fanOutSettle is how long a fan-out call with no expectation from

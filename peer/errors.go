@@ -64,7 +64,11 @@ type RemoteError struct {
 	// Code classifies the failure: one of the Code* constants.
 	Code string `json:"code"`
 	// Type is the Go type name of the error (e.g. "*fs.PathError"), or of
-	// the panic value.
+	// the panic value. For bad_request it is the type of the decoding
+	// error (e.g. "*json.SyntaxError"); for the refusals a peer answers
+	// without running a function, the name of the matching sentinel
+	// ("peer.ErrNoSuchTag", "peer.ErrBadRequest" for an unknown codec,
+	// "peer.ErrPayloadTooLarge" for a result too large).
 	Type string `json:"type"`
 	// Message is the error's text.
 	Message string `json:"message"`

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/peerbus/peerbus/identity"
 	"github.com/peerbus/peerbus/internal/names"
 )
 
@@ -29,14 +30,22 @@ const (
 	EnvHub      = "PEERBUS_HUB"       // "1"/"true": this peer is a hub
 	EnvPeerName = "PEERBUS_PEER_NAME" // friendly name
 	EnvPeerID   = "PEERBUS_PEER_ID"   // fixed peer id (uuid)
+	EnvIdentity = "PEERBUS_IDENTITY"  // nkey seed file of the peer's identity
 )
 
 // Options configures a Peer. DefaultOptions gives the defaults; a zero
 // field means its default too. New refuses invalid values with an error
 // wrapping ErrInvalidOption.
 type Options struct {
-	// ID is the peer id, one subject token. Default: a new random uuid.
+	// ID is the peer id, one subject token. Default: a new random uuid,
+	// or the id of Identity.
 	ID string
+	// Identity is the peer's key pair. The peer's id is then the
+	// identity's (an ID that differs is refused), and the connection must
+	// have been made with the identity's ConnectOptions (its reply
+	// inboxes under the identity's inbox prefix), as a node enforcing a
+	// policy requires. Default: none.
+	Identity *identity.Identity
 	// Name is a friendly name. Default: "<hostname>-<pid>".
 	Name string
 	// Group is the peer's group (one subject token, may be empty).
@@ -97,6 +106,12 @@ func WithID(id string) Option {
 		o.ID = id
 		return nil
 	}
+}
+
+// WithIdentity makes id the peer's identity (see Options.Identity; nil
+// for none).
+func WithIdentity(id *identity.Identity) Option {
+	return func(o *Options) error { o.Identity = id; return nil }
 }
 
 // WithName sets the friendly name ("" is the default name).
@@ -172,8 +187,8 @@ func WithErrorHandler(f func(error)) Option {
 	return func(o *Options) error { o.OnError = f; return nil }
 }
 
-// FromEnv applies PEERBUS_GROUP, PEERBUS_HUB, PEERBUS_PEER_NAME and
-// PEERBUS_PEER_ID when set.
+// FromEnv applies PEERBUS_GROUP, PEERBUS_HUB, PEERBUS_PEER_NAME,
+// PEERBUS_IDENTITY and PEERBUS_PEER_ID when set (see Settings).
 func FromEnv() Option { return func(o *Options) error { return o.ApplyEnv(os.LookupEnv) } }
 
 // ApplyEnv applies the variables found by lookup to o.
@@ -232,6 +247,15 @@ func (o *Options) validate() error {
 	}
 	if err := validGroup(o.Group); err != nil {
 		return err
+	}
+	if o.Identity != nil {
+		switch o.ID {
+		case "":
+			o.ID = o.Identity.PeerID()
+		case o.Identity.PeerID():
+		default:
+			return invalid("peer id %q: the identity %s gives id %s", o.ID, o.Identity.PublicKey(), o.Identity.PeerID())
+		}
 	}
 	if o.ID != "" {
 		if err := names.Token(o.ID); err != nil {

@@ -3,6 +3,8 @@ package peer
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/peerbus/peerbus/identity"
 )
 
 // Setting is one setting of a peer that the environment or a flag of the
@@ -52,6 +54,16 @@ func Settings() []Setting {
 		{Env: EnvPeerName, Flag: "peer-name", Type: "string", DefaultDoc: "`<hostname>-<pid>`",
 			Usage: "the peer's friendly name",
 			Set:   func(o *Options, v string) error { o.Name = v; return nil }},
+		{Env: EnvIdentity, Flag: "identity", Type: "string",
+			Usage: "nkey seed `FILE` of the peer's identity (made by `peerbus keygen`); the peer id is then the key's",
+			Set: func(o *Options, v string) error {
+				id, err := identity.Load(v)
+				if err != nil {
+					return fmt.Errorf("%w: %s: %v", ErrInvalidOption, EnvIdentity, err)
+				}
+				o.Identity = id
+				return nil
+			}},
 		{Env: EnvPeerID, Flag: "peer-id", Type: "string", DefaultDoc: "a new random uuid",
 			Usage: "fixed peer id",
 			Set:   func(o *Options, v string) error { o.ID = v; return nil }},

@@ -37,10 +37,19 @@ Once ready the node prints on stdout, one "key: value" per line:
   node: <node name>
   client: <client URL>           (what --server of client commands takes)
   cluster: <cluster route URL>   (only with a cluster listener)
+  monitor: <monitoring URL>      (only with --monitor)
   tags: <served tags, comma separated>
   ready
 
-and nothing else. Logs go to stderr (--log-level).
+and nothing else. Logs go to stderr, filtered by --log-level:
+
+  error  failures only
+  warn   and warnings: a node alone in its cluster, a route that fails,
+         a slow event log, nats-server's own warnings and errors
+  info   and what changes while the node runs (default): routes connected,
+         nodes discovered, the event log ready or its copies changed
+  debug  and everything else, including nats-server's notices (banner,
+         listeners, JetStream settings, connections) and debug lines
 
 Most options also come from the environment (the variable is named in each
 flag's help, e.g. PEERBUS_LISTEN): flags override the environment, which
@@ -76,6 +85,13 @@ same settings, or give them to one node only. Lowering a limit drops the
 oldest events at once. The storage (--log-memory) is chosen when the log is
 created: a node whose --log-memory differs from an existing log's storage
 refuses to start.
+
+--monitor serves the embedded server's HTTP monitoring endpoints (/varz,
+/connz, /routez, /jsz, /healthz, ...), as nats-server -m does, for tools such
+as prometheus-nats-exporter and nats-surveyor. It is off by default, and a
+port alone listens on 127.0.0.1: give a host (0.0.0.0:8222) to serve others.
+The endpoints need no credentials: serve them only where that is safe.
+"peerbus health" checks a node without it.
 
 --leaf makes the embedded server a leafnode of an existing NATS deployment;
 the node keeps its own JetStream (and event log) in a JetStream domain named
@@ -136,7 +152,7 @@ func newNodeCmd() (*cobra.Command, *nodeFlags) {
 	fs.SortFlags = false
 	addSettingFlags(fs, nodeSettings())
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve a tag by running a shell command (sh -c), given as `TAG=COMMAND` (repeatable)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: error, warn, info, debug (nats-server's own notices only at debug)")
 	addLogFlags(fs, &f.log)
 	return cmd, f
 }
@@ -156,6 +172,8 @@ func nodeOptions(fs *pflag.FlagSet, lookup func(string) (string, bool)) (bus.Opt
 	if err := applySettingFlags(fs, nodeSettings(), &bo, &po); err != nil {
 		return bo, po, err
 	}
+	// The peer's identity is the node's: the node connects with it.
+	bo.Identity = po.Identity
 	return bo, po, nil
 }
 
@@ -221,15 +239,13 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 		shutdown()
 		return err
 	}
-	info := p.Info()
-	log.Info("peer ready", "peer", p.ID(), "name", info.Name, "group", info.Group, "hub", info.Hub, "tags", info.Tags)
 
 	<-ctx.Done()
 	cause := context.Cause(ctx)
 	stop() // a second signal now ends the process at once
-	log.Info("shutting down", "cause", cause)
+	log.Debug("shutting down", "cause", cause)
 	shutdown()
-	log.Info("stopped")
+	log.Debug("stopped")
 	return nil
 }
 
@@ -243,6 +259,9 @@ func startNode(ctx context.Context, bo bus.Options) (*bus.Node, error) {
 	if err := node.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("interrupted while starting: %w", err)
+		}
+		if errors.Is(err, bus.ErrAddrInUse) {
+			return nil, err // names the port and how to join a node on it
 		}
 		if errors.Is(err, bus.ErrNotReady) && len(bo.Routes) > 0 && bo.ExternalURL == "" && !bo.NoJetStream {
 			return nil, fmt.Errorf("%w\n(a clustered node waits for a quorum of its routes %v; are the other nodes running?)", err, bo.Routes)
@@ -296,6 +315,9 @@ func printReady(out io.Writer, node *bus.Node, p *peer.Peer) error {
 	fmt.Fprintf(&b, "client: %s\n", redactURL(node.ClientURL()))
 	if u := node.ClusterURL(); u != "" {
 		fmt.Fprintf(&b, "cluster: %s\n", u)
+	}
+	if u := node.MonitorURL(); u != "" {
+		fmt.Fprintf(&b, "monitor: %s\n", u)
 	}
 	fmt.Fprintf(&b, "tags: %s\n", strings.Join(p.Info().Tags, ","))
 	b.WriteString("ready\n")

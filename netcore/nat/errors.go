@@ -1,6 +1,10 @@
 package nat
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"net"
+)
 
 // Sentinel errors returned (wrapped) by this package. Test for them with
 // errors.Is.
@@ -21,4 +25,8 @@ var (
 
 	// ErrBadConfig means a Config or ServerConfig field is invalid.
 	ErrBadConfig = errors.New("nat: invalid configuration")
+
+	// ErrClosed is returned by a second Server.Close. It wraps
+	// net.ErrClosed.
+	ErrClosed = fmt.Errorf("nat: closed: %w", net.ErrClosed)
 )

@@ -216,11 +216,15 @@ func (s *Server) Addrs() []netip.AddrPort {
 	return append([]netip.AddrPort(nil), s.addrs...)
 }
 
-// Close stops the server and waits for its goroutines. It is safe to call
-// more than once and concurrently; later calls return nil.
+// Close stops the server and waits for its goroutines, which end as
+// their sockets close. It is safe to call more than once and
+// concurrently: one call closes the server, the others wait for it and
+// return an error wrapping ErrClosed (and net.ErrClosed).
 func (s *Server) Close() error {
 	var err error
+	first := false
 	s.closeOnce.Do(func() {
+		first = true
 		for _, c := range s.socks {
 			if cerr := c.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 				err = errors.Join(err, cerr)
@@ -229,6 +233,9 @@ func (s *Server) Close() error {
 		s.wg.Wait()
 		s.log.Info("stun server closed", "addr", s.addrs[0])
 	})
+	if !first {
+		return fmt.Errorf("nat: stun server close: %w", ErrClosed)
+	}
 	if err != nil {
 		return fmt.Errorf("nat: stun server close: %w", err)
 	}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peerbus/peerbus/identity"
+)
+
+// keyLines parses "key: value" lines.
+func keyLines(out string) map[string]string {
+	m := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func TestKeygenAndIdentity(t *testing.T) {
+	dir := t.TempDir()
+	nodeKey, clientKey := filepath.Join(dir, "node.nk"), filepath.Join(dir, "client.nk")
+	r := runCLI(t, "", "keygen", nodeKey)
+	if r.code != 0 {
+		t.Fatalf("keygen: %d %s", r.code, r.stderr)
+	}
+	kv := keyLines(r.stdout)
+	st, err := os.Stat(nodeKey)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("seed file: %v, %v", st, err)
+	}
+	id, err := identity.Load(nodeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kv["public"] != id.PublicKey() || kv["peer"] != id.PeerID() || kv["file"] != nodeKey {
+		t.Fatalf("keygen printed %v; file holds %s / %s", kv, id.PublicKey(), id.PeerID())
+	}
+	if r := runCLI(t, "", "keygen", nodeKey); r.code == 0 || !strings.Contains(r.stderr, "exists") {
+		t.Fatalf("keygen over an existing file: %d %q", r.code, r.stderr)
+	}
+	r = runCLI(t, "", "keygen", clientKey)
+	if r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	// The node admits the client's key (an identity authenticates with
+	// its nkey).
+	keys := filepath.Join(dir, "keys")
+	if err := os.WriteFile(keys, []byte(keyLines(r.stdout)["public"]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := startNodeProc(t, "idnode", "--listen", "127.0.0.1:-1", "--no-jetstream", "--identity", nodeKey, "--nkeys-file", keys)
+	n.waitReady(t, 30*time.Second)
+	if n.info["peer"] != id.PeerID() {
+		t.Fatalf("node peer %q, identity gives %q", n.info["peer"], id.PeerID())
+	}
+	r = runCLI(t, "", "call", "--server", n.info["client"], "--identity", clientKey, "--peer", id.PeerID(), "info")
+	if r.code != 0 || !strings.Contains(r.stdout, id.PeerID()) {
+		t.Fatalf("call info with an identity: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, "", "call", "--server", n.info["client"], "--identity", filepath.Join(dir, "none.nk"), "ping")
+	if r.code == 0 || !strings.Contains(r.stderr, "none.nk") {
+		t.Fatalf("call with a missing identity file: %d %q", r.code, r.stderr)
+	}
+}
