@@ -148,6 +148,9 @@ type ExposeOptions struct {
 	// OnSession, if not nil, is called each time a session gets its
 	// path; it must not block.
 	OnSession func(SessionInfo)
+	// Limits bound what dialers can make the exposer do. Default
+	// DefaultLimits().
+	Limits Limits
 }
 
 // defaultOptions are the defaults of both sides.
@@ -177,7 +180,7 @@ func DefaultDialOptions() DialOptions {
 // DefaultExposeOptions returns the documented defaults of the expose
 // side.
 func DefaultExposeOptions() ExposeOptions {
-	return ExposeOptions{Options: defaultOptions(), UDPIdleTimeout: DefaultUDPIdleTimeout}
+	return ExposeOptions{Options: defaultOptions(), UDPIdleTimeout: DefaultUDPIdleTimeout, Limits: DefaultLimits()}
 }
 
 // DialOption changes DialOptions: the options of the dial side and the
@@ -231,6 +234,7 @@ type config struct {
 	udpIdle      time.Duration
 	sessionSetup time.Duration
 	onSession    func(SessionInfo)
+	limits       Limits
 }
 
 // sharedConfig fills the settings of both sides, a zero field taking
@@ -293,6 +297,10 @@ func exposeConfig(opts []ExposeOption) (*config, error) {
 	c := sharedConfig(o.Options)
 	c.udpIdle = cmp.Or(o.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	c.onSession = o.OnSession
+	if err := o.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	c.limits = o.Limits
 	return c, nil
 }
 
