@@ -88,7 +88,7 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer svc.Close()
-	dial := func(p *peer.Peer, opts ...Option) func() net.Conn {
+	dial := func(p *peer.Peer, opts ...DialOption) func() net.Conn {
 		return func() net.Conn {
 			c, err := Dial(context.Background(), p, pe.ID(), "sink", opts...)
 			if err != nil {

@@ -28,9 +28,13 @@ const AnyPeer = "any"
 // client-only peer. ctx bounds the whole setup, not the connection.
 // The error wraps ErrNoSuchService, ErrWrongProtocol,
 // ErrServiceUnavailable or ErrNoPath (with every attempt) when that is
-// the cause.
-func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option) (*Conn, error) {
-	c, res, err := dial(ctx, p, peerID, name, "tcp", newConfig(opts))
+// the cause. An invalid option is an error wrapping ErrInvalidOption.
+func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...DialOption) (*Conn, error) {
+	cfg, err := dialConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	c, res, err := dial(ctx, p, peerID, name, "tcp", cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -39,8 +43,12 @@ func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option
 
 // DialPacket connects to the UDP service name exposed by the peer with
 // id peerID (AnyPeer or "": any peer exposing it); see Dial.
-func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option) (*PacketConn, error) {
-	c, res, err := dial(ctx, p, peerID, name, "udp", newConfig(opts))
+func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...DialOption) (*PacketConn, error) {
+	cfg, err := dialConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	c, res, err := dial(ctx, p, peerID, name, "udp", cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +70,7 @@ type dialer struct {
 	endSetup context.CancelFunc
 	wg       sync.WaitGroup
 
-	ln       *net.TCPListener
+	ln       *pathListener
 	port     uint16
 	udp      *net.UDPConn
 	sock     *pathSocket // writes of udp
@@ -207,17 +215,13 @@ func (d *dialer) prepare(ctx context.Context) error {
 	d.localNAT = classify(ctx, d.cfg.stun)
 	loopback := !d.cfg.noLoopback
 	if (d.proto == "tcp" && d.cfg.allowed(Reverse)) || d.cfg.allowed(PunchTCP) {
-		lc := net.ListenConfig{}
-		if reuseSupported {
-			lc.Control = reuseControl
-		}
-		l, err := lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+		l, err := listenPath(ctx, hostAddrs(loopback))
 		if err != nil {
-			return fmt.Errorf("bridge: path listener: %w", err)
+			return err
 		}
-		d.ln = l.(*net.TCPListener)
-		d.port = uint16(d.ln.Addr().(*net.TCPAddr).Port)
-		d.tcpCands = hostCandidates(d.port, loopback)
+		d.ln = l
+		d.port = l.port
+		d.tcpCands = l.candidates()
 		if n := d.localNAT; n != nil && n.NAT && n.Mapped.Is4() {
 			d.tcpCands = addCandidate(d.tcpCands, Candidate{Addr: netip.AddrPortFrom(n.Mapped, d.port), Kind: KindMapped})
 		}
@@ -258,6 +262,7 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 		Key: d.sec.key, Nonce: d.sec.nonce[:], Strategies: strategies,
 		TCP: d.tcpCands, UDP: d.udpCands, NAT: d.localNAT,
 		KeepAliveMS: d.cfg.relay.keepalive.Milliseconds(), SetupMS: setup.Milliseconds(),
+		Host: hostProof(roleDialer, d.sec.idHex()),
 	}
 	o.Peer = d.p.ID()
 	fn, err := peer.Stub[offer, answer](d.p, OpenTag(d.name))
@@ -289,12 +294,20 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 		return fmt.Errorf("%w: %q on peer %s: %s", ErrServiceUnavailable, d.name, ans.Peer, ans.Error)
 	case codeClosed:
 		return fmt.Errorf("%w: %q on peer %s is closing", ErrNoSuchService, d.name, ans.Peer)
+	case codeLimit:
+		return fmt.Errorf("%w: %q on peer %s refused the session: %s", ErrLimit, d.name, ans.Peer, ans.Error)
 	default:
 		return fmt.Errorf("%w: open refused (%s): %s", ErrProtocol, ans.Code, ans.Error)
 	}
 	if len(ans.Nonce) != nonceSize || ans.Peer == "" {
 		return fmt.Errorf("%w: malformed answer", ErrProtocol)
 	}
+	// Only candidates this side may connect to are kept; loopback ones
+	// only from an exposer on this host.
+	sameHost := checkHostProof(ans.Host, roleExposer, o.Session)
+	lim := DefaultLimits()
+	ans.TCP = usableCandidates(ans.TCP, sameHost, nil, lim.MaxCandidates)
+	ans.UDP = usableCandidates(ans.UDP, sameHost, nil, lim.MaxCandidates)
 	d.ans = ans
 	return nil
 }
@@ -452,7 +465,7 @@ func (d *dialer) stageErr(ctx context.Context, timeout time.Duration) error {
 
 // connect dials one of the exposer's candidates and authenticates.
 func (d *dialer) connect(ctx context.Context, cand Candidate, punch bool) {
-	c, err := connectTCP(ctx, cand, d.port, punch, d.log)
+	c, err := connectTCP(ctx, cand, d.port, punch, nil, d.log)
 	if err != nil {
 		if ctx.Err() == nil || !punch {
 			d.noteErr(err)
@@ -597,7 +610,7 @@ func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, cands []Ca
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
 	d.goSafe(func() {
-		probeLoop(pctx, d.sock, d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce), cands, punch, reselect)
+		probeLoop(pctx, d.sock, d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce), cands, punch, nil, reselect)
 	})
 	select {
 	case a := <-d.won:

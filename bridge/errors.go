@@ -67,6 +67,10 @@ var (
 	// peer.
 	ErrAlreadyExposed = errors.New("bridge: service already exposed")
 
+	// ErrInvalidOption reports an invalid option value (a non-positive
+	// timeout, window or size, an unknown strategy).
+	ErrInvalidOption = errors.New("bridge: invalid option")
+
 	// ErrWriteClosed is returned by Write after CloseWrite.
 	ErrWriteClosed = errors.New("bridge: write side closed")
 )

@@ -28,9 +28,15 @@ const DefaultSessionSetupTimeout = 30 * time.Second
 // logged at info level on the WithLogger logger.
 //
 // ForwardUDP closes pc and returns nil when ctx ends, once every session
-// has ended.
-func ForwardUDP(ctx context.Context, p *peer.Peer, pc *net.UDPConn, peerID, name string, opts ...Option) error {
-	f := &udpForward{p: p, pc: pc, peerID: peerID, name: name, opts: opts, cfg: newConfig(opts),
+// has ended; an invalid option is an error wrapping ErrInvalidOption
+// (pc is closed then too).
+func ForwardUDP(ctx context.Context, p *peer.Peer, pc *net.UDPConn, peerID, name string, opts ...DialOption) error {
+	cfg, err := dialConfig(opts)
+	if err != nil {
+		_ = pc.Close()
+		return err
+	}
+	f := &udpForward{p: p, pc: pc, peerID: peerID, name: name, opts: opts, cfg: cfg,
 		sessions: map[netip.AddrPort]*udpClient{}}
 	defer f.wg.Wait()
 	defer pc.Close()
@@ -54,7 +60,7 @@ type udpForward struct {
 	p            *peer.Peer
 	pc           *net.UDPConn
 	peerID, name string
-	opts         []Option
+	opts         []DialOption
 	cfg          *config
 	wg           sync.WaitGroup
 

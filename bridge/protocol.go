@@ -46,6 +46,9 @@ type offer struct {
 	NAT         *NATInfo    `json:"nat,omitempty"`
 	KeepAliveMS int64       `json:"keepalive_ms"`
 	SetupMS     int64       `json:"setup_ms"`
+	// Host is the dialer's host proof (see host.go), so that an exposer
+	// on the same host uses loopback candidates.
+	Host []byte `json:"host,omitempty"`
 }
 
 // answer is the exposer's reply to an offer.
@@ -57,6 +60,7 @@ type answer struct {
 	TCP   []Candidate `json:"tcp,omitempty"`
 	UDP   []Candidate `json:"udp,omitempty"`
 	NAT   *NATInfo    `json:"nat,omitempty"`
+	Host  []byte      `json:"host,omitempty"`
 	// Code is empty on success, else one of the code* constants, with
 	// Error the text.
 	Code  string `json:"code,omitempty"`
@@ -69,6 +73,7 @@ const (
 	codeUnavailable = "unavailable"
 	codeBadRequest  = "bad_request"
 	codeClosed      = "closed"
+	codeLimit       = "limit"
 )
 
 // Control operations (ctlRequest.Op).

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/peerbus/peerbus/peer"
 )
@@ -30,8 +31,6 @@ const (
 	punchRetry = 50 * time.Millisecond
 	// udpKeepaliveInterval keeps NAT mappings of raw UDP paths alive.
 	udpKeepaliveInterval = 15 * time.Second
-	// maxSetup bounds how long an exposer keeps a session without path.
-	maxSetup = 2 * time.Minute
 )
 
 // ServiceStats are counters of an exposed service.
@@ -42,6 +41,14 @@ type ServiceStats struct {
 	Active int
 	// Paths counts sessions by the path they got.
 	Paths map[Strategy]uint64
+	// Pending is the number of sessions without a path yet.
+	Pending int
+	// Refused counts offers refused, ErrLimit ones included.
+	Refused uint64
+	// Attempts counts the TCP connection attempts and UDP probes the
+	// service sent to dialers' candidates (reverse and hole punching);
+	// Limits.AttemptRate bounds their rate.
+	Attempts uint64
 }
 
 // Service is a local TCP or UDP service exposed on the bus under a name
@@ -60,11 +67,18 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	closed   bool
-	sessions map[string]*exSession
-	opened   uint64
-	paths    map[Strategy]uint64
+	attempts *rate.Limiter
+	seen     seenSessions
+	nAttempt atomic.Uint64
+
+	mu        sync.Mutex
+	closed    bool
+	sessions  map[string]*exSession
+	opened    uint64
+	refused   uint64
+	paths     map[Strategy]uint64
+	pending   int
+	pendingBy map[string]int
 }
 
 // Expose makes the local service at target ("tcp://host:port" or
@@ -73,7 +87,7 @@ type Service struct {
 // dialers reach the service through p's tag "bridge.open.<name>". ctx
 // bounds only the setup. The target is dialled for each session, when a
 // dialer opens one.
-func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Option) (*Service, error) {
+func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...ExposeOption) (*Service, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -84,12 +98,17 @@ func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Opti
 	if err := ctx.Err(); err != nil {
 		return nil, ctxErr(ctx, "expose "+name)
 	}
-	cfg := newConfig(opts)
+	cfg, err := exposeConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
 		p: p, name: name, proto: proto, addr: addr, cfg: cfg,
-		log:      cfg.log.With("service", name),
-		sessions: map[string]*exSession{},
-		paths:    map[Strategy]uint64{},
+		log:       cfg.log.With("service", name),
+		sessions:  map[string]*exSession{},
+		paths:     map[Strategy]uint64{},
+		pendingBy: map[string]int{},
+		attempts:  newAttemptLimiter(cfg.limits),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if _, err := peer.Register(p, OpenTag(name), s.open); err != nil {
@@ -122,7 +141,8 @@ func (s *Service) Target() string { return s.proto + "://" + s.addr }
 func (s *Service) Stats() ServiceStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := ServiceStats{Opened: s.opened, Active: len(s.sessions), Paths: map[Strategy]uint64{}}
+	st := ServiceStats{Opened: s.opened, Active: len(s.sessions), Paths: map[Strategy]uint64{},
+		Pending: s.pending, Refused: s.refused, Attempts: s.nAttempt.Load()}
 	for k, v := range s.paths {
 		st.Paths[k] = v
 	}
@@ -158,6 +178,9 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	ans := answer{V: protoVersion, Peer: s.p.ID(), Proto: s.proto}
 	refuse := func(code string, err error) (answer, error) {
 		ans.Code, ans.Error = code, err.Error()
+		s.mu.Lock()
+		s.refused++
+		s.mu.Unlock()
 		s.log.Debug("session refused", "session", o.Session, "code", code, "err", err)
 		return ans, nil
 	}
@@ -174,6 +197,14 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	if len(o.Nonce) != nonceSize {
 		return refuse(codeBadRequest, errors.New("bad nonce"))
 	}
+	if err := s.checkOffer(&o); err != nil {
+		return refuse(codeLimit, err)
+	}
+	caller := peer.CallerFrom(ctx)
+	if caller == "" {
+		caller = o.Peer
+	}
+	lim := s.cfg.limits
 	s.mu.Lock()
 	switch {
 	case s.closed:
@@ -182,19 +213,35 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	case s.sessions[o.Session] != nil:
 		s.mu.Unlock()
 		return refuse(codeBadRequest, errors.New("session exists"))
+	case len(s.sessions) >= lim.MaxSessions:
+		s.mu.Unlock()
+		return refuse(codeLimit, fmt.Errorf("%w: %d sessions (MaxSessions)", ErrLimit, lim.MaxSessions))
+	case s.pending >= lim.MaxPending:
+		s.mu.Unlock()
+		return refuse(codeLimit, fmt.Errorf("%w: %d sessions without a path (MaxPending)", ErrLimit, lim.MaxPending))
+	case s.pendingBy[caller] >= lim.MaxPendingPerPeer:
+		s.mu.Unlock()
+		return refuse(codeLimit, fmt.Errorf("%w: %d sessions without a path from peer %q (MaxPendingPerPeer)", ErrLimit, lim.MaxPendingPerPeer, caller))
 	}
+	// The reservation holds until the session has its path or ends.
+	s.pending++
+	s.pendingBy[caller]++
 	s.mu.Unlock()
+	sameHost := checkHostProof(o.Host, roleDialer, o.Session) && s.seen.first(o.Session)
 
-	ss, err := s.newSession(ctx, o, sec)
+	ss, err := s.newSession(ctx, o, sec, caller, sameHost)
 	if err != nil {
+		s.unreserve(caller)
 		return refuse(codeUnavailable, err)
 	}
 	ans.Nonce = sec.nonce[:]
 	ans.TCP, ans.UDP, ans.NAT = ss.tcpCands, ss.udpCands, ss.nat
+	ans.Host = hostProof(roleExposer, o.Session)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		ss.teardown()
+		ss.release()
 		return refuse(codeClosed, errors.New("service closing"))
 	}
 	s.sessions[o.Session] = ss
@@ -222,13 +269,18 @@ type exSession struct {
 	wg       sync.WaitGroup
 
 	target net.Conn // *net.TCPConn, or a connected *net.UDPConn
-	ln     *net.TCPListener
+	ln     *pathListener
 	port   uint16
 	udp    *net.UDPConn
 	sock   *pathSocket // writes of udp
 	ctl    *nats.Subscription
 
 	tcpCands, udpCands []Candidate
+	// peerTCP and peerUDP are the dialer's candidates this side may
+	// connect or send to (usableCandidates).
+	peerTCP, peerUDP []Candidate
+	caller           string // whose pending reservation the session holds
+	released         atomic.Bool
 
 	mu        sync.Mutex
 	stage     Strategy
@@ -242,12 +294,15 @@ type exSession struct {
 	lastSent   atomic.Int64
 }
 
-func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSession, error) {
+func (s *Service) newSession(ctx context.Context, o offer, sec *secret, caller string, sameHost bool) (*exSession, error) {
 	ss := &exSession{
-		svc: s, sec: sec, o: o, nc: s.p.Conn(), stage: Direct,
+		svc: s, sec: sec, o: o, nc: s.p.Conn(), stage: Direct, caller: caller,
 		log:  s.log.With("session", o.Session, "dialer", o.Peer),
 		peer: Addr{Peer: o.Peer, Service: s.name},
 	}
+	lim := s.cfg.limits
+	ss.peerTCP = usableCandidates(o.TCP, sameHost, lim.Networks, lim.MaxCandidates)
+	ss.peerUDP = usableCandidates(o.UDP, sameHost, lim.Networks, lim.MaxCandidates)
 	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
 	ss.setup, ss.endSetup = context.WithCancel(ss.ctx)
 	ok := false
@@ -276,19 +331,16 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSess
 	if raw && len(s.cfg.stun.Servers) > 0 {
 		ss.nat = classify(ctx, s.cfg.stun)
 	}
-	loopback := !s.cfg.noLoopback
+	// Loopback addresses are offered only to a dialer on this host.
+	loopback := !s.cfg.noLoopback && sameHost
 	if (s.proto == "tcp" && has(Direct)) || has(PunchTCP) {
-		lc := net.ListenConfig{}
-		if reuseSupported {
-			lc.Control = reuseControl
-		}
-		l, err := lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+		l, err := listenPath(ctx, hostAddrs(loopback))
 		if err != nil {
-			return nil, fmt.Errorf("bridge: path listener: %w", err)
+			return nil, err
 		}
-		ss.ln = l.(*net.TCPListener)
-		ss.port = uint16(ss.ln.Addr().(*net.TCPAddr).Port)
-		ss.tcpCands = hostCandidates(ss.port, loopback)
+		ss.ln = l
+		ss.port = l.port
+		ss.tcpCands = l.candidates()
 		if ss.nat != nil && ss.nat.NAT && ss.nat.Mapped.Is4() {
 			ss.tcpCands = addCandidate(ss.tcpCands, Candidate{Addr: netip.AddrPortFrom(ss.nat.Mapped, ss.port), Kind: KindMapped})
 		}
@@ -324,8 +376,8 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSess
 // run starts the session's goroutines and waits for its end.
 func (ss *exSession) run() {
 	defer ss.svc.wg.Done()
-	setupLimit := time.Duration(ss.o.SetupMS)*time.Millisecond + 10*time.Second
-	setupLimit = min(max(setupLimit, 10*time.Second), maxSetup)
+	setupLimit := time.Duration(ss.o.SetupMS)*time.Millisecond + setupGrace
+	setupLimit = min(setupLimit, ss.svc.cfg.limits.MaxSetup)
 	ss.touch()
 	timer := time.AfterFunc(setupLimit, func() {
 		ss.mu.Lock()
@@ -346,6 +398,7 @@ func (ss *exSession) run() {
 	timer.Stop()
 	ss.teardown()
 	ss.wg.Wait()
+	ss.release()
 	ss.svc.mu.Lock()
 	delete(ss.svc.sessions, ss.o.Session)
 	ss.svc.mu.Unlock()
@@ -413,6 +466,7 @@ func (ss *exSession) choose(path Strategy, remote netip.AddrPort) bool {
 	}
 	ss.chosen, ss.path, ss.udpRemote = true, path, remote
 	ss.mu.Unlock()
+	ss.release()
 	ss.endSetup()
 	if ss.ln != nil {
 		_ = ss.ln.Close()
@@ -456,8 +510,12 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 		return
 	}
 	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
-	if timeout <= 0 || timeout > maxSetup {
-		timeout = DefaultPunchTCPTimeout
+	if max := ss.svc.cfg.limits.MaxStrategyTimeout; timeout > max {
+		reply(fmt.Errorf("%w: timeout_ms %d beyond %v (MaxStrategyTimeout)", ErrLimit, req.TimeoutMS, max))
+		return
+	}
+	if timeout <= 0 {
+		timeout = min(DefaultPunchTCPTimeout, ss.svc.cfg.limits.MaxStrategyTimeout)
 	}
 	ss.log.Debug("control request", "op", req.Op, "timeout", timeout)
 	switch req.Op {
@@ -474,7 +532,7 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 		ss.mu.Unlock()
 		switch {
 		case ss.svc.proto == "tcp" && st == Reverse:
-			ss.startTCPDials(timeout, reachable(ss.o.TCP, ss.o.NAT), false)
+			ss.startTCPDials(timeout, reachable(ss.peerTCP, ss.o.NAT), false)
 		case st == PunchTCP:
 			if ss.ln == nil {
 				reply(fmt.Errorf("%w: no path listener", ErrProtocol))
@@ -486,15 +544,15 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 			if ss.nat != nil && ss.nat.NAT {
 				_ = ss.ln.Close()
 			}
-			ss.startTCPDials(timeout, ss.o.TCP, true)
+			ss.startTCPDials(timeout, ss.peerTCP, true)
 		case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
 			if ss.udp == nil {
 				reply(fmt.Errorf("%w: no path socket", ErrProtocol))
 				return
 			}
-			cands, punch := reachable(ss.o.UDP, ss.o.NAT), st == PunchUDP
+			cands, punch := reachable(ss.peerUDP, ss.o.NAT), st == PunchUDP
 			if punch {
-				cands = ss.o.UDP
+				cands = ss.peerUDP
 			}
 			ss.goSafe(func() { ss.probe(timeout, cands, punch) })
 		default:
@@ -602,9 +660,9 @@ func (ss *exSession) startTCPDials(timeout time.Duration, cands []Candidate, pun
 			var c net.Conn
 			var err error
 			if punch {
-				c, err = connectTCP(ctx, cand, ss.port, true, ss.log)
+				c, err = connectTCP(ctx, cand, ss.port, true, ss.attempt, ss.log)
 			} else {
-				c, err = connectTCP(ctx, cand, 0, false, ss.log)
+				c, err = connectTCP(ctx, cand, 0, false, ss.attempt, ss.log)
 			}
 			if err != nil {
 				return
@@ -626,7 +684,7 @@ func (ss *exSession) startTCPDials(timeout time.Duration, cands []Candidate, pun
 func (ss *exSession) probe(timeout time.Duration, cands []Candidate, punch bool) {
 	ctx, cancel := context.WithTimeout(ss.setup, timeout)
 	defer cancel()
-	probeLoop(ctx, ss.sock, ss.sec.appendUDPCtl(nil, udpProbe, ss.o.Nonce), cands, punch, nil)
+	probeLoop(ctx, ss.sock, ss.sec.appendUDPCtl(nil, udpProbe, ss.o.Nonce), cands, punch, ss.allowProbe, nil)
 }
 
 // udpReader reads the path socket for the whole session: control

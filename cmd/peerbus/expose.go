@@ -124,7 +124,7 @@ func runExpose(cmd *cobra.Command, f *exposeFlags, args []string) error {
 
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
-	opts := []bridge.Option{
+	opts := []bridge.ExposeOption{
 		bridge.WithLogger(log.With("component", "bridge")),
 		bridge.WithUDPIdleTimeout(f.udpIdle),
 		bridge.OnSession(func(si bridge.SessionInfo) {

@@ -86,7 +86,7 @@ func bridgeClient(t *testing.T, server string) *peer.Peer {
 
 // dialWhenReady dials until the service is reachable from p (its
 // subscriptions reach the other node asynchronously).
-func dialWhenReady(t *testing.T, p *peer.Peer, id, name string, opts ...bridge.Option) *bridge.Conn {
+func dialWhenReady(t *testing.T, p *peer.Peer, id, name string, opts ...bridge.DialOption) *bridge.Conn {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

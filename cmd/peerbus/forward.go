@@ -105,7 +105,7 @@ func runForward(cmd *cobra.Command, f *forwardFlags, peerID, name string) error 
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, not %v", f.timeout)
 	}
-	opts := []bridge.Option{bridge.WithStrategies(strategies...), bridge.WithLogger(log.With("component", "bridge"))}
+	opts := []bridge.DialOption{bridge.WithStrategies(strategies...), bridge.WithLogger(log.With("component", "bridge"))}
 	if len(f.stun) > 0 {
 		opts = append(opts, bridge.WithSTUN(f.stun...))
 	}
@@ -129,7 +129,7 @@ func runForward(cmd *cobra.Command, f *forwardFlags, peerID, name string) error 
 // forwarder carries local connections to a remote service.
 type forwarder struct {
 	peerID, name string
-	opts         []bridge.Option
+	opts         []bridge.DialOption
 	timeout      time.Duration
 	idle         time.Duration
 	log          *slog.Logger
