@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/peerbus/peerbus/identity"
+	"github.com/peerbus/peerbus/policy"
 )
 
 // Default values used by DefaultOptions.
@@ -154,6 +155,12 @@ type Options struct {
 	// NKeySeed is the nkey seed ("SU...", or a file holding it) the node
 	// connects with in external mode and on its leafnode connection.
 	NKeySeed string
+	// Policy, when set, admits the identities it lists on the client
+	// port, each with the permissions it grants (see package policy).
+	// The node's in-process connections have all permissions. It
+	// excludes Token; users and keys given by User, NKeys and NKeysFile
+	// keep all permissions.
+	Policy *policy.Policy
 	// Identity is the identity of the node's peer. In external mode the
 	// node connects with it, on an embedded server its connections take
 	// their reply inboxes under the identity's inbox prefix (see package
@@ -500,6 +507,11 @@ func WithTLS(cert, key, ca string, verify bool) Option {
 		o.TLSCert, o.TLSKey, o.TLSCA, o.TLSVerify = cert, key, ca, verify
 		return nil
 	}
+}
+
+// WithPolicy sets Options.Policy (nil for none).
+func WithPolicy(p *policy.Policy) Option {
+	return func(o *Options) error { o.Policy = p; return nil }
 }
 
 // WithIdentity sets Options.Identity (nil for none).

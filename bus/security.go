@@ -27,7 +27,7 @@ var ErrAuth = errors.New("bus: bad credentials")
 // validateSecurity checks the credential and TLS options of an embedded
 // node.
 func (o *Options) validateSecurity() error {
-	if o.Token != "" && (o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "") {
+	if o.Token != "" && (o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "" || o.Policy != nil) {
 		return fmt.Errorf("%w: a token excludes users and nkeys (NATS accepts one or the other)", ErrInvalidOption)
 	}
 	if (o.User == "") != (o.Password == "") {
@@ -72,7 +72,7 @@ func (o *Options) secureServer(s *server.Options) ([]nats.Option, error) {
 	case o.Token != "":
 		s.Authorization = o.Token
 		inproc = append(inproc, nats.Token(o.Token))
-	case o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "":
+	case o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "" || o.Policy != nil:
 		if o.User != "" {
 			s.Users = append(s.Users, &server.User{Username: o.User, Password: o.Password})
 			inproc = append(inproc, nats.UserInfo(o.User, o.Password))
@@ -87,6 +87,11 @@ func (o *Options) secureServer(s *server.Options) ([]nats.Option, error) {
 		}
 		for _, k := range keys {
 			s.Nkeys = append(s.Nkeys, &server.NkeyUser{Nkey: k})
+		}
+		if o.Policy != nil {
+			// The policy's identities, each with its permissions; the
+			// in-process connection below (the node itself) has all.
+			s.Nkeys = append(s.Nkeys, o.Policy.NkeyUsers()...)
 		}
 		if o.User == "" {
 			// Only nkeys are allowed: the in-process connection gets a

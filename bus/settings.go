@@ -2,6 +2,8 @@ package bus
 
 import (
 	"fmt"
+
+	"github.com/peerbus/peerbus/policy"
 	"math"
 	"strconv"
 	"strings"
@@ -34,6 +36,7 @@ const (
 	EnvUser            = "PEERBUS_USER"             // client user
 	EnvPassword        = "PEERBUS_PASSWORD"         // client password
 	EnvNKeysFile       = "PEERBUS_NKEYS_FILE"       // file of allowed user nkeys
+	EnvAuthorize       = "PEERBUS_AUTHORIZE"        // policy file: identities and their grants
 	EnvNKeySeed        = "PEERBUS_NKEY_SEED"        // nkey seed (or seed file) to connect with
 	EnvCreds           = "PEERBUS_CREDS"            // JWT credentials file to connect with
 	EnvTLSCert         = "PEERBUS_TLS_CERT"         // client port certificate (PEM file)
@@ -223,6 +226,16 @@ func Settings() []Setting {
 		{Env: EnvNKeysFile, Flag: "nkeys-file", Type: TypeString,
 			Usage: "`FILE` of public user nkeys allowed to connect, one per line",
 			Set:   setString(func(o *Options) *string { return &o.NKeysFile })},
+		{Env: EnvAuthorize, Flag: "authorize", Type: TypeString,
+			Usage: "policy `FILE` (YAML or JSON): the identities allowed to connect and what each may do (see SECURITY.md)",
+			Set: func(o *Options, v string) error {
+				p, err := policy.Load(v)
+				if err != nil {
+					return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+				}
+				o.Policy = p
+				return nil
+			}},
 		{Env: EnvNKeySeed, Flag: "nkey-seed", Type: TypeString,
 			Usage: "nkey seed (SU..., or a FILE holding it) presented in --nats-url and --leaf mode",
 			Set:   setString(func(o *Options) *string { return &o.NKeySeed })},

@@ -67,3 +67,33 @@ func TestKeygenAndIdentity(t *testing.T) {
 		t.Fatalf("call with a missing identity file: %d %q", r.code, r.stderr)
 	}
 }
+
+func TestNodeAuthorize(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "c.nk")
+	r := runCLI(t, "", "keygen", key)
+	if r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	pub := keyLines(r.stdout)["public"]
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("users:\n  - name: c\n    key: "+pub+"\n    role: peer\n    serv: [x]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = runCLI(t, "", "node", "--listen", "127.0.0.1:-1", "--no-jetstream", "--authorize", bad)
+	if r.code == 0 || !strings.Contains(r.stderr, "bad.yaml:5") || !strings.Contains(r.stderr, `"serv"`) {
+		t.Fatalf("node with a malformed policy: %d %q", r.code, r.stderr)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("users:\n  - {name: c, key: "+pub+", role: peer}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := startNodeProc(t, "authnode", "--listen", "127.0.0.1:-1", "--no-jetstream", "--authorize", good)
+	n.waitReady(t, 30*time.Second)
+	if r := runCLI(t, "", "call", "--server", n.info["client"], "--identity", key, "ping"); r.code != 0 {
+		t.Fatalf("call ping with a listed identity: %d %q", r.code, r.stderr)
+	}
+	if r := runCLI(t, "", "call", "--server", n.info["client"], "ping"); r.code == 0 || !strings.Contains(r.stderr, "refused the credentials") {
+		t.Fatalf("call without an identity: %d %q", r.code, r.stderr)
+	}
+}
