@@ -51,6 +51,10 @@ var (
 	// pipe's framing, for example a newline inside a line-delimited message.
 	ErrBadMessage = errors.New("netcore: message cannot be framed")
 
+	// ErrInvalidOption reports an invalid option value (a negative
+	// backlog, a nil TLS configuration or framing, ...).
+	ErrInvalidOption = errors.New("netcore: invalid option")
+
 	// ErrUnsupported is returned for option combinations that make no sense,
 	// such as TLS on a UDP pipe.
 	ErrUnsupported = errors.New("netcore: unsupported")

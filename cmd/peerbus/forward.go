@@ -105,6 +105,9 @@ func runForward(cmd *cobra.Command, f *forwardFlags, peerID, name string) error 
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, not %v", f.timeout)
 	}
+	if f.udpIdle <= 0 {
+		return fmt.Errorf("--udp-idle must be positive, not %v", f.udpIdle)
+	}
 	opts := []bridge.DialOption{bridge.WithStrategies(strategies...), bridge.WithLogger(log.With("component", "bridge"))}
 	if len(f.stun) > 0 {
 		opts = append(opts, bridge.WithSTUN(f.stun...))

@@ -86,7 +86,7 @@ type Server struct {
 // bounds the opening of the sockets; the server runs until Close.
 func ListenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if !cfg.Listen.Addr().IsValid() {
-		return nil, fmt.Errorf("%w: server needs a listen address", ErrBadConfig)
+		return nil, fmt.Errorf("%w: server needs a listen address", ErrInvalidOption)
 	}
 	primaryIP := cfg.Listen.Addr().Unmap()
 	rfc5780 := cfg.AltIP.IsValid()
@@ -94,13 +94,13 @@ func ListenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		alt := cfg.AltIP.Unmap()
 		switch {
 		case primaryIP.IsUnspecified() || alt.IsUnspecified():
-			return nil, fmt.Errorf("%w: RFC 5780 needs two concrete IP addresses", ErrBadConfig)
+			return nil, fmt.Errorf("%w: RFC 5780 needs two concrete IP addresses", ErrInvalidOption)
 		case alt == primaryIP:
-			return nil, fmt.Errorf("%w: alternate IP equals the primary IP", ErrBadConfig)
+			return nil, fmt.Errorf("%w: alternate IP equals the primary IP", ErrInvalidOption)
 		case alt.Is4() != primaryIP.Is4():
-			return nil, fmt.Errorf("%w: primary and alternate IP differ in family", ErrBadConfig)
+			return nil, fmt.Errorf("%w: primary and alternate IP differ in family", ErrInvalidOption)
 		case cfg.AltPort != 0 && cfg.AltPort == cfg.Listen.Port():
-			return nil, fmt.Errorf("%w: alternate port equals the primary port", ErrBadConfig)
+			return nil, fmt.Errorf("%w: alternate port equals the primary port", ErrInvalidOption)
 		}
 	}
 	s := &Server{software: cfg.Software, log: cfg.Logger}
