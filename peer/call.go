@@ -331,8 +331,13 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 	if err != nil {
 		return nil, err
 	}
+	ctx, stop := p.perm.wait(ctx, subject)
+	defer stop()
 	resp, err := p.nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
+		if perr := permissionCause(ctx); perr != nil {
+			return nil, fmt.Errorf("peer: call %q: %w", tag, perr)
+		}
 		return nil, p.requestError(err, tag, cfg)
 	}
 	return parseReply(resp)
@@ -434,10 +439,15 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 	}
 	defer sub.Unsubscribe()
 	m.Reply = inbox
+	ctx, stop := p.perm.wait(ctx, m.Subject)
+	defer stop()
 	if err := p.nc.PublishMsg(m); err != nil {
 		return nil, fmt.Errorf("peer: call %q: %w", tag, err)
 	}
 	out, err := gatherReplies(ctx, tag, ch, expected)
+	if perr := permissionCause(ctx); perr != nil && len(out) == 0 {
+		return nil, fmt.Errorf("peer: call %q: %w", tag, perr)
+	}
 	if len(out) == 0 && errors.Is(err, ErrNoResponders) && cfg.group != "" {
 		err = fmt.Errorf("%w: no peer of group %q answered tag %q", ErrNoResponders, cfg.group, tag)
 	}

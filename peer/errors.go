@@ -36,6 +36,11 @@ var (
 	ErrDuplicateTag = errors.New("peer: tag already registered")
 	// ErrClosed reports use of a closed peer. It wraps net.ErrClosed.
 	ErrClosed = errClosed
+	// ErrBusy is matched (errors.Is) by the reply of a peer that runs
+	// as many calls of the tag as its limit allows (see
+	// Options.TagConcurrency): the call was refused at once, without
+	// running; it may be retried later or elsewhere.
+	ErrBusy = errors.New("peer: busy")
 	// ErrPanic is matched (errors.Is) by a RemoteError caused by a panic
 	// in the remote function.
 	ErrPanic = errors.New("peer: remote panic")
@@ -51,6 +56,7 @@ const (
 	CodeTimeout     = "timeout"     // the function exceeded the caller's deadline
 	CodeCanceled    = "canceled"    // the function was canceled (peer closing)
 	CodeUnavailable = "unavailable" // the peer is shutting down or overloaded
+	CodeBusy        = "busy"        // the tag runs as many calls as its limit allows
 )
 
 // RemoteError is the error of a call that ran and failed: the function
@@ -117,6 +123,8 @@ func (e *RemoteError) Is(target error) bool {
 		return target == context.Canceled
 	case CodeUnavailable:
 		return target == ErrNoResponders
+	case CodeBusy:
+		return target == ErrBusy
 	}
 	return false
 }

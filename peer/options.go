@@ -22,6 +22,9 @@ const (
 	// DefaultMaxConcurrent bounds the functions a peer runs at once;
 	// further requests wait (and the bus applies back-pressure).
 	DefaultMaxConcurrent = 256
+	// DefaultTagConcurrency bounds the calls of one tag a peer runs at
+	// once; further calls of the tag are answered busy (ErrBusy).
+	DefaultTagConcurrency = 64
 )
 
 // Environment variables read by FromEnv.
@@ -31,6 +34,8 @@ const (
 	EnvPeerName = "PEERBUS_PEER_NAME" // friendly name
 	EnvPeerID   = "PEERBUS_PEER_ID"   // fixed peer id (uuid)
 	EnvIdentity = "PEERBUS_IDENTITY"  // nkey seed file of the peer's identity
+	// EnvTagConcurrency bounds the calls of each tag run at once.
+	EnvTagConcurrency = "PEERBUS_TAG_CONCURRENCY"
 )
 
 // Options configures a Peer. DefaultOptions gives the defaults; a zero
@@ -66,6 +71,12 @@ type Options struct {
 	// MaxConcurrent bounds the functions the peer runs at once. Default
 	// DefaultMaxConcurrent.
 	MaxConcurrent int
+	// TagConcurrency bounds the calls of each tag the peer runs at once
+	// (the built-in tags info and ping have no bound): a call beyond it
+	// is answered at once with code busy (ErrBusy), never queued.
+	// Peer.SetTagConcurrency changes it for one tag. Default
+	// DefaultTagConcurrency.
+	TagConcurrency int
 	// NoPresence makes a client-only peer: it does not announce itself,
 	// and serves no tags to the bus (it can still call, emit, watch and
 	// list peers). The CLI's client commands use it.
@@ -84,11 +95,12 @@ type Option func(*Options) error
 // DefaultOptions returns the documented defaults.
 func DefaultOptions() Options {
 	return Options{
-		Codec:         JSON,
-		CallTimeout:   DefaultCallTimeout,
-		Heartbeat:     DefaultHeartbeat,
-		GoneAfter:     DefaultGoneAfter,
-		MaxConcurrent: DefaultMaxConcurrent,
+		Codec:          JSON,
+		CallTimeout:    DefaultCallTimeout,
+		Heartbeat:      DefaultHeartbeat,
+		GoneAfter:      DefaultGoneAfter,
+		MaxConcurrent:  DefaultMaxConcurrent,
+		TagConcurrency: DefaultTagConcurrency,
 	}
 }
 
@@ -176,6 +188,17 @@ func WithMaxConcurrent(n int) Option {
 	}
 }
 
+// WithTagConcurrency sets Options.TagConcurrency (positive).
+func WithTagConcurrency(n int) Option {
+	return func(o *Options) error {
+		if n <= 0 {
+			return invalid("tag concurrency %d must be positive", n)
+		}
+		o.TagConcurrency = n
+		return nil
+	}
+}
+
 // AsClient makes a client-only peer (see Options.NoPresence).
 func AsClient() Option { return func(o *Options) error { o.NoPresence = true; return nil } }
 
@@ -244,6 +267,12 @@ func (o *Options) validate() error {
 		return invalid("max concurrent %d is negative", o.MaxConcurrent)
 	case o.MaxConcurrent == 0:
 		o.MaxConcurrent = DefaultMaxConcurrent
+	}
+	switch {
+	case o.TagConcurrency < 0:
+		return invalid("tag concurrency %d is negative", o.TagConcurrency)
+	case o.TagConcurrency == 0:
+		o.TagConcurrency = DefaultTagConcurrency
 	}
 	if err := validGroup(o.Group); err != nil {
 		return err

@@ -104,6 +104,9 @@ type Peer struct {
 	nextHook  int
 
 	pres *presence
+
+	perm    *permWatch // permission violations of nc, for calls
+	unwatch func()
 }
 
 // New starts a peer on nc. The peer serves its built-in tags ("info",
@@ -152,6 +155,7 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 			Node: nc.ConnectedServerName(),
 		},
 	}
+	p.perm, p.unwatch = watchPermissions(nc)
 	p.callPrefix = subjCall + o.ID + "."
 	if o.Group != "" {
 		p.groupAnyPrefix = subjGroupAny + o.Group + "."
@@ -342,6 +346,9 @@ func (p *Peer) shutdown(ctx context.Context, leave bool) error {
 		}
 	}
 	p.cancel()
+	if p.unwatch != nil {
+		p.unwatch()
+	}
 	done := make(chan struct{})
 	go func() {
 		p.wg.Wait()

@@ -7,11 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +26,10 @@ type rawHandler struct {
 	run   func(ctx context.Context, args []byte) ([]byte, error)
 	subs  []*nats.Subscription
 	stats tagStats
+	// limit bounds the calls of the tag running at once (0: no limit,
+	// the built-in tags); running counts them.
+	limit   atomic.Int32
+	running atomic.Int32
 }
 
 // Register serves fn under tag on p and returns its handle. An empty tag
@@ -84,6 +90,9 @@ func (p *Peer) addHandler(h *rawHandler) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrDuplicateTag, h.tag)
 	}
+	if h.tag != TagPing && h.tag != TagInfo {
+		h.limit.Store(int32(p.opts.TagConcurrency))
+	}
 	p.handlers[h.tag] = h
 	p.mu.Unlock()
 	if p.opts.NoPresence {
@@ -129,6 +138,23 @@ func (p *Peer) subscribeTag(tag string) ([]*nats.Subscription, error) {
 		return fail(err)
 	}
 	return append(subs, as), nil
+}
+
+// SetTagConcurrency bounds the calls of tag that run at once to n (see
+// Options.TagConcurrency); 0 removes the bound. The tag must be
+// registered.
+func (p *Peer) SetTagConcurrency(tag string, n int) error {
+	if n < 0 {
+		return invalid("tag concurrency %d is negative", n)
+	}
+	p.mu.RLock()
+	h := p.handlers[tag]
+	p.mu.RUnlock()
+	if h == nil {
+		return fmt.Errorf("%w: %q", ErrNoSuchTag, tag)
+	}
+	h.limit.Store(int32(min(n, math.MaxInt32)))
+	return nil
 }
 
 // Unregister stops serving tag.
@@ -276,6 +302,17 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 		return
 	}
 	start := h.stats.begin()
+	if lim := h.limit.Load(); lim > 0 {
+		if n := h.running.Add(1); n > lim {
+			h.running.Add(-1)
+			re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeBusy, Type: typeBusy,
+				Message: fmt.Sprintf("tag %q is busy: %d calls running, its limit", tag, lim)}
+			p.replyError(m, re)
+			h.stats.end(start, re.Code, re.Message)
+			return
+		}
+		defer h.running.Add(-1)
+	}
 	c := m.Header.Get(HeaderCodec)
 	if c == "" {
 		c = "json" // the protocol's default
@@ -293,6 +330,10 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 		if ns, err := strconv.ParseInt(d, 10, 64); err == nil {
 			dl, hasDL = time.Unix(0, ns), true
 		}
+	}
+	if !hasDL {
+		// A request without a deadline is bounded all the same.
+		dl, hasDL = time.Now().Add(p.opts.CallTimeout), true
 	}
 	ctx := newServeCtx(p.ctx, dl, hasDL, m.Header.Get(HeaderCaller))
 	defer ctx.end()
@@ -367,6 +408,7 @@ func toRemoteError(err error, id, tag, where string) *RemoteError {
 // The type names of the errors a peer answers without running a
 // function (the Go names of the matching sentinels).
 const (
+	typeBusy       = "peer.ErrBusy"
 	typeNoSuchTag  = "peer.ErrNoSuchTag"
 	typeBadRequest = "peer.ErrBadRequest"
 )

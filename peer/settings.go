@@ -16,7 +16,7 @@ type Setting struct {
 	Env string
 	// Flag is the name of the node command's flag, without dashes.
 	Flag string
-	// Type is the type of the value, "string" or "bool"
+	// Type is the type of the value, "string", "int" or "bool"
 	// (strconv.ParseBool).
 	Type string
 	// Default is the default value as text; "" when it is the zero value
@@ -62,6 +62,16 @@ func Settings() []Setting {
 					return fmt.Errorf("%w: %s: %v", ErrInvalidOption, EnvIdentity, err)
 				}
 				o.Identity = id
+				return nil
+			}},
+		{Env: EnvTagConcurrency, Flag: "tag-concurrency", Type: "int", Default: strconv.Itoa(DefaultTagConcurrency),
+			Usage: "calls of one tag run at once; more are answered busy",
+			Set: func(o *Options, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("%w: %s=%q is not a positive integer", ErrInvalidOption, EnvTagConcurrency, v)
+				}
+				o.TagConcurrency = n
 				return nil
 			}},
 		{Env: EnvPeerID, Flag: "peer-id", Type: "string", DefaultDoc: "a new random uuid",

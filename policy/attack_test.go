@@ -232,6 +232,17 @@ users:
 			t.Fatalf("mallory's granted call: %q, %v", out, err)
 		}
 	}
+	// A call it was not granted fails with a typed error naming the
+	// subject, not with a timeout.
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, err = mp.Call(cctx, "calc.mul", nil, peer.OnAny())
+	if !errors.Is(err, peer.ErrPermission) || !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "peerbus.any.calc.mul") {
+		t.Fatalf("call of a tag not granted: %v, want ErrPermission naming the subject", err)
+	}
+	if _, err := mp.CallAll(cctx, "calc.mul", nil); !errors.Is(err, peer.ErrPermission) {
+		t.Fatalf("fan-out call of a tag not granted: %v, want ErrPermission", err)
+	}
 	legit(2)
 	for i := 3; i < 8; i++ {
 		legit(i)

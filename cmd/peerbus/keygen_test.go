@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/peerbus/peerbus/identity"
+	"github.com/peerbus/peerbus/peer"
 )
 
 // keyLines parses "key: value" lines.
@@ -95,5 +98,41 @@ func TestNodeAuthorize(t *testing.T) {
 	}
 	if r := runCLI(t, "", "call", "--server", n.info["client"], "ping"); r.code == 0 || !strings.Contains(r.stderr, "refused the credentials") {
 		t.Fatalf("call without an identity: %d %q", r.code, r.stderr)
+	}
+}
+
+// 260 requests without a deadline to a --func tag that hangs: the
+// excess is answered busy at once and ping still answers.
+func TestFuncOverloadBusy(t *testing.T) {
+	n := startNodeProc(t, "busynode", "--listen", "127.0.0.1:-1", "--no-jetstream", "--func", "hang=sleep 100")
+	n.waitReady(t, 30*time.Second)
+	nc, err := nats.Connect(n.info["client"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const total = 260
+	inbox := nats.NewInbox()
+	replies := make(chan *nats.Msg, total)
+	if _, err := nc.ChanSubscribe(inbox, replies); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < total; i++ {
+		if err := nc.PublishRequest(peer.AnySubject("hang"), inbox, []byte("null")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for busy := 0; busy < total-peer.DefaultTagConcurrency; busy++ {
+		select {
+		case m := <-replies:
+			if !strings.Contains(string(m.Data), `"code":"busy"`) {
+				t.Fatalf("reply %d: %s", busy, m.Data)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d busy replies of %d", busy, total-peer.DefaultTagConcurrency)
+		}
+	}
+	if r := runCLI(t, "", "call", "--server", n.info["client"], "--peer", n.info["peer"], "ping"); r.code != 0 {
+		t.Fatalf("ping while hang is saturated: %d %q", r.code, r.stderr)
 	}
 }
