@@ -6,7 +6,6 @@ import (
 
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,34 +16,10 @@ import (
 // sinkServer reads each connection to EOF, then answers with the byte
 // count (8 bytes) and closes; it returns "tcp://addr".
 func sinkServer(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				n, _ := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
-				_, _ = c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
-			}()
-		}
-	}()
-	tb.Cleanup(func() {
-		_ = l.Close()
-		wg.Wait()
+	return echotest.ServeTCP(tb, func(c net.Conn) {
+		n, _ := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
+		_, _ = c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
 	})
-	return "tcp://" + l.Addr().String()
 }
 
 // pushThrough writes total bytes to c in 256 KiB writes, half-closes and

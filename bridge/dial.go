@@ -134,8 +134,25 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		d.goSafe(d.udpReader)
 	}
 
+	if c, k := d.tryStrategies(ctx, &res, start); c != nil {
+		keep = k
+		return c, res, nil
+	}
+	d.notifyClose()
+	res.Setup = time.Since(start)
+	if ctx.Err() != nil {
+		return nil, res, fmt.Errorf("%w (%s)", ctxErr(ctx, "dial "+name), summarize(res.Attempts))
+	}
+	return nil, res, fmt.Errorf("%w: service %q on peer %s: %s", ErrNoPath, name, res.Peer, summarize(res.Attempts))
+}
+
+// tryStrategies tries the allowed strategies in the order of
+// DefaultStrategies, recording each attempt in res. It returns the
+// connection of the first that works (and the socket the cleanup must keep
+// open for it), or nil when none does.
+func (d *dialer) tryStrategies(ctx context.Context, res *DialResult, start time.Time) (conn, keep net.Conn) {
 	for _, st := range DefaultStrategies {
-		if !cfg.allowed(st) {
+		if !d.cfg.allowed(st) {
 			continue
 		}
 		if why := d.skip(st, res.RemoteNAT); why != "" {
@@ -163,20 +180,15 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		if u, ok := c.(*udpPathConn); ok {
 			// The raw UDP path: the socket stays, wrapped.
 			keep = u
-			c = newUDPPath(u.UDPConn, u.remote, sec, d.ans.Nonce)
-		} else if proto == "udp" && st != Relay {
+			c = newUDPPath(u.UDPConn, u.remote, d.sec, d.ans.Nonce)
+		} else if d.proto == "udp" && st != Relay {
 			// Datagrams over a TCP path.
 			c = &tcpPacket{Conn: c}
 		}
 		d.log.Debug("connected", "peer", d.ans.Peer, "path", st, "remote", res.Remote, "took", res.Setup)
-		return c, res, nil
+		return c, keep
 	}
-	d.notifyClose()
-	res.Setup = time.Since(start)
-	if ctx.Err() != nil {
-		return nil, res, fmt.Errorf("%w (%s)", ctxErr(ctx, "dial "+name), summarize(res.Attempts))
-	}
-	return nil, res, fmt.Errorf("%w: service %q on peer %s: %s", ErrNoPath, name, res.Peer, summarize(res.Attempts))
+	return nil, nil
 }
 
 func summarize(atts []Attempt) string {

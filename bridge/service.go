@@ -527,75 +527,92 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 		if req.Op == opReverse {
 			st = Reverse
 		}
-		ss.mu.Lock()
-		ss.stage = st
-		ss.mu.Unlock()
-		switch {
-		case ss.svc.proto == "tcp" && st == Reverse:
-			ss.startTCPDials(timeout, reachable(ss.peerTCP, ss.o.NAT), false)
-		case st == PunchTCP:
-			if ss.ln == nil {
-				reply(fmt.Errorf("%w: no path listener", ErrProtocol))
-				return
-			}
-			// Both sides connect from their advertised ports now. Behind
-			// a NAT, a listener would answer a SYN that arrives between
-			// two attempts with a SYN-ACK the NAT drops (see path.go).
-			if ss.nat != nil && ss.nat.NAT {
-				_ = ss.ln.Close()
-			}
-			ss.startTCPDials(timeout, ss.peerTCP, true)
-		case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
-			if ss.udp == nil {
-				reply(fmt.Errorf("%w: no path socket", ErrProtocol))
-				return
-			}
-			cands, punch := reachable(ss.peerUDP, ss.o.NAT), st == PunchUDP
-			if punch {
-				cands = ss.peerUDP
-			}
-			ss.goSafe(func() { ss.probe(timeout, cands, punch) })
-		default:
-			reply(fmt.Errorf("%w: %s for a %s service", ErrProtocol, req.Op, ss.svc.proto))
-			return
-		}
-		reply(nil)
+		reply(ss.startStrategy(st, req.Op, timeout))
 	case opRelay:
-		packet := ss.svc.proto == "udp"
-		cfg := ss.svc.cfg.relay
-		if ss.o.KeepAliveMS > 0 {
-			cfg.keepalive = time.Duration(ss.o.KeepAliveMS) * time.Millisecond
-		}
-		local := Addr{Peer: ss.svc.p.ID(), Service: ss.svc.name}
-		rl, err := newRelay(ss.nc, toExposer(ss.o.Session), toDialer(ss.o.Session), packet, cfg, local, ss.peer)
+		rl, err := ss.openRelay()
 		if err != nil {
 			reply(err)
 			return
 		}
-		ss.mu.Lock()
-		ss.stage = Relay
-		ss.relay = rl
-		ss.mu.Unlock()
-		if ss.ctx.Err() != nil || !ss.choose(Relay, netip.AddrPort{}) {
-			reply(fmt.Errorf("%w: a path was chosen already", ErrProtocol))
-			return
-		}
-		if err := rl.start(); err != nil {
-			reply(err)
-			ss.cancel()
-			return
-		}
 		reply(nil)
-		if packet {
-			ss.goSafe(func() { ss.forwardUDPRelay(rl) })
-		} else {
-			ss.goSafe(func() {
-				Join(ss.ctx, rl, ss.target)
-				ss.cancel()
-			})
-		}
+		ss.carryRelay(rl)
 	default:
 		reply(fmt.Errorf("%w: unknown control op %q", ErrProtocol, req.Op))
+	}
+}
+
+// startStrategy starts the exposer's part of strategy st (the control
+// operation op) for timeout: dialing the dialer's TCP candidates,
+// punching, or probing its UDP candidates.
+func (ss *exSession) startStrategy(st Strategy, op string, timeout time.Duration) error {
+	ss.mu.Lock()
+	ss.stage = st
+	ss.mu.Unlock()
+	switch {
+	case ss.svc.proto == "tcp" && st == Reverse:
+		ss.startTCPDials(timeout, reachable(ss.peerTCP, ss.o.NAT), false)
+	case st == PunchTCP:
+		if ss.ln == nil {
+			return fmt.Errorf("%w: no path listener", ErrProtocol)
+		}
+		// Both sides connect from their advertised ports now. Behind
+		// a NAT, a listener would answer a SYN that arrives between
+		// two attempts with a SYN-ACK the NAT drops (see path.go).
+		if ss.nat != nil && ss.nat.NAT {
+			_ = ss.ln.Close()
+		}
+		ss.startTCPDials(timeout, ss.peerTCP, true)
+	case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
+		if ss.udp == nil {
+			return fmt.Errorf("%w: no path socket", ErrProtocol)
+		}
+		cands, punch := reachable(ss.peerUDP, ss.o.NAT), st == PunchUDP
+		if punch {
+			cands = ss.peerUDP
+		}
+		ss.goSafe(func() { ss.probe(timeout, cands, punch) })
+	default:
+		return fmt.Errorf("%w: %s for a %s service", ErrProtocol, op, ss.svc.proto)
+	}
+	return nil
+}
+
+// openRelay sets up the relay of the session and chooses it as the
+// path.
+func (ss *exSession) openRelay() (*relay, error) {
+	cfg := ss.svc.cfg.relay
+	if ss.o.KeepAliveMS > 0 {
+		cfg.keepalive = time.Duration(ss.o.KeepAliveMS) * time.Millisecond
+	}
+	local := Addr{Peer: ss.svc.p.ID(), Service: ss.svc.name}
+	rl, err := newRelay(ss.nc, toExposer(ss.o.Session), toDialer(ss.o.Session), ss.svc.proto == "udp", cfg, local, ss.peer)
+	if err != nil {
+		return nil, err
+	}
+	ss.mu.Lock()
+	ss.stage = Relay
+	ss.relay = rl
+	ss.mu.Unlock()
+	if ss.ctx.Err() != nil || !ss.choose(Relay, netip.AddrPort{}) {
+		return nil, fmt.Errorf("%w: a path was chosen already", ErrProtocol)
+	}
+	if err := rl.start(); err != nil {
+		ss.cancel()
+		return nil, err
+	}
+	return rl, nil
+}
+
+// carryRelay carries the session over the relay until it ends.
+func (ss *exSession) carryRelay(rl *relay) {
+	packet := ss.svc.proto == "udp"
+	if packet {
+		ss.goSafe(func() { ss.forwardUDPRelay(rl) })
+	} else {
+		ss.goSafe(func() {
+			Join(ss.ctx, rl, ss.target)
+			ss.cancel()
+		})
 	}
 }
 

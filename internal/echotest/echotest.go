@@ -14,6 +14,20 @@ import (
 // its client sent (once the client has half-closed) and closes when the
 // client does. It returns "tcp://addr".
 func TCP(t testing.TB) string {
+	return ServeTCP(t, func(c net.Conn) {
+		buf := make([]byte, 256<<10)
+		_, _ = io.CopyBuffer(c, c, buf)
+		_ = c.(*net.TCPConn).CloseWrite()
+		// Wait for the other side to close.
+		_, _ = c.Read(buf[:1])
+	})
+}
+
+// ServeTCP runs serve for every connection to a TCP listener on
+// 127.0.0.1, closing the connection when serve returns. At cleanup the
+// listener and the open connections close and the goroutines are waited
+// for. It returns "tcp://addr".
+func ServeTCP(t testing.TB, serve func(net.Conn)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,11 +50,7 @@ func TCP(t testing.TB) string {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				buf := make([]byte, 256<<10)
-				_, _ = io.CopyBuffer(c, c, buf)
-				_ = c.(*net.TCPConn).CloseWrite()
-				// Wait for the other side to close.
-				_, _ = c.Read(buf[:1])
+				serve(c)
 				_ = c.Close()
 				mu.Lock()
 				delete(conns, c)
