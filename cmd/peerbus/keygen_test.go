@@ -136,3 +136,13 @@ func TestFuncOverloadBusy(t *testing.T) {
 		t.Fatalf("ping while hang is saturated: %d %q", r.code, r.stderr)
 	}
 }
+
+func TestPolicyNATSConfig(t *testing.T) {
+	r := runCLI(t, "", "policy", "nats-config", "--authorize", "../../docs/policy.example.yaml")
+	if r.code != 0 || !strings.HasPrefix(strings.SplitN(r.stdout, "\n", 2)[1], "authorization {") || !strings.Contains(r.stdout, `"$JS.API.INFO"`) {
+		t.Fatalf("nats-config: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, "", "policy", "nats-config"); r.code == 0 || !strings.Contains(r.stderr, "--authorize") {
+		t.Fatalf("nats-config without a policy: %d %q", r.code, r.stderr)
+	}
+}
