@@ -2,6 +2,8 @@ package bus
 
 import (
 	"fmt"
+	"net"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -56,4 +58,30 @@ func (n *Node) ReloadPolicy(p *policy.Policy) error {
 	n.mu.Unlock()
 	n.log.Info("policy reloaded", "users", len(p.Users))
 	return nil
+}
+
+// exposure says what of an embedded node listens beyond loopback with no
+// authentication ("" for nothing): the client port with no token, user,
+// nkeys or policy; the cluster port with no route credentials or TLS.
+func (o *Options) exposure(p *startPlan) string {
+	var what []string
+	clientAuth := o.Token != "" || o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "" || o.Policy != nil
+	if !isLoopbackHost(p.host) && !clientAuth {
+		what = append(what, fmt.Sprintf("the client port %s:%d (anyone reaching it can call, serve, read every call and event, and purge the event log; "+
+			"secure it with --authorize and identities, or --auth-token)", p.host, p.port))
+	}
+	if p.clustered && !isLoopbackHost(p.chost) && o.ClusterUser == "" && o.ClusterTLSCert == "" {
+		what = append(what, fmt.Sprintf("the cluster port %s:%d (anyone reaching it can join the cluster as a node; "+
+			"secure it with --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca or --cluster-user)", p.chost, p.cport))
+	}
+	return strings.Join(what, "; and ")
+}
+
+// isLoopbackHost reports whether a listen host is a loopback address.
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
