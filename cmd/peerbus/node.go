@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/peerbus/peerbus/bus"
 	"github.com/peerbus/peerbus/peer"
+	"github.com/peerbus/peerbus/policy"
 )
 
 // nodeFlags holds the flags of "peerbus node" that are not settings of
@@ -103,7 +106,12 @@ client port (client commands then need --token, --user/--password or --nkey);
 client certificates. --cluster-user/--cluster-password and
 --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca (mutual TLS) protect the
 routes. In external and leafnode mode --nkey-seed, --creds, --tls-ca and the
-user credentials are what the node presents.`
+user credentials are what the node presents.
+
+--authorize FILE admits only the identities (peerbus keygen) a policy lists,
+each with what it may serve, call, emit, read, expose and dial (SECURITY.md,
+docs/policy.example.yaml); SIGHUP reloads the file. --identity FILE gives the
+node's peer its key and id.`
 
 // nodeExample is the example of "peerbus node".
 const nodeExample = `  # A single node on the default address (127.0.0.1:4222)
@@ -235,6 +243,10 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 		shutdown()
 		return err
 	}
+	if bo.Policy != nil {
+		stopHUP := reloadPolicyOnHUP(node, policyPath(cmd.Flags(), os.LookupEnv), log)
+		defer stopHUP()
+	}
 	if err := printReady(cmd.OutOrStdout(), node, p); err != nil {
 		shutdown()
 		return err
@@ -247,6 +259,50 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	shutdown()
 	log.Debug("stopped")
 	return nil
+}
+
+// policyPath returns the policy file of --authorize, else of
+// $PEERBUS_AUTHORIZE.
+func policyPath(fs *pflag.FlagSet, lookup func(string) (string, bool)) string {
+	if f := fs.Lookup("authorize"); f != nil && f.Changed {
+		return f.Value.String()
+	}
+	v, _ := lookup(bus.EnvAuthorize)
+	return v
+}
+
+// reloadPolicyOnHUP reloads the policy file at path on each SIGHUP; a
+// file that does not load is logged and the policy in force stays. The
+// returned func stops it.
+func reloadPolicyOnHUP(node *bus.Node, path string, log *slog.Logger) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-hup:
+				p, err := policy.Load(path)
+				if err == nil {
+					err = node.ReloadPolicy(p)
+				}
+				if err != nil {
+					log.Error("policy not reloaded; the one in force stays", "file", path, "err", err)
+					continue
+				}
+				log.Info("policy reloaded", "file", path, "users", len(p.Users))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-finished
+	}
 }
 
 // startNode starts the bus node, and says what a node that is not ready
