@@ -173,3 +173,22 @@ func TestPolicyNATSConfig(t *testing.T) {
 		t.Fatalf("nats-config without a policy: %d %q", r.code, r.stderr)
 	}
 }
+
+func TestNodeSecure(t *testing.T) {
+	dir := t.TempDir()
+	n := startNodeProc(t, "securenode", "--listen", "127.0.0.1:-1", "--no-jetstream", "--secure", "--data-dir", dir)
+	n.waitReady(t, 30*time.Second)
+	key := filepath.Join(dir, "admin.nk")
+	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin identity: %v %v", st, err)
+	}
+	if !strings.Contains(n.stderr.String(), "--identity "+key) {
+		t.Fatalf("no hint for clients on stderr: %q", n.stderr.String())
+	}
+	if r := runCLI(t, "", "call", "--server", n.info["client"], "--identity", key, "ping"); r.code != 0 {
+		t.Fatalf("call with the admin identity: %d %q", r.code, r.stderr)
+	}
+	if r := runCLI(t, "", "call", "--server", n.info["client"], "ping"); r.code == 0 {
+		t.Fatal("a call without an identity passed a --secure node")
+	}
+}

@@ -26,6 +26,7 @@ import (
 // see nodeOptions).
 type nodeFlags struct {
 	funcs    []string
+	secure   bool
 	logLevel string
 	log      logFlags
 }
@@ -110,8 +111,10 @@ user credentials are what the node presents.
 
 --authorize FILE admits only the identities (peerbus keygen) a policy lists,
 each with what it may serve, call, emit, read, expose and dial (SECURITY.md,
-docs/policy.example.yaml); SIGHUP reloads the file. --identity FILE gives the
-node's peer its key and id.`
+docs/policy.example.yaml); SIGHUP reloads the file. --secure is the short way:
+it makes (or reuses) admin.nk and policy.yaml in the data directory (else in
+the user's config directory, peerbus/) and says on stderr how clients use
+them. --identity FILE gives the node's peer its key and id.`
 
 // nodeExample is the example of "peerbus node".
 const nodeExample = `  # A single node on the default address (127.0.0.1:4222)
@@ -159,6 +162,7 @@ func newNodeCmd() (*cobra.Command, *nodeFlags) {
 	fs := cmd.Flags()
 	fs.SortFlags = false
 	addSettingFlags(fs, nodeSettings())
+	fs.BoolVar(&f.secure, "secure", false, "admit only identities: make (or reuse) an admin identity and a policy in the data directory, and say how clients use them")
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve a tag by running a shell command (sh -c), given as `TAG=COMMAND` (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: error, warn, info, debug (nats-server's own notices only at debug)")
 	addLogFlags(fs, &f.log)
@@ -208,6 +212,16 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	if err != nil {
 		return err
 	}
+	polPath := policyPath(cmd.Flags(), os.LookupEnv)
+	if f.secure {
+		dir, err := secureDir(bo)
+		if err != nil {
+			return err
+		}
+		if polPath, err = applySecure(&bo, dir, cmd.ErrOrStderr()); err != nil {
+			return err
+		}
+	}
 	logSet, err := nodeLogSettings(cmd.Flags(), &f.log, os.LookupEnv)
 	if err != nil {
 		return err
@@ -244,7 +258,7 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 		return err
 	}
 	if bo.Policy != nil {
-		stopHUP := reloadPolicyOnHUP(node, policyPath(cmd.Flags(), os.LookupEnv), log)
+		stopHUP := reloadPolicyOnHUP(node, polPath, log)
 		defer stopHUP()
 	}
 	if err := printReady(cmd.OutOrStdout(), node, p); err != nil {
