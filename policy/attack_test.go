@@ -263,6 +263,17 @@ func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bu
 	// JetStream API gets no answer with the API's permissions.
 	pub("reply onto the JetStream API", "$JS.API.STREAM.PURGE.PEERBUS_EVENTS", "")
 
+	// Bob may read order.>, through a consumer filtered to it only.
+	for _, subj := range []string{
+		"$JS.API.CONSUMER.CREATE.PEERBUS_EVENTS.spy",
+		"$JS.API.CONSUMER.CREATE.PEERBUS_EVENTS.spy.peerbus.evt.>",
+		"$JS.API.CONSUMER.DURABLE.CREATE.PEERBUS_EVENTS.spy",
+	} {
+		if err := b.nc.Publish(subj, []byte(`{"stream_name":"PEERBUS_EVENTS","config":{}}`)); err != nil {
+			t.Fatal(err)
+		}
+		b.v.waitFor(t, "read beyond the read grant", subj)
+	}
 	// Its own grant still works, and every legitimate call, emit and
 	// replay goes on; mallory's forged responder got none of bob's calls.
 	mp, err := peer.New(m.nc, peer.WithIdentity(mallory), peer.AsClient())
