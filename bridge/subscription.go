@@ -20,25 +20,13 @@ type SubscribeOption func(*Subscription) error
 // QueueSize sets the subscription's queue length (default
 // netcore.DefaultQueueSize; at least 1).
 func QueueSize(n int) SubscribeOption {
-	return func(s *Subscription) error {
-		if n < 1 {
-			return invalid("queue size %d must be at least 1", n)
-		}
-		s.size = n
-		return nil
-	}
+	return func(s *Subscription) error { return optionErr(queue.SetSize(&s.size, n)) }
 }
 
 // WithOverflow sets the policy for a full queue (default
 // netcore.DropOldest), as for netcore subscriptions.
 func WithOverflow(o netcore.Overflow) SubscribeOption {
-	return func(s *Subscription) error {
-		if o != netcore.DropOldest && o != netcore.DropNewest {
-			return invalid("overflow policy %d", o)
-		}
-		s.policy = o
-		return nil
-	}
+	return func(s *Subscription) error { return optionErr(queue.SetPolicy(&s.policy, o)) }
 }
 
 // Subscription is a bounded queue of bus messages whose subject and

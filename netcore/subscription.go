@@ -44,24 +44,12 @@ func From(addr netip.AddrPort) SubscribeOption {
 // QueueSize sets the subscription's queue length (default
 // DefaultQueueSize; at least 1).
 func QueueSize(n int) SubscribeOption {
-	return func(s *Subscription) error {
-		if n < 1 {
-			return invalid("queue size %d must be at least 1", n)
-		}
-		s.size = n
-		return nil
-	}
+	return func(s *Subscription) error { return optionErr(queue.SetSize(&s.size, n)) }
 }
 
 // WithOverflow sets the policy for a full queue (default DropOldest).
 func WithOverflow(o Overflow) SubscribeOption {
-	return func(s *Subscription) error {
-		if o != DropOldest && o != DropNewest {
-			return invalid("overflow policy %d", o)
-		}
-		s.policy = o
-		return nil
-	}
+	return func(s *Subscription) error { return optionErr(queue.SetPolicy(&s.policy, o)) }
 }
 
 // Subscription is a filtered queue of a pipe's messages, created by
