@@ -27,11 +27,19 @@ func forgedOffer(t testing.TB, proto string, sts ...Strategy) offer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return offer{
+	id, err := newIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offer{
 		V: protoVersion, Session: sec.idHex(), Name: "svc", Proto: proto,
-		Key: sec.key, Nonce: sec.nonce[:], Peer: "attacker", Strategies: sts,
+		Nonce: sec.nonce[:], FP: id.fp, Peer: "attacker", Strategies: sts,
 		KeepAliveMS: 1000, SetupMS: 5000,
 	}
+	if proto == "udp" {
+		o.Key = sec.key
+	}
+	return o
 }
 
 // sendOffer publishes o on the service's any-subject and decodes the

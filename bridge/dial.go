@@ -62,6 +62,7 @@ type dialer struct {
 	cfg   *config
 	log   *slog.Logger
 	sec   *secret
+	id    *identity // this side's TLS certificate
 	proto string
 	name  string
 	ans   answer
@@ -104,8 +105,12 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		return nil, res, fmt.Errorf("bridge: random: %w", err)
 	}
 	res.Session = sec.idHex()
+	id, err := newIdentity()
+	if err != nil {
+		return nil, res, fmt.Errorf("bridge: session certificate: %w", err)
+	}
 	d := &dialer{
-		p: p, nc: p.Conn(), cfg: cfg, sec: sec, proto: proto, name: name,
+		p: p, nc: p.Conn(), cfg: cfg, sec: sec, id: id, proto: proto, name: name,
 		log:        cfg.log.With("session", res.Session, "service", name),
 		found:      make(chan net.Conn, 16),
 		won:        make(chan netip.AddrPort, 1),
@@ -271,12 +276,15 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 	}
 	o := offer{
 		V: protoVersion, Session: d.sec.idHex(), Name: d.name, Proto: d.proto,
-		Key: d.sec.key, Nonce: d.sec.nonce[:], Strategies: strategies,
+		Nonce: d.sec.nonce[:], FP: d.id.fp, Strategies: strategies,
 		TCP: d.tcpCands, UDP: d.udpCands, NAT: d.localNAT,
 		KeepAliveMS: d.cfg.relay.keepalive.Milliseconds(), SetupMS: setup.Milliseconds(),
 		Host: hostProof(roleDialer, d.sec.idHex()),
 	}
 	o.Peer = d.p.ID()
+	if d.proto == "udp" {
+		o.Key = d.sec.key // for the raw UDP path's control packets
+	}
 	fn, err := peer.Stub[offer, answer](d.p, OpenTag(d.name))
 	if err != nil {
 		return fmt.Errorf("bridge: open %q: %w", d.name, err)
@@ -311,7 +319,7 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 	default:
 		return fmt.Errorf("%w: open refused (%s): %s", ErrProtocol, ans.Code, ans.Error)
 	}
-	if len(ans.Nonce) != nonceSize || ans.Peer == "" {
+	if len(ans.Nonce) != nonceSize || ans.Peer == "" || len(ans.FP) != fingerprintSize {
 		return fmt.Errorf("%w: malformed answer", ErrProtocol)
 	}
 	// Only candidates this side may connect to are kept; loopback ones
@@ -500,17 +508,20 @@ func (d *dialer) acceptLoop() {
 
 // authenticate runs the handshake on c and hands it to the waiting
 // strategy; c is closed if the setup ends first.
-func (d *dialer) authenticate(c net.Conn) {
-	stop := context.AfterFunc(d.setup, func() { _ = c.Close() })
-	err := handshakeTCP(c, d.sec, time.Now().Add(handshakeTimeout))
+func (d *dialer) authenticate(raw net.Conn) {
+	stop := context.AfterFunc(d.setup, func() { _ = raw.Close() })
+	tc, err := secureTCP(raw, d.id, d.ans.FP, false, time.Now().Add(handshakeTimeout))
 	if !stop() {
+		if err == nil {
+			_ = tc.Close()
+		}
 		return // closed by the end of the setup
 	}
 	if err != nil {
-		d.noteErr(fmt.Errorf("%s: %w", c.RemoteAddr(), err))
-		_ = c.Close()
+		d.noteErr(fmt.Errorf("%s: %w", raw.RemoteAddr(), err))
 		return
 	}
+	var c net.Conn = tc
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.finished {

@@ -194,6 +194,12 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	if err != nil {
 		return refuse(codeBadRequest, err)
 	}
+	if len(o.FP) != fingerprintSize {
+		return refuse(codeBadRequest, errors.New("no certificate fingerprint"))
+	}
+	if o.Proto == "udp" && len(o.Key) != keySize {
+		return refuse(codeBadRequest, errors.New("no session key for a UDP service"))
+	}
 	if len(o.Nonce) != nonceSize {
 		return refuse(codeBadRequest, errors.New("bad nonce"))
 	}
@@ -237,6 +243,7 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	ans.Nonce = sec.nonce[:]
 	ans.TCP, ans.UDP, ans.NAT = ss.tcpCands, ss.udpCands, ss.nat
 	ans.Host = hostProof(roleExposer, o.Session)
+	ans.FP = ss.id.fp
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -257,6 +264,7 @@ type exSession struct {
 	svc  *Service
 	log  *slog.Logger
 	sec  *secret
+	id   *identity // this side's TLS certificate
 	o    offer
 	nc   *nats.Conn
 	nat  *NATInfo
@@ -300,6 +308,11 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret, caller s
 		log:  s.log.With("session", o.Session, "dialer", o.Peer),
 		peer: Addr{Peer: o.Peer, Service: s.name},
 	}
+	id, err := newIdentity()
+	if err != nil {
+		return nil, fmt.Errorf("bridge: session certificate: %w", err)
+	}
+	ss.id = id
 	lim := s.cfg.limits
 	ss.peerTCP = usableCandidates(o.TCP, sameHost, lim.Networks, lim.MaxCandidates)
 	ss.peerUDP = usableCandidates(o.UDP, sameHost, lim.Networks, lim.MaxCandidates)
@@ -632,15 +645,15 @@ func (ss *exSession) acceptLoop() {
 
 // serveRaw authenticates a raw TCP connection, waits for the dialer to
 // select it and then carries the session over it.
-func (ss *exSession) serveRaw(c net.Conn) {
-	if err := handshakeTCP(c, ss.sec, time.Now().Add(handshakeTimeout)); err != nil {
-		ss.log.Debug("raw connection refused", "remote", c.RemoteAddr(), "err", err)
-		_ = c.Close()
+func (ss *exSession) serveRaw(raw net.Conn) {
+	c, err := secureTCP(raw, ss.id, ss.o.FP, true, time.Now().Add(handshakeTimeout))
+	if err != nil {
+		ss.log.Debug("raw connection refused", "remote", raw.RemoteAddr(), "err", err)
 		return
 	}
 	stop := context.AfterFunc(ss.setup, func() { _ = c.SetReadDeadline(time.Now()) })
 	var b [1]byte
-	_, err := io.ReadFull(c, b[:])
+	_, err = io.ReadFull(c, b[:])
 	stop()
 	if err != nil || b[0] != tcpSelect {
 		_ = c.Close()

@@ -84,8 +84,10 @@ func newID(t *testing.T) *identity.Identity {
 	return id
 }
 
-func TestAttackerFails(t *testing.T) {
-	alice, bob, mallory := newID(t), newID(t), newID(t)
+// attackPolicy is the policy of the attacker tests: alice serves and
+// emits, bob calls and reads, mallory may only call calc.add.
+func attackPolicy(t *testing.T) (alice, bob, mallory *identity.Identity, pol *policy.Policy) {
+	alice, bob, mallory = newID(t), newID(t), newID(t)
 	pol, err := policy.Parse([]byte(fmt.Sprintf(`
 users:
   - {name: alice, key: %s, role: peer, group: shop, serve: [calc.add], emit: [order.*]}
@@ -95,13 +97,39 @@ users:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	n, err := bus.Start(ctx, bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
+	return alice, bob, mallory, pol
+}
+
+func TestAttackerFails(t *testing.T) {
+	alice, bob, mallory, pol := attackPolicy(t)
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n.Close() })
-	url := n.ClientURL()
+	attack(t, alice, bob, mallory, n, n, n)
+}
+
+// The same attacks on a 3-node cluster, each actor on its own node.
+func TestAttackerFailsOnCluster(t *testing.T) {
+	alice, bob, mallory, pol := attackPolicy(t)
+	nodes, err := bus.StartLocalCluster(context.Background(), 3, t.TempDir(), "att", bus.WithPolicy(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			_ = n.Close()
+		}
+	})
+	attack(t, alice, bob, mallory, nodes[0], nodes[1], nodes[2])
+}
+
+// attack runs the legitimate peers (alice on na, bob on nb) and the
+// attacker mallory on nm.
+func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bus.Node) {
+	ctx := context.Background()
+	n := na
 
 	// The node's own peer creates the log.
 	np, err := peer.New(n.Conn())
@@ -119,7 +147,7 @@ users:
 
 	// Legitimate peers: alice serves calc.add and emits, bob calls and
 	// reads.
-	a := connect(t, url, alice)
+	a := connect(t, na.ClientURL(), alice)
 	ap, err := peer.New(a.nc, peer.WithIdentity(alice), peer.WithGroup("shop"))
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +160,7 @@ users:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := connect(t, url, bob)
+	b := connect(t, nb.ClientURL(), bob)
 	bp, err := peer.New(b.nc, peer.WithIdentity(bob), peer.AsClient())
 	if err != nil {
 		t.Fatal(err)
@@ -165,9 +193,24 @@ users:
 			t.Fatalf("round %d: bob replayed %d events", round, count)
 		}
 	}
+	// Bob's node knows alice serves calc.add (on a cluster, through the
+	// routes) once her presence reaches him.
+	deadline := time.Now().Add(30 * time.Second)
+	for serving := false; !serving; {
+		infos, err := bp.Peers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range infos {
+			serving = serving || (i.ID == alice.PeerID() && i.HasTag("calc.add"))
+		}
+		if !serving && time.Now().After(deadline) {
+			t.Fatalf("bob never saw alice serving calc.add: %v", infos)
+		}
+	}
 	legit(1)
 
-	m := connect(t, url, mallory)
+	m := connect(t, nm.ClientURL(), mallory)
 	sub := func(what, subject string) {
 		t.Helper()
 		if _, err := m.nc.Subscribe(subject, func(*nats.Msg) {}); err != nil {
