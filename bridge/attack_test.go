@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -38,6 +40,9 @@ func forgedOffer(t testing.TB, proto string, sts ...Strategy) offer {
 	}
 	if proto == "udp" {
 		o.Key = sec.key
+	}
+	if _, o.Noise, err = noiseInitiator(o.Session); err != nil {
+		t.Fatal(err)
 	}
 	return o
 }
@@ -347,5 +352,106 @@ func flushed(t testing.TB, p *peer.Peer) {
 	t.Helper()
 	if err := p.Conn().Flush(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAttackRelayJunk: messages that a third party publishes on a relayed
+// session's subjects (garbage, well-formed frames without the session's
+// keys, and sealed frames it recorded and sends again) are dropped and
+// counted; the session goes on working both ways.
+func TestAttackRelayJunk(t *testing.T) {
+	for _, proto := range []string{"tcp", "udp"} {
+		t.Run(proto, func(t *testing.T) {
+			nodes := startCluster(t, 1)
+			pe := newPeer(t, connect(t, nodes[0]))
+			pd := newPeer(t, connect(t, nodes[0]))
+			nc := connect(t, nodes[0])
+			target := echotest.TCP(t)
+			if proto == "udp" {
+				target = echotest.UDP(t)
+			}
+			svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer svc.Close()
+			// An observer records what crosses the session subjects.
+			recorded := make(chan *nats.Msg, 64)
+			obs, err := nc.Subscribe(SessionSubjectPrefix+"*.*", func(m *nats.Msg) {
+				select {
+				case recorded <- m:
+				default:
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer obs.Unsubscribe()
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			var c net.Conn
+			var rl *relay
+			if proto == "tcp" {
+				conn, err := Dial(ctxT(t, 10*time.Second), pd, pe.ID(), "echo", WithStrategies(Relay))
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, rl = conn, conn.c.(*relay)
+			} else {
+				conn, err := DialPacket(ctxT(t, 10*time.Second), pd, pe.ID(), "echo", WithStrategies(Relay))
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, rl = conn, conn.c.(*relay)
+			}
+			defer c.Close()
+			echo := func(msg string) {
+				t.Helper()
+				if _, err := c.Write([]byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, len(msg))
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+					t.Fatalf("echo %q: %q, %v", msg, buf, err)
+				}
+			}
+			echo("before")
+			session := c.(interface{ Result() DialResult }).Result().Session
+			var replays [][]byte
+			for len(replays) < 2 {
+				select {
+				case m := <-recorded:
+					if strings.HasSuffix(m.Subject, ".d") || strings.HasSuffix(m.Subject, ".e") {
+						replays = append(replays, m.Data)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("nothing recorded on the session subjects")
+				}
+			}
+			junk := [][]byte{
+				[]byte("garbage"),
+				{},
+				appendFrame(nil, frame{typ: frameData, value: 0, payload: []byte("forged")}),
+				appendFrame(nil, frame{typ: frameClose, payload: []byte("forged close")}),
+				appendFrame(nil, frame{typ: frameDgram, value: 0, payload: []byte("forged")}),
+				bytes.Repeat([]byte{0xff}, 64),
+			}
+			junk = append(junk, replays...)
+			for _, subj := range []string{toDialer(session), toExposer(session)} {
+				for _, j := range junk {
+					if err := nc.Publish(subj, j); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the dialer to drop the junk", 10*time.Second, func() bool { return rl.Rejected() >= uint64(len(junk)) })
+			echo("after the junk")
+			echo("and more")
+		})
 	}
 }

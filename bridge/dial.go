@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flynn/noise"
 	"github.com/nats-io/nats.go"
 
 	"github.com/peerbus/peerbus/peer"
@@ -57,15 +58,18 @@ func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...
 
 // dialer is the dialing side of one session during its setup.
 type dialer struct {
-	p     *peer.Peer
-	nc    *nats.Conn
-	cfg   *config
-	log   *slog.Logger
-	sec   *secret
-	id    *identity // this side's TLS certificate
-	proto string
-	name  string
-	ans   answer
+	p        *peer.Peer
+	nc       *nats.Conn
+	cfg      *config
+	log      *slog.Logger
+	sec      *secret
+	id       *identity // this side's TLS certificate
+	hs       *noise.HandshakeState
+	rkeys    *relayKeys // the relay's frame keys, from the answer
+	noiseMsg []byte
+	proto    string
+	name     string
+	ans      answer
 
 	setup    context.Context
 	endSetup context.CancelFunc
@@ -109,8 +113,12 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 	if err != nil {
 		return nil, res, fmt.Errorf("bridge: session certificate: %w", err)
 	}
+	hs, noiseMsg, err := noiseInitiator(res.Session)
+	if err != nil {
+		return nil, res, fmt.Errorf("bridge: relay handshake: %w", err)
+	}
 	d := &dialer{
-		p: p, nc: p.Conn(), cfg: cfg, sec: sec, id: id, proto: proto, name: name,
+		p: p, nc: p.Conn(), cfg: cfg, sec: sec, id: id, hs: hs, noiseMsg: noiseMsg, proto: proto, name: name,
 		log:        cfg.log.With("session", res.Session, "service", name),
 		found:      make(chan net.Conn, 16),
 		won:        make(chan netip.AddrPort, 1),
@@ -276,7 +284,7 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 	}
 	o := offer{
 		V: protoVersion, Session: d.sec.idHex(), Name: d.name, Proto: d.proto,
-		Nonce: d.sec.nonce[:], FP: d.id.fp, Strategies: strategies,
+		Nonce: d.sec.nonce[:], FP: d.id.fp, Noise: d.noiseMsg, Strategies: strategies,
 		TCP: d.tcpCands, UDP: d.udpCands, NAT: d.localNAT,
 		KeepAliveMS: d.cfg.relay.keepalive.Milliseconds(), SetupMS: setup.Milliseconds(),
 		Host: hostProof(roleDialer, d.sec.idHex()),
@@ -322,6 +330,11 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 	if len(ans.Nonce) != nonceSize || ans.Peer == "" || len(ans.FP) != fingerprintSize {
 		return fmt.Errorf("%w: malformed answer", ErrProtocol)
 	}
+	rk, err := noiseFinish(d.hs, ans.Noise)
+	if err != nil {
+		return err
+	}
+	d.rkeys = rk
 	// Only candidates this side may connect to are kept; loopback ones
 	// only from an exposer on this host.
 	sameHost := checkHostProof(ans.Host, roleExposer, o.Session)
@@ -662,7 +675,7 @@ func (d *dialer) relay(ctx context.Context, timeout time.Duration) (net.Conn, er
 	id := d.sec.idHex()
 	local := Addr{Peer: d.p.ID(), Service: d.name}
 	remote := Addr{Peer: d.ans.Peer, Service: d.name}
-	rl, err := newRelay(d.nc, toDialer(id), toExposer(id), d.proto == "udp", d.cfg.relay, local, remote)
+	rl, err := newRelay(d.nc, toDialer(id), toExposer(id), d.proto == "udp", d.cfg.relay, local, remote, d.rkeys)
 	if err != nil {
 		return nil, err
 	}

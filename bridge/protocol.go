@@ -42,6 +42,8 @@ type offer struct {
 	// TCP services).
 	Key   []byte `json:"key,omitempty"`
 	Nonce []byte `json:"nonce"`
+	// Noise is the dialer's first relay handshake message (relaysec.go).
+	Noise []byte `json:"noise"`
 	// FP is the SHA-256 fingerprint of the dialer's session certificate.
 	FP          []byte      `json:"fp"`
 	Peer        string      `json:"peer,omitempty"`
@@ -62,7 +64,8 @@ type answer struct {
 	Peer  string      `json:"peer"`
 	Proto string      `json:"proto"`
 	Nonce []byte      `json:"nonce,omitempty"`
-	FP    []byte      `json:"fp,omitempty"` // the exposer's certificate fingerprint
+	FP    []byte      `json:"fp,omitempty"`    // the exposer's certificate fingerprint
+	Noise []byte      `json:"noise,omitempty"` // the exposer's relay handshake reply
 	TCP   []Candidate `json:"tcp,omitempty"`
 	UDP   []Candidate `json:"udp,omitempty"`
 	NAT   *NATInfo    `json:"nat,omitempty"`

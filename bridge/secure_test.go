@@ -98,8 +98,12 @@ func openByHand(t *testing.T, pd *peer.Peer, exposer string, id *identity) (stri
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, msg, err := noiseInitiator(sec.idHex())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ans, err := open.Call(ctxT(t, 10*time.Second), offer{V: protoVersion, Session: sec.idHex(), Name: "echo", Proto: "tcp",
-		Nonce: sec.nonce[:], FP: id.fp, Strategies: []Strategy{Direct}, SetupMS: 10000,
+		Nonce: sec.nonce[:], FP: id.fp, Noise: msg, Strategies: []Strategy{Direct}, SetupMS: 10000,
 		Host: hostProof(roleDialer, sec.idHex())}, peer.OnPeer(exposer))
 	if err != nil || ans.Code != "" || len(ans.TCP) == 0 {
 		t.Fatalf("open: %+v, %v", ans, err)

@@ -200,6 +200,10 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	if o.Proto == "udp" && len(o.Key) != keySize {
 		return refuse(codeBadRequest, errors.New("no session key for a UDP service"))
 	}
+	rkeys, noiseReply, err := noiseRespond(o.Session, o.Noise)
+	if err != nil {
+		return refuse(codeBadRequest, err)
+	}
 	if len(o.Nonce) != nonceSize {
 		return refuse(codeBadRequest, errors.New("bad nonce"))
 	}
@@ -244,6 +248,8 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	ans.TCP, ans.UDP, ans.NAT = ss.tcpCands, ss.udpCands, ss.nat
 	ans.Host = hostProof(roleExposer, o.Session)
 	ans.FP = ss.id.fp
+	ans.Noise = noiseReply
+	ss.rkeys = rkeys
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -261,14 +267,15 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 
 // exSession is the exposer's side of one session.
 type exSession struct {
-	svc  *Service
-	log  *slog.Logger
-	sec  *secret
-	id   *identity // this side's TLS certificate
-	o    offer
-	nc   *nats.Conn
-	nat  *NATInfo
-	peer Addr // the dialer, as a relay address
+	svc   *Service
+	log   *slog.Logger
+	sec   *secret
+	id    *identity  // this side's TLS certificate
+	rkeys *relayKeys // the relay's frame keys
+	o     offer
+	nc    *nats.Conn
+	nat   *NATInfo
+	peer  Addr // the dialer, as a relay address
 
 	ctx      context.Context // the session's life
 	cancel   context.CancelFunc
@@ -598,7 +605,7 @@ func (ss *exSession) openRelay() (*relay, error) {
 		cfg.keepalive = time.Duration(ss.o.KeepAliveMS) * time.Millisecond
 	}
 	local := Addr{Peer: ss.svc.p.ID(), Service: ss.svc.name}
-	rl, err := newRelay(ss.nc, toExposer(ss.o.Session), toDialer(ss.o.Session), ss.svc.proto == "udp", cfg, local, ss.peer)
+	rl, err := newRelay(ss.nc, toExposer(ss.o.Session), toDialer(ss.o.Session), ss.svc.proto == "udp", cfg, local, ss.peer, ss.rkeys)
 	if err != nil {
 		return nil, err
 	}

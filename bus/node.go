@@ -208,6 +208,9 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 			return fmt.Errorf("bus: cluster listener: %w", err)
 		}
 	}
+	if what := n.opts.exposure(p); what != "" {
+		n.log.Warn("UNPROTECTED: this node listens beyond loopback without authentication: " + what)
+	}
 	if n.disc != nil {
 		// Nodes heard from now on are added at once, also while this
 		// node waits for its JetStream quorum: a node alone cannot elect

@@ -81,7 +81,7 @@ func fromKeyPair(kp nkeys.KeyPair) (*Identity, error) {
 func Load(path string) (*Identity, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
+		return nil, fmt.Errorf("%w: %w", ErrIdentity, err) // matches fs.ErrNotExist...
 	}
 	i, err := FromSeed(b)
 	if err != nil {

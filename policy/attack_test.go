@@ -263,6 +263,17 @@ func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bu
 	// JetStream API gets no answer with the API's permissions.
 	pub("reply onto the JetStream API", "$JS.API.STREAM.PURGE.PEERBUS_EVENTS", "")
 
+	// Bob may read order.>, through a consumer filtered to it only.
+	for _, subj := range []string{
+		"$JS.API.CONSUMER.CREATE.PEERBUS_EVENTS.spy",
+		"$JS.API.CONSUMER.CREATE.PEERBUS_EVENTS.spy.peerbus.evt.>",
+		"$JS.API.CONSUMER.DURABLE.CREATE.PEERBUS_EVENTS.spy",
+	} {
+		if err := b.nc.Publish(subj, []byte(`{"stream_name":"PEERBUS_EVENTS","config":{}}`)); err != nil {
+			t.Fatal(err)
+		}
+		b.v.waitFor(t, "read beyond the read grant", subj)
+	}
 	// Its own grant still works, and every legitimate call, emit and
 	// replay goes on; mallory's forged responder got none of bob's calls.
 	mp, err := peer.New(m.nc, peer.WithIdentity(mallory), peer.AsClient())
@@ -314,4 +325,59 @@ func TestUnknownAndMissingIdentityRejected(t *testing.T) {
 		t.Fatalf("known key: %v", err)
 	}
 	nc.Close()
+}
+
+// A reload revokes a grant for new subscriptions without dropping the
+// connection, and drops an identity no longer listed.
+func TestReloadRevokes(t *testing.T) {
+	reader, gone := newID(t), newID(t)
+	parse := func(read string) *policy.Policy {
+		t.Helper()
+		p, err := policy.Parse([]byte(fmt.Sprintf("users:\n  - {name: r, key: %s, role: peer, read: [%s]}\n  - {name: g, key: %s, role: peer}\n",
+			reader.PublicKey(), read, gone.PublicKey())), "p.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithoutJetStream(), bus.WithPolicy(parse("a, b")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	r := connect(t, n.ClientURL(), reader)
+	g := connect(t, n.ClientURL(), gone)
+	if _, err := r.nc.SubscribeSync("peerbus.evt.*.*.a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	only, err := policy.Parse([]byte(fmt.Sprintf("users:\n  - {name: r, key: %s, role: peer, read: [b]}\n", reader.PublicKey())), "p2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ReloadPolicy(only); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.nc.SubscribeSync("peerbus.evt.*.*.a"); err != nil {
+		t.Fatal(err)
+	}
+	r.v.waitFor(t, "subscribe a revoked read", "peerbus.evt.*.*.a")
+	if _, err := r.nc.SubscribeSync("peerbus.evt.*.*.b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nc.Flush(); err != nil || !r.nc.IsConnected() {
+		t.Fatalf("reader after the reload: %v, connected %v", err, r.nc.IsConnected())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for g.nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("an identity no longer listed stays connected")
+		}
+		_ = g.nc.Flush()
+	}
+	if _, err := nats.Connect(n.ClientURL(), append(gone.ConnectOptions(), nats.NoReconnect())...); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("an identity no longer listed connects: %v", err)
+	}
 }

@@ -229,7 +229,11 @@ const (
 var builtinTags = []string{"info", "ping"}
 
 // Permissions returns the nats-server permissions of u (nil for an
-// admin: everything).
+// admin: everything). A reader may create consumers of the event log
+// only in the filtered form ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>)
+// with a filter within its read grants, so reads filtered by several
+// groups or peers at once (which use the unfiltered form) need the
+// admin role or log_admin.
 func (u User) Permissions() *server.Permissions {
 	if u.Role == RoleAdmin {
 		return nil
@@ -253,10 +257,13 @@ func (u User) Permissions() *server.Permissions {
 	if len(u.Read) > 0 || len(u.Emit) > 0 {
 		pub = append(pub, jsAPI+"INFO", jsAPI+"STREAM.INFO."+stream)
 	}
+	for _, n := range u.Read {
+		// Only the filtered create form, its filter within the grant:
+		// the server checks that the filter is the consumer's.
+		pub = append(pub, jsAPI+"CONSUMER.CREATE."+stream+".*."+subjEvt+"*.*."+n)
+	}
 	if len(u.Read) > 0 {
 		pub = append(pub,
-			jsAPI+"CONSUMER.CREATE."+stream+".>",
-			jsAPI+"CONSUMER.DURABLE.CREATE."+stream+".*",
 			jsAPI+"CONSUMER.INFO."+stream+".*",
 			jsAPI+"CONSUMER.MSG.NEXT."+stream+".*",
 			jsAPI+"CONSUMER.DELETE."+stream+".*",

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +100,32 @@ func TestNodeAuthorize(t *testing.T) {
 	if r := runCLI(t, "", "call", "--server", n.info["client"], "ping"); r.code == 0 || !strings.Contains(r.stderr, "refused the credentials") {
 		t.Fatalf("call without an identity: %d %q", r.code, r.stderr)
 	}
+	// SIGHUP reloads the file: a key no longer listed is refused; a
+	// malformed file leaves the policy in force.
+	other := filepath.Join(dir, "o.nk")
+	r = runCLI(t, "", "keygen", other)
+	if r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	if err := os.WriteFile(good, []byte("users:\n  - {name: o, key: "+keyLines(r.stdout)["public"]+", role: peer}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := runCLI(t, "", "call", "--server", n.info["client"], "--identity", key, "ping")
+		if r.code != 0 && strings.Contains(r.stderr, "refused the credentials") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the removed key still connects after SIGHUP: %d %q", r.code, r.stderr)
+		}
+	}
+	if r := runCLI(t, "", "call", "--server", n.info["client"], "--identity", other, "ping"); r.code != 0 {
+		t.Fatalf("the added key after SIGHUP: %d %q", r.code, r.stderr)
+	}
 }
 
 // 260 requests without a deadline to a --func tag that hangs: the
@@ -144,5 +171,24 @@ func TestPolicyNATSConfig(t *testing.T) {
 	}
 	if r := runCLI(t, "", "policy", "nats-config"); r.code == 0 || !strings.Contains(r.stderr, "--authorize") {
 		t.Fatalf("nats-config without a policy: %d %q", r.code, r.stderr)
+	}
+}
+
+func TestNodeSecure(t *testing.T) {
+	dir := t.TempDir()
+	n := startNodeProc(t, "securenode", "--listen", "127.0.0.1:-1", "--no-jetstream", "--secure", "--data-dir", dir)
+	n.waitReady(t, 30*time.Second)
+	key := filepath.Join(dir, "admin.nk")
+	if st, err := os.Stat(key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin identity: %v %v", st, err)
+	}
+	if !strings.Contains(n.stderr.String(), "--identity "+key) {
+		t.Fatalf("no hint for clients on stderr: %q", n.stderr.String())
+	}
+	if r := runCLI(t, "", "call", "--server", n.info["client"], "--identity", key, "ping"); r.code != 0 {
+		t.Fatalf("call with the admin identity: %d %q", r.code, r.stderr)
+	}
+	if r := runCLI(t, "", "call", "--server", n.info["client"], "ping"); r.code == 0 {
+		t.Fatal("a call without an identity passed a --secure node")
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/peerbus/peerbus/bus"
 	"github.com/peerbus/peerbus/peer"
+	"github.com/peerbus/peerbus/policy"
 )
 
 // nodeFlags holds the flags of "peerbus node" that are not settings of
@@ -23,6 +26,7 @@ import (
 // see nodeOptions).
 type nodeFlags struct {
 	funcs    []string
+	secure   bool
 	logLevel string
 	log      logFlags
 }
@@ -103,7 +107,14 @@ client port (client commands then need --token, --user/--password or --nkey);
 client certificates. --cluster-user/--cluster-password and
 --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca (mutual TLS) protect the
 routes. In external and leafnode mode --nkey-seed, --creds, --tls-ca and the
-user credentials are what the node presents.`
+user credentials are what the node presents.
+
+--authorize FILE admits only the identities (peerbus keygen) a policy lists,
+each with what it may serve, call, emit, read, expose and dial (SECURITY.md,
+docs/policy.example.yaml); SIGHUP reloads the file. --secure is the short way:
+it makes (or reuses) admin.nk and policy.yaml in the data directory (else in
+the user's config directory, peerbus/) and says on stderr how clients use
+them. --identity FILE gives the node's peer its key and id.`
 
 // nodeExample is the example of "peerbus node".
 const nodeExample = `  # A single node on the default address (127.0.0.1:4222)
@@ -151,6 +162,7 @@ func newNodeCmd() (*cobra.Command, *nodeFlags) {
 	fs := cmd.Flags()
 	fs.SortFlags = false
 	addSettingFlags(fs, nodeSettings())
+	fs.BoolVar(&f.secure, "secure", false, "admit only identities: make (or reuse) an admin identity and a policy in the data directory, and say how clients use them")
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve a tag by running a shell command (sh -c), given as `TAG=COMMAND` (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: error, warn, info, debug (nats-server's own notices only at debug)")
 	addLogFlags(fs, &f.log)
@@ -200,6 +212,16 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	if err != nil {
 		return err
 	}
+	polPath := policyPath(cmd.Flags(), os.LookupEnv)
+	if f.secure {
+		dir, err := secureDir(bo)
+		if err != nil {
+			return err
+		}
+		if polPath, err = applySecure(&bo, dir, cmd.ErrOrStderr()); err != nil {
+			return err
+		}
+	}
 	logSet, err := nodeLogSettings(cmd.Flags(), &f.log, os.LookupEnv)
 	if err != nil {
 		return err
@@ -235,6 +257,10 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 		shutdown()
 		return err
 	}
+	if bo.Policy != nil {
+		stopHUP := reloadPolicyOnHUP(node, polPath, log)
+		defer stopHUP()
+	}
 	if err := printReady(cmd.OutOrStdout(), node, p); err != nil {
 		shutdown()
 		return err
@@ -247,6 +273,50 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	shutdown()
 	log.Debug("stopped")
 	return nil
+}
+
+// policyPath returns the policy file of --authorize, else of
+// $PEERBUS_AUTHORIZE.
+func policyPath(fs *pflag.FlagSet, lookup func(string) (string, bool)) string {
+	if f := fs.Lookup("authorize"); f != nil && f.Changed {
+		return f.Value.String()
+	}
+	v, _ := lookup(bus.EnvAuthorize)
+	return v
+}
+
+// reloadPolicyOnHUP reloads the policy file at path on each SIGHUP; a
+// file that does not load is logged and the policy in force stays. The
+// returned func stops it.
+func reloadPolicyOnHUP(node *bus.Node, path string, log *slog.Logger) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-hup:
+				p, err := policy.Load(path)
+				if err == nil {
+					err = node.ReloadPolicy(p)
+				}
+				if err != nil {
+					log.Error("policy not reloaded; the one in force stays", "file", path, "err", err)
+					continue
+				}
+				log.Info("policy reloaded", "file", path, "users", len(p.Users))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-finished
+	}
 }
 
 // startNode starts the bus node, and says what a node that is not ready
