@@ -210,6 +210,14 @@ type exposeOption func(*ExposeOptions) error
 
 func (o exposeOption) applyExpose(e *ExposeOptions) error { return o(e) }
 
+// optionErr wraps a non-nil err in ErrInvalidOption.
+func optionErr(err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	return nil
+}
+
 // invalid returns an error wrapping ErrInvalidOption.
 func invalid(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, a...))

@@ -84,3 +84,14 @@ func TestDefaultOptions(t *testing.T) {
 		t.Errorf("expose options not applied: %+v", e)
 	}
 }
+
+func TestInvalidSubscribeOptions(t *testing.T) {
+	for name, o := range map[string]SubscribeOption{
+		"zero queue":     QueueSize(0),
+		"unknown policy": WithOverflow(7),
+	} {
+		if _, err := SubscribeRegex(nil, "", "", "", o); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("SubscribeRegex with %s: %v, want ErrInvalidOption", name, err)
+		}
+	}
+}

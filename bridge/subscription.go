@@ -13,16 +13,21 @@ import (
 	"github.com/peerbus/peerbus/netcore"
 )
 
-// SubscribeOption configures a Subscription.
-type SubscribeOption func(*Subscription)
+// SubscribeOption configures a Subscription. An invalid value makes
+// SubscribeRegex fail with an error wrapping ErrInvalidOption.
+type SubscribeOption func(*Subscription) error
 
 // QueueSize sets the subscription's queue length (default
-// netcore.DefaultQueueSize, minimum 1).
-func QueueSize(n int) SubscribeOption { return func(s *Subscription) { s.size = max(n, 1) } }
+// netcore.DefaultQueueSize; at least 1).
+func QueueSize(n int) SubscribeOption {
+	return func(s *Subscription) error { return optionErr(queue.SetSize(&s.size, n)) }
+}
 
 // WithOverflow sets the policy for a full queue (default
 // netcore.DropOldest), as for netcore subscriptions.
-func WithOverflow(o netcore.Overflow) SubscribeOption { return func(s *Subscription) { s.policy = o } }
+func WithOverflow(o netcore.Overflow) SubscribeOption {
+	return func(s *Subscription) error { return optionErr(queue.SetPolicy(&s.policy, o)) }
+}
 
 // Subscription is a bounded queue of bus messages whose subject and
 // payload match regular expressions, made by SubscribeRegex. It has the
@@ -62,7 +67,12 @@ func SubscribeRegex(nc *nats.Conn, filter, subjectRE, payloadRE string, opts ...
 		size: netcore.DefaultQueueSize, policy: netcore.DropOldest,
 	}
 	for _, o := range opts {
-		o(s)
+		if o == nil {
+			continue
+		}
+		if err := o(s); err != nil {
+			return nil, fmt.Errorf("bridge: subscribe: %w", err)
+		}
 	}
 	s.q = queue.New[*nats.Msg](s.size, s.policy)
 	sub, err := nc.Subscribe(filter, s.onMsg)

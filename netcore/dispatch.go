@@ -165,7 +165,12 @@ func (p *Pipe) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription
 		size: DefaultQueueSize,
 	}
 	for _, o := range opts {
-		o(s)
+		if o == nil {
+			continue
+		}
+		if err := o(s); err != nil {
+			return nil, fmt.Errorf("netcore: subscribe: %w", err)
+		}
 	}
 	s.q = queue.New[Message](s.size, s.policy)
 	p.mu.Lock()

@@ -70,6 +70,14 @@ func DefaultOptions() Options {
 // DialAddr, Listen and Daemon.Listen return that error.
 type Option func(*Options) error
 
+// optionErr wraps a non-nil err in ErrInvalidOption.
+func optionErr(err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	return nil
+}
+
 // invalid returns an error wrapping ErrInvalidOption.
 func invalid(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, a...))

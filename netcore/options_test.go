@@ -35,3 +35,15 @@ func TestInvalidOptions(t *testing.T) {
 		t.Errorf("DefaultOptions = %+v", d)
 	}
 }
+
+func TestInvalidSubscribeOptions(t *testing.T) {
+	srv := mustListen(t, UDP, IPv4)
+	for name, o := range map[string]SubscribeOption{
+		"zero queue":     QueueSize(0),
+		"unknown policy": WithOverflow(7),
+	} {
+		if _, err := srv.Subscribe("", o); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("Subscribe with %s: %v, want ErrInvalidOption", name, err)
+		}
+	}
+}

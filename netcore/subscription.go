@@ -27,24 +27,30 @@ const (
 	DropNewest = queue.DropNewest
 )
 
-// SubscribeOption configures a Subscription.
-type SubscribeOption func(*Subscription)
+// SubscribeOption configures a Subscription. An invalid value makes
+// Subscribe fail with an error wrapping ErrInvalidOption.
+type SubscribeOption func(*Subscription) error
 
 // From keeps only messages from addr. A zero port matches every port of
 // that host; an address without zone matches any zone.
 func From(addr netip.AddrPort) SubscribeOption {
-	return func(s *Subscription) {
+	return func(s *Subscription) error {
 		s.from = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 		s.hasFrom = addr.Addr().IsValid()
+		return nil
 	}
 }
 
 // QueueSize sets the subscription's queue length (default
-// DefaultQueueSize, minimum 1).
-func QueueSize(n int) SubscribeOption { return func(s *Subscription) { s.size = max(n, 1) } }
+// DefaultQueueSize; at least 1).
+func QueueSize(n int) SubscribeOption {
+	return func(s *Subscription) error { return optionErr(queue.SetSize(&s.size, n)) }
+}
 
 // WithOverflow sets the policy for a full queue (default DropOldest).
-func WithOverflow(o Overflow) SubscribeOption { return func(s *Subscription) { s.policy = o } }
+func WithOverflow(o Overflow) SubscribeOption {
+	return func(s *Subscription) error { return optionErr(queue.SetPolicy(&s.policy, o)) }
+}
 
 // Subscription is a filtered queue of a pipe's messages, created by
 // Pipe.Subscribe. It is safe for concurrent use.

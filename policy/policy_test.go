@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -79,4 +80,32 @@ func TestSubjectsMatchPackages(t *testing.T) {
 	if !strings.HasPrefix(bridge.SessionSubjectPrefix, "peerbus.bridge.") {
 		t.Errorf("bridge sessions moved: %s", bridge.SessionSubjectPrefix)
 	}
+}
+
+func FuzzParse(f *testing.F) {
+	example, err := os.ReadFile("../docs/policy.example.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(example)
+	f.Add([]byte(`{"users":[{"name":"j","key":"UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4","role":"peer","call":["x"]}]}`))
+	f.Add([]byte("users:\n  - {name: a, key: Uxyz, role: peer}\n"))
+	f.Add([]byte("users: [\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := policy.Parse(b, "f.yaml")
+		if err != nil {
+			if !errors.Is(err, policy.ErrPolicy) {
+				t.Fatalf("error %v does not wrap ErrPolicy", err)
+			}
+			return
+		}
+		// A policy that parses compiles, and every user is bound to its
+		// key's id.
+		for _, u := range p.NkeyUsers() {
+			if !identity.IsPublicKey(u.Nkey) {
+				t.Fatalf("user %q", u.Nkey)
+			}
+		}
+		_ = p.NATSConfig()
+	})
 }

@@ -131,7 +131,8 @@ func TestNodeAuthorize(t *testing.T) {
 // 260 requests without a deadline to a --func tag that hangs: the
 // excess is answered busy at once and ping still answers.
 func TestFuncOverloadBusy(t *testing.T) {
-	n := startNodeProc(t, "busynode", "--listen", "127.0.0.1:-1", "--no-jetstream", "--func", "hang=sleep 100")
+	n := startNodeProc(t, "busynode", "--listen", "127.0.0.1:-1", "--no-jetstream", "--func", "hang=sleep 100",
+		"--func", "few=sleep 100", "--func-concurrency", "few=2")
 	n.waitReady(t, 30*time.Second)
 	nc, err := nats.Connect(n.info["client"])
 	if err != nil {
@@ -161,6 +162,29 @@ func TestFuncOverloadBusy(t *testing.T) {
 	}
 	if r := runCLI(t, "", "call", "--server", n.info["client"], "--peer", n.info["peer"], "ping"); r.code != 0 {
 		t.Fatalf("ping while hang is saturated: %d %q", r.code, r.stderr)
+	}
+	// --func-concurrency few=2: the third call is busy.
+	for i := 0; i < 3; i++ {
+		if err := nc.PublishRequest(peer.AnySubject("few"), inbox, []byte("null")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for got := false; !got; {
+		select {
+		case m := <-replies:
+			if strings.Contains(string(m.Data), `"tag":"hang"`) {
+				continue // a running call of hang that reached its deadline
+			}
+			if !strings.Contains(string(m.Data), `"code":"busy"`) || !strings.Contains(string(m.Data), `"tag":"few"`) {
+				t.Fatalf("third call of few: %s", m.Data)
+			}
+			got = true
+		case <-time.After(30 * time.Second):
+			t.Fatal("no busy reply for the third call of few")
+		}
+	}
+	if r := runCLI(t, "", "node", "--func", "a=true", "--func-concurrency", "b=1"); r.code == 0 || !strings.Contains(r.stderr, `no --func serves tag "b"`) {
+		t.Fatalf("--func-concurrency of an unknown tag: %d %q", r.code, r.stderr)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +28,7 @@ import (
 // see nodeOptions).
 type nodeFlags struct {
 	funcs    []string
+	limits   []string
 	secure   bool
 	logLevel string
 	log      logFlags
@@ -164,6 +167,7 @@ func newNodeCmd() (*cobra.Command, *nodeFlags) {
 	addSettingFlags(fs, nodeSettings())
 	fs.BoolVar(&f.secure, "secure", false, "admit only identities: make (or reuse) an admin identity and a policy in the data directory, and say how clients use them")
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve a tag by running a shell command (sh -c), given as `TAG=COMMAND` (repeatable)")
+	fs.StringArrayVar(&f.limits, "func-concurrency", nil, "calls of a --func tag run at once, given as `TAG=N`, overriding --tag-concurrency (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: error, warn, info, debug (nats-server's own notices only at debug)")
 	addLogFlags(fs, &f.log)
 	return cmd, f
@@ -212,6 +216,10 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	if err != nil {
 		return err
 	}
+	limits, err := parseFuncLimits(f.limits, funcs)
+	if err != nil {
+		return err
+	}
 	polPath := policyPath(cmd.Flags(), os.LookupEnv)
 	if f.secure {
 		dir, err := secureDir(bo)
@@ -256,6 +264,12 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	if err := serveFuncs(p, node.Conn(), funcs, log); err != nil {
 		shutdown()
 		return err
+	}
+	for tag, n := range limits {
+		if err := p.SetTagConcurrency(tag, n); err != nil {
+			shutdown()
+			return fmt.Errorf("--func-concurrency %s: %w", tag, err)
+		}
 	}
 	if bo.Policy != nil {
 		stopHUP := reloadPolicyOnHUP(node, polPath, log)
@@ -363,6 +377,24 @@ func startNodePeer(ctx context.Context, node *bus.Node, bo bus.Options, po peer.
 		return nil, err
 	}
 	return peer.New(node.Conn(), func(o *peer.Options) error { *o = po; return nil })
+}
+
+// parseFuncLimits parses the --func-concurrency values: TAG=N, N
+// positive, for a tag of a --func.
+func parseFuncLimits(vals []string, funcs []funcSpec) (map[string]int, error) {
+	out := map[string]int{}
+	for _, v := range vals {
+		tag, ns, ok := strings.Cut(v, "=")
+		n, err := strconv.Atoi(ns)
+		if !ok || err != nil || n <= 0 {
+			return nil, fmt.Errorf("--func-concurrency %q: want TAG=N with N a positive integer", v)
+		}
+		if !slices.ContainsFunc(funcs, func(f funcSpec) bool { return f.Tag == tag }) {
+			return nil, fmt.Errorf("--func-concurrency %q: no --func serves tag %q", v, tag)
+		}
+		out[tag] = n
+	}
+	return out, nil
 }
 
 // serveFuncs registers the --func commands on p.

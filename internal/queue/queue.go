@@ -8,6 +8,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -29,6 +30,25 @@ func (o Overflow) String() string {
 		return "drop-newest"
 	}
 	return "drop-oldest"
+}
+
+// SetSize sets *size to n, the length of a queue to be made; n must be
+// at least 1.
+func SetSize(size *int, n int) error {
+	if n < 1 {
+		return fmt.Errorf("queue size %d must be at least 1", n)
+	}
+	*size = n
+	return nil
+}
+
+// SetPolicy sets *policy to o, which must be DropOldest or DropNewest.
+func SetPolicy(policy *Overflow, o Overflow) error {
+	if o != DropOldest && o != DropNewest {
+		return fmt.Errorf("unknown overflow policy %d", o)
+	}
+	*policy = o
+	return nil
 }
 
 // ErrClosed is returned by Recv on a closed queue.
