@@ -111,13 +111,14 @@ func tlsConfig(own *identity, peer []byte, server bool) *tls.Config {
 // secureTCP runs the TLS handshake of a raw TCP connection until
 // deadline: as client on the dialer's side, as server on the exposer's.
 // The returned connection carries the session; on error c is closed.
-func secureTCP(c net.Conn, own *identity, peer []byte, server bool, deadline time.Time) (*tls.Conn, error) {
+func secureTCP(c net.Conn, own *identity, peer []byte, server bool, deadline time.Time) (*batchedTLS, error) {
 	cfg := tlsConfig(own, peer, server)
+	w := newWriteBatcher(c)
 	var tc *tls.Conn
 	if server {
-		tc = tls.Server(c, cfg)
+		tc = tls.Server(w, cfg)
 	} else {
-		tc = tls.Client(c, cfg)
+		tc = tls.Client(w, cfg)
 	}
 	if err := c.SetDeadline(deadline); err != nil {
 		_ = c.Close()
@@ -138,5 +139,5 @@ func secureTCP(c net.Conn, own *identity, peer []byte, server bool, deadline tim
 		_ = c.Close()
 		return nil, err
 	}
-	return tc, nil
+	return &batchedTLS{Conn: tc, w: w}, nil
 }
