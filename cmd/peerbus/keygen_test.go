@@ -216,3 +216,32 @@ func TestNodeSecure(t *testing.T) {
 		t.Fatal("a call without an identity passed a --secure node")
 	}
 }
+
+// Under a policy the node creates the event log: a peer granted emit
+// (but not the JetStream API) emits, and a reader replays.
+func TestNodeAuthorizeEventLog(t *testing.T) {
+	dir := t.TempDir()
+	em, rd := filepath.Join(dir, "em.nk"), filepath.Join(dir, "rd.nk")
+	var keys []string
+	for _, k := range []string{em, rd} {
+		r := runCLI(t, "", "keygen", k)
+		if r.code != 0 {
+			t.Fatal(r.stderr)
+		}
+		keys = append(keys, keyLines(r.stdout)["public"])
+	}
+	pol := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(pol, []byte("users:\n  - {name: em, key: "+keys[0]+", role: peer, emit: [order.*]}\n"+
+		"  - {name: rd, key: "+keys[1]+", role: observer, read: [order.>]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := startNodeProc(t, "lognode", "--listen", "127.0.0.1:-1", "--data-dir", filepath.Join(dir, "data"), "--authorize", pol)
+	n.waitReady(t, 30*time.Second)
+	if r := runCLI(t, "", "emit", "--server", n.info["client"], "--identity", em, "order.created", `{"a":1}`); r.code != 0 {
+		t.Fatalf("emit with a granted identity: %d %q", r.code, r.stderr)
+	}
+	r := runCLI(t, "", "replay", "order.>", "--json", "--server", n.info["client"], "--identity", rd)
+	if r.code != 0 || !strings.Contains(r.stdout, `"order.created"`) {
+		t.Fatalf("replay with a reader identity: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+}

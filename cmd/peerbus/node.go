@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
 	"github.com/peerbus/peerbus/policy"
 )
@@ -274,6 +275,13 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	if bo.Policy != nil {
 		stopHUP := reloadPolicyOnHUP(node, polPath, log)
 		defer stopHUP()
+		if !bo.NoJetStream {
+			// Peers may emit and read but not create the log: the node
+			// creates it.
+			cctx, ccancel := context.WithCancel(ctx)
+			created := createLog(cctx, p, log)
+			defer func() { ccancel(); <-created }()
+		}
 	}
 	if err := printReady(cmd.OutOrStdout(), node, p); err != nil {
 		shutdown()
@@ -287,6 +295,35 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	shutdown()
 	log.Debug("stopped")
 	return nil
+}
+
+// createLog makes sure the event log exists, retrying until it does or
+// ctx ends (the first node of a cluster has its JetStream only once a
+// second node joins). The returned channel is closed when it is done.
+func createLog(ctx context.Context, p *peer.Peer, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lg, err := eventlog.New(p)
+		if err != nil {
+			log.Warn("event log not created", "err", err)
+			return
+		}
+		for ctx.Err() == nil {
+			ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := lg.Info(ictx)
+			cancel()
+			if err == nil {
+				return
+			}
+			log.Debug("event log not created yet", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return done
 }
 
 // policyPath returns the policy file of --authorize, else of
