@@ -72,6 +72,17 @@ func TestOverloadedTagAnswersBusy(t *testing.T) {
 	if _, err := caller.Call(context.Background(), "hang", nil, peer.OnAny()); !errors.Is(err, peer.ErrBusy) {
 		t.Fatalf("call of a saturated tag: %v, want ErrBusy", err)
 	}
+	// The stats count the rejections under their own code, and the
+	// running calls as in flight.
+	var hang peer.TagStats
+	for _, st := range p.Stats() {
+		if st.Tag == "hang" {
+			hang = st
+		}
+	}
+	if want := uint64(total - peer.DefaultTagConcurrency + 1); hang.ErrorsByCode[peer.CodeBusy] != want || hang.InFlight != int64(peer.DefaultTagConcurrency) {
+		t.Fatalf("stats of hang: busy %d in flight %d, want %d and %d", hang.ErrorsByCode[peer.CodeBusy], hang.InFlight, want, peer.DefaultTagConcurrency)
+	}
 	once.Do(func() { close(release) })
 	for ok := 0; ok < peer.DefaultTagConcurrency; ok++ {
 		select {

@@ -307,8 +307,8 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 			h.running.Add(-1)
 			re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeBusy, Type: typeBusy,
 				Message: fmt.Sprintf("tag %q is busy: %d calls running, its limit", tag, lim)}
-			p.replyError(m, re)
 			h.stats.end(start, re.Code, re.Message)
+			p.replyError(m, re)
 			return
 		}
 		defer h.running.Add(-1)
@@ -320,8 +320,8 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 	if c != p.opts.Codec.Name() {
 		re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest, Type: typeBadRequest,
 			Message: fmt.Sprintf("codec %q not supported, this peer speaks %q", c, p.opts.Codec.Name())}
-		p.replyError(m, re)
 		h.stats.end(start, re.Code, re.Message)
+		p.replyError(m, re)
 		return
 	}
 	var dl time.Time
@@ -341,8 +341,8 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 	if err != nil {
 		re := toRemoteError(err, p.id, tag, h.where)
 		re.cause = nil
-		p.replyError(m, re)
 		h.stats.end(start, re.Code, re.Message)
+		p.replyError(m, re)
 		return
 	}
 	if re := p.reply(m, out, tag); re != nil {

@@ -94,7 +94,7 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 
 // statCodes are the error codes counted per tag, in a fixed order.
 var statCodes = [...]string{CodeError, CodePanic, CodeNoSuchTag, CodeBadRequest, CodeTooLarge,
-	CodeTimeout, CodeCanceled, CodeUnavailable}
+	CodeTimeout, CodeCanceled, CodeUnavailable, CodeBusy}
 
 // codeIndex returns the index of code in statCodes; an unknown code
 // counts as error.
@@ -114,6 +114,8 @@ func codeIndex(code string) int {
 		return 6
 	case CodeUnavailable:
 		return 7
+	case CodeBusy:
+		return 8
 	}
 	return 0
 }
