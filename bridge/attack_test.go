@@ -257,12 +257,16 @@ func TestAttackPendingExhaustion(t *testing.T) {
 	defer svc.Close()
 	flushed(t, pe)
 	before := openFDs(t)
+	// The sessions must stay pending while the offers are sent (a
+	// session that ended would make room and let one more in): their
+	// setup time is far beyond the few seconds the 310 offers take.
+	const pendingSetup = 20000
 
 	// One peer id: only MaxPendingPerPeer sessions.
 	ok := 0
 	for range 10 {
 		o := forgedOffer(t, "tcp", Direct, PunchTCP)
-		o.SetupMS = 0
+		o.SetupMS = pendingSetup
 		if a := sendOffer(t, nc, o, "mallory"); a.Code == "" {
 			ok++
 		} else if a.Code != codeLimit {
@@ -275,7 +279,7 @@ func TestAttackPendingExhaustion(t *testing.T) {
 	// Many peer ids: only MaxPending sessions.
 	for i := range 300 {
 		o := forgedOffer(t, "tcp", Direct, PunchTCP)
-		o.SetupMS = 0
+		o.SetupMS = pendingSetup
 		if a := sendOffer(t, nc, o, "p"+string(rune('a'+i%26))+o.Session[:6]); a.Code == "" {
 			ok++
 		}
@@ -291,7 +295,7 @@ func TestAttackPendingExhaustion(t *testing.T) {
 		t.Errorf("%d more descriptors for %d sessions (at most %d each)", grown, lim.MaxPending, perSession)
 
 	}
-	waitFor(t, "the pending sessions to time out", 15*time.Second, func() bool { return svc.Stats().Active == 0 })
+	waitFor(t, "the pending sessions to time out", 2*pendingSetup*time.Millisecond, func() bool { return svc.Stats().Active == 0 })
 	if st := svc.Stats(); st.Pending != 0 {
 		t.Fatalf("stats %+v", st)
 	}
