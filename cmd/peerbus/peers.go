@@ -75,20 +75,9 @@ func runPeers(cmd *cobra.Command, f *peersFlags) error {
 			kept = append(kept, i)
 		}
 	}
-	out := cmd.OutOrStdout()
-	if f.asJSON {
-		b, err := json.MarshalIndent(kept, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(out, "%s\n", b)
-		return err
-	}
-	if len(kept) == 0 {
-		fmt.Fprintln(cmd.ErrOrStderr(), "no peers")
-		return nil
-	}
-	return writePeerTable(out, kept, time.Now())
+	return printPeerList(cmd, f.asJSON, kept, len(kept), func(out io.Writer) error {
+		return writePeerTable(out, kept, time.Now())
+	})
 }
 
 // writePeerTable prints infos as an aligned table. The TAGS column holds
@@ -158,4 +147,20 @@ func age(d time.Duration) string {
 		return fmt.Sprintf("%dh", int(d/time.Hour))
 	}
 	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// printPeerList prints a list of n peers' rows: v as indented JSON, or
+// the table, or "no peers" on stderr when there are none.
+func printPeerList(cmd *cobra.Command, asJSON bool, v any, n int, table func(io.Writer) error) error {
+	out := cmd.OutOrStdout()
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	if n == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "no peers")
+		return nil
+	}
+	return table(out)
 }

@@ -130,20 +130,7 @@ func runStats(cmd *cobra.Command, f *statsFlags) error {
 			}
 		}
 	}
-	out := cmd.OutOrStdout()
-	if f.asJSON {
-		b, err := json.MarshalIndent(ps, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(out, "%s\n", b)
-		return err
-	}
-	if len(ps) == 0 {
-		fmt.Fprintln(cmd.ErrOrStderr(), "no peers")
-		return nil
-	}
-	return writeStatsTable(out, ps)
+	return printPeerList(cmd, f.asJSON, ps, len(ps), func(out io.Writer) error { return writeStatsTable(out, ps) })
 }
 
 // gatherStats asks every peer for its statistics and returns them sorted
