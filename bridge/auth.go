@@ -6,15 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
-	"time"
 )
 
-// Raw path authentication. Both sides know a 32-byte session key the
-// dialer chose and sent over the bus; a connection or datagram is only
-// taken as the peer's once it proved it knows the key for a fresh nonce
-// of this side. See docs/PROTOCOL.md, "Bridge raw paths".
+// Session credentials. Raw TCP paths are TLS (secure.go). Raw UDP paths
+// authenticate their control packets with a 32-byte session key the
+// dialer chose and sent in the offer of a UDP service; a datagram is
+// only taken as the peer's once it proved it knows the key for a fresh
+// nonce of this side. See docs/PROTOCOL.md, "Bridge raw paths".
 const (
 	roleDialer  byte = 'D'
 	roleExposer byte = 'E'
@@ -24,11 +22,8 @@ const (
 	idSize    = 16
 	macSize   = sha256.Size
 
-	// tcpMagic starts a TCP hello.
-	tcpMagic     = "PBBT"
-	tcpVersion   = 1
-	tcpHelloSize = len(tcpMagic) + 2 + idSize + nonceSize
-	// tcpSelect is the byte the dialer sends on the connection it uses.
+	// tcpSelect is the byte the dialer sends, inside TLS, on the raw TCP
+	// connection it uses.
 	tcpSelect byte = 1
 )
 
@@ -71,7 +66,7 @@ func exposerSecret(idHex string, key []byte) (*secret, error) {
 	if err != nil || len(id) != idSize {
 		return nil, fmt.Errorf("%w: session id %q", ErrProtocol, idHex)
 	}
-	if len(key) != keySize {
+	if len(key) != keySize && len(key) != 0 {
 		return nil, fmt.Errorf("%w: session key of %d bytes", ErrProtocol, len(key))
 	}
 	copy(s.id[:], id)
@@ -90,53 +85,6 @@ func (s *secret) mac(label string, parts ...[]byte) []byte {
 		h.Write(p)
 	}
 	return h.Sum(nil)
-}
-
-// tcpProof is what the side with role proves: its knowledge of the key
-// for the other side's nonce.
-func (s *secret) tcpProof(role byte, theirNonce, ownNonce []byte) []byte {
-	return s.mac("peerbus-bridge-tcp-v1", []byte{role}, s.id[:], theirNonce, ownNonce)
-}
-
-// handshakeTCP authenticates a raw TCP connection; both sides run it at
-// once (it does not matter who connected). Each sends a hello (magic,
-// version, role, session id, nonce), then a proof: the MAC of the other
-// side's nonce and its own. It returns once the other side's proof is
-// verified, or an error.
-func handshakeTCP(c net.Conn, s *secret, deadline time.Time) error {
-	if err := c.SetDeadline(deadline); err != nil {
-		return err
-	}
-	hello := make([]byte, 0, tcpHelloSize)
-	hello = append(hello, tcpMagic...)
-	hello = append(hello, tcpVersion, s.role)
-	hello = append(hello, s.id[:]...)
-	hello = append(hello, s.nonce[:]...)
-	if _, err := c.Write(hello); err != nil {
-		return err
-	}
-	theirs := make([]byte, tcpHelloSize)
-	if _, err := io.ReadFull(c, theirs); err != nil {
-		return err
-	}
-	if string(theirs[:4]) != tcpMagic || theirs[4] != tcpVersion {
-		return fmt.Errorf("%w: not a bridge hello", ErrProtocol)
-	}
-	if theirs[5] != s.other() || !hmac.Equal(theirs[6:6+idSize], s.id[:]) {
-		return fmt.Errorf("%w: hello for another session or role", ErrProtocol)
-	}
-	theirNonce := theirs[6+idSize:]
-	if _, err := c.Write(s.tcpProof(s.role, theirNonce, s.nonce[:])); err != nil {
-		return err
-	}
-	proof := make([]byte, macSize)
-	if _, err := io.ReadFull(c, proof); err != nil {
-		return err
-	}
-	if !hmac.Equal(proof, s.tcpProof(s.other(), s.nonce[:], theirNonce)) {
-		return fmt.Errorf("%w: bad proof", ErrProtocol)
-	}
-	return c.SetDeadline(time.Time{})
 }
 
 // UDP packets of a raw path. Byte 0 is the type. Data packets carry the

@@ -6,44 +6,20 @@ import (
 
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 )
 
 // sinkServer reads each connection to EOF, then answers with the byte
 // count (8 bytes) and closes; it returns "tcp://addr".
 func sinkServer(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				n, _ := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
-				_, _ = c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
-			}()
-		}
-	}()
-	tb.Cleanup(func() {
-		_ = l.Close()
-		wg.Wait()
+	return echotest.ServeTCP(tb, func(c net.Conn) {
+		n, _ := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
+		_, _ = c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
 	})
-	return "tcp://" + l.Addr().String()
 }
 
 // pushThrough writes total bytes to c in 256 KiB writes, half-closes and
@@ -87,7 +63,7 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer svc.Close()
-	dial := func(p *peer.Peer, opts ...Option) func() net.Conn {
+	dial := func(p *peer.Peer, opts ...DialOption) func() net.Conn {
 		return func() net.Conn {
 			c, err := Dial(context.Background(), p, pe.ID(), "sink", opts...)
 			if err != nil {
@@ -133,7 +109,7 @@ func BenchmarkConnect(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer tcp.Close()
-	udp, err := Expose(context.Background(), pe, "udp", udpEchoServer(b))
+	udp, err := Expose(context.Background(), pe, "udp", echotest.UDP(b))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -72,7 +72,8 @@ func (n *NATInfo) predictable() bool {
 	return !n.symmetric() && n.PortAllocation == nat.PortPreserving
 }
 
-// hostAddrs returns the IPv4 addresses of the interfaces that are up,
+// hostAddrs returns the IPv4 addresses of the interfaces that are up and
+// running (with a carrier),
 // without link-local ones, loopback last (and only if loopback).
 func hostAddrs(loopback bool) []netip.Addr {
 	ifs, err := netcore.Interfaces()
@@ -81,7 +82,7 @@ func hostAddrs(loopback bool) []netip.Addr {
 	}
 	var out, lo []netip.Addr
 	for _, it := range ifs {
-		if !it.Up {
+		if !it.Up || !it.Running {
 			continue
 		}
 		for _, a := range it.Addrs {

@@ -66,8 +66,9 @@ type DialResult struct {
 // stream relayed over the bus. It implements net.Conn; CloseWrite
 // half-closes it.
 type Conn struct {
-	c   net.Conn // *net.TCPConn or *relay
-	res DialResult
+	c      net.Conn // *net.TCPConn or *relay
+	res    DialResult
+	closed atomic.Bool
 }
 
 // Read reads from the service.
@@ -77,8 +78,17 @@ func (c *Conn) Read(b []byte) (int, error) { return c.c.Read(b) }
 // the other side, so it blocks while the other side does not read.
 func (c *Conn) Write(b []byte) (int, error) { return c.c.Write(b) }
 
-// Close closes the connection.
-func (c *Conn) Close() error { return c.c.Close() }
+// Close closes the connection. A second Close returns an error wrapping
+// ErrClosed.
+func (c *Conn) Close() error { return closeOnce(&c.closed, c.c) }
+
+// closeOnce closes c the first time and returns ErrClosed after.
+func closeOnce(closed *atomic.Bool, c io.Closer) error {
+	if closed.Swap(true) {
+		return fmt.Errorf("bridge: close: %w", ErrClosed)
+	}
+	return c.Close()
+}
 
 // CloseWrite half-closes the connection: the service reads EOF, while
 // this side can go on reading its answer.
@@ -121,8 +131,9 @@ var _ net.Conn = (*Conn)(nil)
 // datagram, each Read returns one (truncated to the buffer). Datagrams
 // may be lost, as over UDP.
 type PacketConn struct {
-	c   net.Conn // *udpPath or *relay
-	res DialResult
+	c      net.Conn // *udpPath or *relay
+	res    DialResult
+	closed atomic.Bool
 }
 
 // Read reads one datagram from the service.
@@ -132,7 +143,8 @@ func (c *PacketConn) Read(b []byte) (int, error) { return c.c.Read(b) }
 func (c *PacketConn) Write(b []byte) (int, error) { return c.c.Write(b) }
 
 // Close closes the connection and tells the exposer to end the session.
-func (c *PacketConn) Close() error { return c.c.Close() }
+// A second Close returns an error wrapping ErrClosed.
+func (c *PacketConn) Close() error { return closeOnce(&c.closed, c.c) }
 
 // LocalAddr returns the local address: a *net.UDPAddr on a raw path, an
 // Addr on the relay.

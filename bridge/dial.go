@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flynn/noise"
 	"github.com/nats-io/nats.go"
 
 	"github.com/peerbus/peerbus/peer"
@@ -28,9 +29,13 @@ const AnyPeer = "any"
 // client-only peer. ctx bounds the whole setup, not the connection.
 // The error wraps ErrNoSuchService, ErrWrongProtocol,
 // ErrServiceUnavailable or ErrNoPath (with every attempt) when that is
-// the cause.
-func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option) (*Conn, error) {
-	c, res, err := dial(ctx, p, peerID, name, "tcp", newConfig(opts))
+// the cause. An invalid option is an error wrapping ErrInvalidOption.
+func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...DialOption) (*Conn, error) {
+	cfg, err := dialConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	c, res, err := dial(ctx, p, peerID, name, "tcp", cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -39,8 +44,12 @@ func Dial(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option
 
 // DialPacket connects to the UDP service name exposed by the peer with
 // id peerID (AnyPeer or "": any peer exposing it); see Dial.
-func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...Option) (*PacketConn, error) {
-	c, res, err := dial(ctx, p, peerID, name, "udp", newConfig(opts))
+func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...DialOption) (*PacketConn, error) {
+	cfg, err := dialConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	c, res, err := dial(ctx, p, peerID, name, "udp", cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -49,20 +58,24 @@ func DialPacket(ctx context.Context, p *peer.Peer, peerID, name string, opts ...
 
 // dialer is the dialing side of one session during its setup.
 type dialer struct {
-	p     *peer.Peer
-	nc    *nats.Conn
-	cfg   *config
-	log   *slog.Logger
-	sec   *secret
-	proto string
-	name  string
-	ans   answer
+	p        *peer.Peer
+	nc       *nats.Conn
+	cfg      *config
+	log      *slog.Logger
+	sec      *secret
+	id       *identity // this side's TLS certificate
+	hs       *noise.HandshakeState
+	rkeys    *relayKeys // the relay's frame keys, from the answer
+	noiseMsg []byte
+	proto    string
+	name     string
+	ans      answer
 
 	setup    context.Context
 	endSetup context.CancelFunc
 	wg       sync.WaitGroup
 
-	ln       *net.TCPListener
+	ln       *pathListener
 	port     uint16
 	udp      *net.UDPConn
 	sock     *pathSocket // writes of udp
@@ -96,8 +109,16 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		return nil, res, fmt.Errorf("bridge: random: %w", err)
 	}
 	res.Session = sec.idHex()
+	id, err := newIdentity()
+	if err != nil {
+		return nil, res, fmt.Errorf("bridge: session certificate: %w", err)
+	}
+	hs, noiseMsg, err := noiseInitiator(res.Session)
+	if err != nil {
+		return nil, res, fmt.Errorf("bridge: relay handshake: %w", err)
+	}
 	d := &dialer{
-		p: p, nc: p.Conn(), cfg: cfg, sec: sec, proto: proto, name: name,
+		p: p, nc: p.Conn(), cfg: cfg, sec: sec, id: id, hs: hs, noiseMsg: noiseMsg, proto: proto, name: name,
 		log:        cfg.log.With("session", res.Session, "service", name),
 		found:      make(chan net.Conn, 16),
 		won:        make(chan netip.AddrPort, 1),
@@ -126,8 +147,25 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		d.goSafe(d.udpReader)
 	}
 
+	if c, k := d.tryStrategies(ctx, &res, start); c != nil {
+		keep = k
+		return c, res, nil
+	}
+	d.notifyClose()
+	res.Setup = time.Since(start)
+	if ctx.Err() != nil {
+		return nil, res, fmt.Errorf("%w (%s)", ctxErr(ctx, "dial "+name), summarize(res.Attempts))
+	}
+	return nil, res, fmt.Errorf("%w: service %q on peer %s: %s", ErrNoPath, name, res.Peer, summarize(res.Attempts))
+}
+
+// tryStrategies tries the allowed strategies in the order of
+// DefaultStrategies, recording each attempt in res. It returns the
+// connection of the first that works (and the socket the cleanup must keep
+// open for it), or nil when none does.
+func (d *dialer) tryStrategies(ctx context.Context, res *DialResult, start time.Time) (conn, keep net.Conn) {
 	for _, st := range DefaultStrategies {
-		if !cfg.allowed(st) {
+		if !d.cfg.allowed(st) {
 			continue
 		}
 		if why := d.skip(st, res.RemoteNAT); why != "" {
@@ -155,20 +193,15 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		if u, ok := c.(*udpPathConn); ok {
 			// The raw UDP path: the socket stays, wrapped.
 			keep = u
-			c = newUDPPath(u.UDPConn, u.remote, sec, d.ans.Nonce)
-		} else if proto == "udp" && st != Relay {
+			c = newUDPPath(u.UDPConn, u.remote, d.sec, d.ans.Nonce)
+		} else if d.proto == "udp" && st != Relay {
 			// Datagrams over a TCP path.
 			c = &tcpPacket{Conn: c}
 		}
 		d.log.Debug("connected", "peer", d.ans.Peer, "path", st, "remote", res.Remote, "took", res.Setup)
-		return c, res, nil
+		return c, keep
 	}
-	d.notifyClose()
-	res.Setup = time.Since(start)
-	if ctx.Err() != nil {
-		return nil, res, fmt.Errorf("%w (%s)", ctxErr(ctx, "dial "+name), summarize(res.Attempts))
-	}
-	return nil, res, fmt.Errorf("%w: service %q on peer %s: %s", ErrNoPath, name, res.Peer, summarize(res.Attempts))
+	return nil, nil
 }
 
 func summarize(atts []Attempt) string {
@@ -207,17 +240,13 @@ func (d *dialer) prepare(ctx context.Context) error {
 	d.localNAT = classify(ctx, d.cfg.stun)
 	loopback := !d.cfg.noLoopback
 	if (d.proto == "tcp" && d.cfg.allowed(Reverse)) || d.cfg.allowed(PunchTCP) {
-		lc := net.ListenConfig{}
-		if reuseSupported {
-			lc.Control = reuseControl
-		}
-		l, err := lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+		l, err := listenPath(ctx, hostAddrs(loopback))
 		if err != nil {
-			return fmt.Errorf("bridge: path listener: %w", err)
+			return err
 		}
-		d.ln = l.(*net.TCPListener)
-		d.port = uint16(d.ln.Addr().(*net.TCPAddr).Port)
-		d.tcpCands = hostCandidates(d.port, loopback)
+		d.ln = l
+		d.port = l.port
+		d.tcpCands = l.candidates()
 		if n := d.localNAT; n != nil && n.NAT && n.Mapped.Is4() {
 			d.tcpCands = addCandidate(d.tcpCands, Candidate{Addr: netip.AddrPortFrom(n.Mapped, d.port), Kind: KindMapped})
 		}
@@ -255,11 +284,15 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 	}
 	o := offer{
 		V: protoVersion, Session: d.sec.idHex(), Name: d.name, Proto: d.proto,
-		Key: d.sec.key, Nonce: d.sec.nonce[:], Strategies: strategies,
+		Nonce: d.sec.nonce[:], FP: d.id.fp, Noise: d.noiseMsg, Strategies: strategies,
 		TCP: d.tcpCands, UDP: d.udpCands, NAT: d.localNAT,
 		KeepAliveMS: d.cfg.relay.keepalive.Milliseconds(), SetupMS: setup.Milliseconds(),
+		Host: hostProof(roleDialer, d.sec.idHex()),
 	}
 	o.Peer = d.p.ID()
+	if d.proto == "udp" {
+		o.Key = d.sec.key // for the raw UDP path's control packets
+	}
 	fn, err := peer.Stub[offer, answer](d.p, OpenTag(d.name))
 	if err != nil {
 		return fmt.Errorf("bridge: open %q: %w", d.name, err)
@@ -289,12 +322,25 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 		return fmt.Errorf("%w: %q on peer %s: %s", ErrServiceUnavailable, d.name, ans.Peer, ans.Error)
 	case codeClosed:
 		return fmt.Errorf("%w: %q on peer %s is closing", ErrNoSuchService, d.name, ans.Peer)
+	case codeLimit:
+		return fmt.Errorf("%w: %q on peer %s refused the session: %s", ErrLimit, d.name, ans.Peer, ans.Error)
 	default:
 		return fmt.Errorf("%w: open refused (%s): %s", ErrProtocol, ans.Code, ans.Error)
 	}
-	if len(ans.Nonce) != nonceSize || ans.Peer == "" {
+	if len(ans.Nonce) != nonceSize || ans.Peer == "" || len(ans.FP) != fingerprintSize {
 		return fmt.Errorf("%w: malformed answer", ErrProtocol)
 	}
+	rk, err := noiseFinish(d.hs, ans.Noise)
+	if err != nil {
+		return err
+	}
+	d.rkeys = rk
+	// Only candidates this side may connect to are kept; loopback ones
+	// only from an exposer on this host.
+	sameHost := checkHostProof(ans.Host, roleExposer, o.Session)
+	lim := DefaultLimits()
+	ans.TCP = usableCandidates(ans.TCP, sameHost, nil, lim.MaxCandidates)
+	ans.UDP = usableCandidates(ans.UDP, sameHost, nil, lim.MaxCandidates)
 	d.ans = ans
 	return nil
 }
@@ -452,7 +498,7 @@ func (d *dialer) stageErr(ctx context.Context, timeout time.Duration) error {
 
 // connect dials one of the exposer's candidates and authenticates.
 func (d *dialer) connect(ctx context.Context, cand Candidate, punch bool) {
-	c, err := connectTCP(ctx, cand, d.port, punch, d.log)
+	c, err := connectTCP(ctx, cand, d.port, punch, nil, d.log)
 	if err != nil {
 		if ctx.Err() == nil || !punch {
 			d.noteErr(err)
@@ -475,17 +521,20 @@ func (d *dialer) acceptLoop() {
 
 // authenticate runs the handshake on c and hands it to the waiting
 // strategy; c is closed if the setup ends first.
-func (d *dialer) authenticate(c net.Conn) {
-	stop := context.AfterFunc(d.setup, func() { _ = c.Close() })
-	err := handshakeTCP(c, d.sec, time.Now().Add(handshakeTimeout))
+func (d *dialer) authenticate(raw net.Conn) {
+	stop := context.AfterFunc(d.setup, func() { _ = raw.Close() })
+	tc, err := secureTCP(raw, d.id, d.ans.FP, false, time.Now().Add(handshakeTimeout))
 	if !stop() {
+		if err == nil {
+			_ = tc.Close()
+		}
 		return // closed by the end of the setup
 	}
 	if err != nil {
-		d.noteErr(fmt.Errorf("%s: %w", c.RemoteAddr(), err))
-		_ = c.Close()
+		d.noteErr(fmt.Errorf("%s: %w", raw.RemoteAddr(), err))
 		return
 	}
+	var c net.Conn = tc
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.finished {
@@ -597,7 +646,7 @@ func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, cands []Ca
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
 	d.goSafe(func() {
-		probeLoop(pctx, d.sock, d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce), cands, punch, reselect)
+		probeLoop(pctx, d.sock, d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce), cands, punch, nil, reselect)
 	})
 	select {
 	case a := <-d.won:
@@ -626,7 +675,7 @@ func (d *dialer) relay(ctx context.Context, timeout time.Duration) (net.Conn, er
 	id := d.sec.idHex()
 	local := Addr{Peer: d.p.ID(), Service: d.name}
 	remote := Addr{Peer: d.ans.Peer, Service: d.name}
-	rl, err := newRelay(d.nc, toDialer(id), toExposer(id), d.proto == "udp", d.cfg.relay, local, remote)
+	rl, err := newRelay(d.nc, toDialer(id), toExposer(id), d.proto == "udp", d.cfg.relay, local, remote, d.rkeys)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -29,7 +30,7 @@ func echoOnce(t *testing.T, c io.ReadWriter, msg string) {
 
 func TestDialStrategiesLocal(t *testing.T) {
 	nodes := startCluster(t, 1)
-	target := echoServer(t)
+	target := echotest.TCP(t)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]))
 	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", target)
@@ -61,7 +62,7 @@ func TestDialStrategiesLocal(t *testing.T) {
 
 func TestDialPacketStrategiesLocal(t *testing.T) {
 	nodes := startCluster(t, 1)
-	target := udpEchoServer(t)
+	target := echotest.UDP(t)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]))
 	svc, err := Expose(ctxT(t, 5*time.Second), pe, "uecho", target)
@@ -116,7 +117,7 @@ func TestConcurrentStreamsAcrossCluster(t *testing.T) {
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
 	waitPeer(t, pd, pe.ID())
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,12 +165,12 @@ func TestDialErrors(t *testing.T) {
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]), peer.AsClient())
 	ctx := ctxT(t, 30*time.Second)
-	tcp, err := Expose(ctx, pe, "echo", echoServer(t))
+	tcp, err := Expose(ctx, pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tcp.Close()
-	udp, err := Expose(ctx, pe, "uecho", udpEchoServer(t))
+	udp, err := Expose(ctx, pe, "uecho", echotest.UDP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func TestDialErrors(t *testing.T) {
 	}
 	defer down.Close()
 
-	if _, err := Expose(ctx, pe, "echo", echoServer(t)); !errors.Is(err, ErrAlreadyExposed) {
+	if _, err := Expose(ctx, pe, "echo", echotest.TCP(t)); !errors.Is(err, ErrAlreadyExposed) {
 		t.Errorf("second expose: %v", err)
 	}
 	for _, bad := range []string{"127.0.0.1:80", "http://x:1", "tcp://nohost", "tcp://:80", "udp://h:1/path"} {
@@ -230,7 +231,7 @@ func TestOnlyExposedServices(t *testing.T) {
 	nodes := startCluster(t, 1)
 	pe := newPeer(t, connect(t, nodes[0]))
 	nc := connect(t, nodes[0])
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +270,7 @@ func TestDefaultStrategiesPreferDirect(t *testing.T) {
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
 	waitPeer(t, pd, pe.ID())
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +297,7 @@ func TestServiceCloseEndsSessions(t *testing.T) {
 	nodes := startCluster(t, 1)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[0]))
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 
+	"github.com/peerbus/peerbus/internal/timeout"
 	"github.com/peerbus/peerbus/netcore"
 )
 
@@ -23,7 +23,7 @@ var (
 	// Subscription.Recv. It matches context.DeadlineExceeded,
 	// os.ErrDeadlineExceeded and netcore.ErrTimeout, and implements
 	// net.Error with Timeout() == true.
-	ErrTimeout error = timeoutError{}
+	ErrTimeout = timeout.New("bridge: timeout", netcore.ErrTimeout)
 
 	// ErrNoSuchService reports a dial of a service name that the target
 	// peer does not expose, or that no peer exposes.
@@ -67,30 +67,16 @@ var (
 	// peer.
 	ErrAlreadyExposed = errors.New("bridge: service already exposed")
 
+	// ErrInvalidOption reports an invalid option value (a non-positive
+	// timeout, window or size, an unknown strategy).
+	ErrInvalidOption = errors.New("bridge: invalid option")
+
 	// ErrWriteClosed is returned by Write after CloseWrite.
 	ErrWriteClosed = errors.New("bridge: write side closed")
 )
 
-// timeoutError is the type of ErrTimeout.
-type timeoutError struct{}
-
-func (timeoutError) Error() string   { return "bridge: timeout" }
-func (timeoutError) Timeout() bool   { return true }
-func (timeoutError) Temporary() bool { return true }
-
-// Is makes ErrTimeout match the standard deadline errors and netcore's.
-func (timeoutError) Is(target error) bool {
-	return target == context.DeadlineExceeded || target == os.ErrDeadlineExceeded || target == netcore.ErrTimeout
-}
-
-var _ net.Error = timeoutError{}
-
 // ctxErr maps a finished context to ErrTimeout for a passed deadline and
 // to the context's error otherwise, with the operation that waited.
 func ctxErr(ctx context.Context, op string) error {
-	err := ctx.Err()
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = ErrTimeout
-	}
-	return fmt.Errorf("bridge: %s: %w", op, err)
+	return fmt.Errorf("bridge: %s: %w", op, timeout.Cause(ctx, ErrTimeout))
 }

@@ -2,10 +2,6 @@ package bridge
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -77,84 +73,6 @@ func newPeer(t testing.TB, nc *nats.Conn, opts ...peer.Option) *peer.Peer {
 	}
 	t.Cleanup(func() { _ = p.Close() })
 	return p
-}
-
-// echoServer runs a TCP echo server that half-closes after echoing
-// everything; it returns "tcp://addr".
-func echoServer(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				buf := make([]byte, 256<<10)
-				_, _ = io.CopyBuffer(c, c, buf)
-				_ = c.(*net.TCPConn).CloseWrite()
-				// Wait for the other side to close.
-				_, _ = c.Read(buf[:1])
-				_ = c.Close()
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = l.Close()
-		mu.Lock()
-		for c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return "tcp://" + l.Addr().String()
-}
-
-// udpEchoServer echoes datagrams; it returns "udp://addr".
-func udpEchoServer(t testing.TB) string {
-	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			_, _ = c.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = c.Close()
-		<-done
-	})
-	return "udp://" + c.LocalAddr().String()
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {

@@ -299,7 +299,7 @@ func runNATLab(t *testing.T, kind netlab.NAT, transit bool, proto string, want [
 			id = v
 		}
 	}
-	cmd := hb.HelperCommand(ctx, "dial", "-server", server, "-stun", stun, "-proto", proto, "-peer", id)
+	cmd := hb.HelperCommand(ctx, "dial", "-server", server, "-stun", stun, "-proto", proto, "-peer", id, "-size", fmt.Sprint(20<<20))
 	b, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("dial: %v\n%s\nexposer:\n%s", err, b, ex.Output())

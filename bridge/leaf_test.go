@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/internal/echotest"
 )
 
 // TestAcrossLeafnode exposes a service on a peer of a hub NATS server and
@@ -44,7 +45,7 @@ func TestAcrossLeafnode(t *testing.T) {
 
 	pe := newPeer(t, connect(t, leaf))
 	pd := newPeer(t, natsConnect(t, hub.ClientURL()))
-	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echoServer(t))
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "echo", echotest.TCP(t))
 	if err != nil {
 		t.Fatal(err)
 	}

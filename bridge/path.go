@@ -45,9 +45,18 @@ const mappedAttempt = 500 * time.Millisecond
 // SYN that arrives between two attempts with a sequence number the NAT
 // rejects. Without a NAT the listener stays and takes the other side's
 // SYNs.
-func connectTCP(ctx context.Context, cand Candidate, localPort uint16, punch bool, log *slog.Logger) (net.Conn, error) {
+//
+// attempt, if not nil, is waited for before each connection attempt
+// (the exposer's rate limit).
+func connectTCP(ctx context.Context, cand Candidate, localPort uint16, punch bool, attempt func(context.Context) error, log *slog.Logger) (net.Conn, error) {
 	addr := cand.Addr.String()
+	if attempt == nil {
+		attempt = func(context.Context) error { return nil }
+	}
 	if !punch {
+		if err := attempt(ctx); err != nil {
+			return nil, err
+		}
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp4", addr)
 	}
@@ -57,6 +66,9 @@ func connectTCP(ctx context.Context, cand Candidate, localPort uint16, punch boo
 		limit = mappedAttempt
 	}
 	for {
+		if err := attempt(ctx); err != nil {
+			return nil, err
+		}
 		actx, cancel := context.WithTimeout(ctx, limit)
 		t0 := time.Now()
 		c, err := d.DialContext(actx, "tcp4", addr)

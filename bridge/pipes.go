@@ -90,9 +90,9 @@ func (l *Link) Close() error {
 			(*f)()
 		}
 		l.stop()
-		l.busy.Lock()
-		l.busy.Unlock()
+		l.busy.Lock() // wait for the messages being carried
 		close(l.closed)
+		l.busy.Unlock()
 		err = nil
 	})
 	return err

@@ -20,8 +20,9 @@ const (
 	// .e (relay frames to the exposer) and .d (relay frames to the
 	// dialer).
 	SessionSubjectPrefix = "peerbus.bridge."
-	// protoVersion is the version of the open and control messages.
-	protoVersion = 1
+	// protoVersion is the version of the open and control messages: 2
+	// since raw TCP paths are TLS.
+	protoVersion = 2
 )
 
 // OpenTag returns the tag under which a service name is opened.
@@ -33,12 +34,18 @@ func toDialer(session string) string   { return SessionSubjectPrefix + session +
 
 // offer is the dialer's open request.
 type offer struct {
-	V           int         `json:"v"`
-	Session     string      `json:"session"`
-	Name        string      `json:"name"`
-	Proto       string      `json:"proto"`
-	Key         []byte      `json:"key"`
-	Nonce       []byte      `json:"nonce"`
+	V       int    `json:"v"`
+	Session string `json:"session"`
+	Name    string `json:"name"`
+	Proto   string `json:"proto"`
+	// Key is the session key of a UDP service's raw path (absent for
+	// TCP services).
+	Key   []byte `json:"key,omitempty"`
+	Nonce []byte `json:"nonce"`
+	// Noise is the dialer's first relay handshake message (relaysec.go).
+	Noise []byte `json:"noise"`
+	// FP is the SHA-256 fingerprint of the dialer's session certificate.
+	FP          []byte      `json:"fp"`
 	Peer        string      `json:"peer,omitempty"`
 	Strategies  []Strategy  `json:"strategies"`
 	TCP         []Candidate `json:"tcp,omitempty"`
@@ -46,6 +53,9 @@ type offer struct {
 	NAT         *NATInfo    `json:"nat,omitempty"`
 	KeepAliveMS int64       `json:"keepalive_ms"`
 	SetupMS     int64       `json:"setup_ms"`
+	// Host is the dialer's host proof (see host.go), so that an exposer
+	// on the same host uses loopback candidates.
+	Host []byte `json:"host,omitempty"`
 }
 
 // answer is the exposer's reply to an offer.
@@ -54,9 +64,12 @@ type answer struct {
 	Peer  string      `json:"peer"`
 	Proto string      `json:"proto"`
 	Nonce []byte      `json:"nonce,omitempty"`
+	FP    []byte      `json:"fp,omitempty"`    // the exposer's certificate fingerprint
+	Noise []byte      `json:"noise,omitempty"` // the exposer's relay handshake reply
 	TCP   []Candidate `json:"tcp,omitempty"`
 	UDP   []Candidate `json:"udp,omitempty"`
 	NAT   *NATInfo    `json:"nat,omitempty"`
+	Host  []byte      `json:"host,omitempty"`
 	// Code is empty on success, else one of the code* constants, with
 	// Error the text.
 	Code  string `json:"code,omitempty"`
@@ -69,6 +82,7 @@ const (
 	codeUnavailable = "unavailable"
 	codeBadRequest  = "bad_request"
 	codeClosed      = "closed"
+	codeLimit       = "limit"
 )
 
 // Control operations (ctlRequest.Op).

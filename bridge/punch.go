@@ -91,8 +91,13 @@ func (s *pathSocket) sendOpening(b []byte, to []netip.AddrPort) {
 
 // probeLoop sends pkt to cands every probeInterval until ctx ends, and
 // runs each tick's extra function. With punch, candidates behind a NAT
-// (mapped ones) first get opening probes for openPhase.
-func probeLoop(ctx context.Context, s *pathSocket, pkt []byte, cands []Candidate, punch bool, tick func()) {
+// (mapped ones) first get opening probes for openPhase. gate, if not
+// nil, is asked before each probe (the exposer's rate limit); a probe it
+// refuses is not sent.
+func probeLoop(ctx context.Context, s *pathSocket, pkt []byte, cands []Candidate, punch bool, gate func() bool, tick func()) {
+	if gate == nil {
+		gate = func() bool { return true }
+	}
 	var mapped []netip.AddrPort
 	if punch {
 		for _, c := range cands {
@@ -114,10 +119,18 @@ func probeLoop(ctx context.Context, s *pathSocket, pkt []byte, cands []Candidate
 			if opening && c.Kind == KindMapped {
 				continue
 			}
-			s.send(pkt, c.Addr)
+			if gate() {
+				s.send(pkt, c.Addr)
+			}
 		}
 		if opening {
-			s.sendOpening(pkt, mapped)
+			var open []netip.AddrPort
+			for _, a := range mapped {
+				if gate() {
+					open = append(open, a)
+				}
+			}
+			s.sendOpening(pkt, open)
 		}
 		if tick != nil {
 			tick()

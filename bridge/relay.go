@@ -105,18 +105,42 @@ type relay struct {
 	done     chan struct{}
 	rdl, wdl deadline
 	wg       sync.WaitGroup
+
+	seal     *frameSeal // nil: frames travel as they are
+	rejected uint64     // messages that did not open (under mu)
+}
+
+// publish sends one frame to the other side, sealed when the relay has
+// keys.
+func (r *relay) publish(b []byte) error {
+	if r.seal == nil {
+		return r.nc.Publish(r.sendSubj, b)
+	}
+	return r.seal.seal(b, func(m []byte) error { return r.nc.Publish(r.sendSubj, m) })
+}
+
+// Rejected returns how many messages on the relay's subject were dropped
+// because they did not open with the session's keys (or came again).
+func (r *relay) Rejected() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rejected
 }
 
 // newRelay subscribes recvSubj. Frames may arrive from then on; start
 // sends this side's first frame and starts the keepalive.
-func newRelay(nc *nats.Conn, recvSubj, sendSubj string, packet bool, cfg relayConfig, laddr, raddr net.Addr) (*relay, error) {
+//
+// keys, if not nil, seal every frame this side sends and open every
+// frame it receives (relaysec.go); messages that do not open are dropped
+// and counted (Rejected).
+func newRelay(nc *nats.Conn, recvSubj, sendSubj string, packet bool, cfg relayConfig, laddr, raddr net.Addr, keys *relayKeys) (*relay, error) {
 	if cfg.window <= 0 {
 		cfg.window = DefaultWindow
 	}
 	if cfg.chunk <= 0 {
 		cfg.chunk = DefaultChunkSize
 	}
-	if limit := int(nc.MaxPayload()) - frameHeaderSize - 64; cfg.chunk > limit {
+	if limit := int(nc.MaxPayload()) - frameHeaderSize - sealOverhead - 64; cfg.chunk > limit {
 		cfg.chunk = limit
 	}
 	cfg.chunk = max(cfg.chunk, minChunk)
@@ -133,6 +157,9 @@ func newRelay(nc *nats.Conn, recvSubj, sendSubj string, packet bool, cfg relayCo
 		done:     make(chan struct{}),
 		rdl:      makeDeadline(),
 		wdl:      makeDeadline(),
+	}
+	if keys != nil {
+		r.seal = &frameSeal{keys: keys}
 	}
 	if !packet {
 		r.granted = uint64(cfg.window)
@@ -180,7 +207,7 @@ func (r *relay) pingLocked() frame {
 // send publishes a control frame.
 func (r *relay) send(f frame) error {
 	b := appendFrame(make([]byte, 0, frameHeaderSize+pingPayloadSize+len(f.payload)), f)
-	if err := r.nc.Publish(r.sendSubj, b); err != nil {
+	if err := r.publish(b); err != nil {
 		return fmt.Errorf("bridge: relay publish: %w", err)
 	}
 	r.mu.Lock()
@@ -213,12 +240,22 @@ func (r *relay) failLocked(err error) bool {
 
 // onMsg handles one frame from the other side (NATS callback).
 func (r *relay) onMsg(m *nats.Msg) {
-	f, err := decodeFrame(m.Data)
+	data := m.Data
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return
 	}
+	if r.seal != nil {
+		pt, ok := r.seal.open(data)
+		if !ok {
+			r.rejected++
+			r.mu.Unlock()
+			return
+		}
+		data = pt
+	}
+	f, err := decodeFrame(data)
 	r.lastRecv = time.Now()
 	if err == nil {
 		err = r.handleLocked(f)
@@ -456,7 +493,7 @@ func (r *relay) Write(b []byte) (int, error) {
 		r.sendOff += uint64(k)
 		r.mu.Unlock()
 		r.wbuf = appendFrame(r.wbuf[:0], frame{typ: frameData, value: off, payload: b[n : n+k]})
-		if err := r.nc.Publish(r.sendSubj, r.wbuf); err != nil {
+		if err := r.publish(r.wbuf); err != nil {
 			err = fmt.Errorf("bridge: relay publish: %w", err)
 			r.mu.Lock()
 			r.failLocked(err)
@@ -493,7 +530,7 @@ func (r *relay) writeDgram(b []byte) (int, error) {
 	r.dgramSeq++
 	r.mu.Unlock()
 	r.wbuf = appendFrame(r.wbuf[:0], frame{typ: frameDgram, value: seq, payload: b})
-	if err := r.nc.Publish(r.sendSubj, r.wbuf); err != nil {
+	if err := r.publish(r.wbuf); err != nil {
 		return 0, fmt.Errorf("bridge: relay publish: %w", err)
 	}
 	r.mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/peerbus/peerbus/internal/echotest"
 )
 
 // pattern is a deterministic pseudo-random reader.
@@ -28,7 +30,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 
 func TestRelay100MBAcrossCluster(t *testing.T) {
 	nodes := startCluster(t, 2)
-	target := echoServer(t)
+	target := echotest.TCP(t)
 	pe := newPeer(t, connect(t, nodes[0]))
 	pd := newPeer(t, connect(t, nodes[1]))
 	waitPeer(t, pd, pe.ID())

@@ -18,11 +18,11 @@ import (
 func relayPair(t *testing.T, nca, ncb *nats.Conn, packet bool, cfg relayConfig) (a, b *relay) {
 	t.Helper()
 	subj := "test.relay." + strings.ReplaceAll(t.Name(), "/", "_")
-	a, err := newRelay(nca, subj+".a", subj+".b", packet, cfg, Addr{Peer: "a"}, Addr{Peer: "b"})
+	a, err := newRelay(nca, subj+".a", subj+".b", packet, cfg, Addr{Peer: "a"}, Addr{Peer: "b"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err = newRelay(ncb, subj+".b", subj+".a", packet, cfg, Addr{Peer: "b"}, Addr{Peer: "a"})
+	b, err = newRelay(ncb, subj+".b", subj+".a", packet, cfg, Addr{Peer: "b"}, Addr{Peer: "a"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestRelayDetectsLoss(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			nc := connect(t, nodes[0])
 			subj := "test.loss." + strings.ReplaceAll(tc.name, " ", "_")
-			r, err := newRelay(nc, subj, subj+".back", false, relayConfig{window: 4096, chunk: 1024}, Addr{}, Addr{})
+			r, err := newRelay(nc, subj, subj+".back", false, relayConfig{window: 4096, chunk: 1024}, Addr{}, Addr{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/peerbus/peerbus/peer"
 )
@@ -30,8 +31,6 @@ const (
 	punchRetry = 50 * time.Millisecond
 	// udpKeepaliveInterval keeps NAT mappings of raw UDP paths alive.
 	udpKeepaliveInterval = 15 * time.Second
-	// maxSetup bounds how long an exposer keeps a session without path.
-	maxSetup = 2 * time.Minute
 )
 
 // ServiceStats are counters of an exposed service.
@@ -42,6 +41,14 @@ type ServiceStats struct {
 	Active int
 	// Paths counts sessions by the path they got.
 	Paths map[Strategy]uint64
+	// Pending is the number of sessions without a path yet.
+	Pending int
+	// Refused counts offers refused, ErrLimit ones included.
+	Refused uint64
+	// Attempts counts the TCP connection attempts and UDP probes the
+	// service sent to dialers' candidates (reverse and hole punching);
+	// Limits.AttemptRate bounds their rate.
+	Attempts uint64
 }
 
 // Service is a local TCP or UDP service exposed on the bus under a name
@@ -60,11 +67,18 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	closed   bool
-	sessions map[string]*exSession
-	opened   uint64
-	paths    map[Strategy]uint64
+	attempts *rate.Limiter
+	seen     seenSessions
+	nAttempt atomic.Uint64
+
+	mu        sync.Mutex
+	closed    bool
+	sessions  map[string]*exSession
+	opened    uint64
+	refused   uint64
+	paths     map[Strategy]uint64
+	pending   int
+	pendingBy map[string]int
 }
 
 // Expose makes the local service at target ("tcp://host:port" or
@@ -73,7 +87,7 @@ type Service struct {
 // dialers reach the service through p's tag "bridge.open.<name>". ctx
 // bounds only the setup. The target is dialled for each session, when a
 // dialer opens one.
-func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Option) (*Service, error) {
+func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...ExposeOption) (*Service, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -84,12 +98,17 @@ func Expose(ctx context.Context, p *peer.Peer, name, target string, opts ...Opti
 	if err := ctx.Err(); err != nil {
 		return nil, ctxErr(ctx, "expose "+name)
 	}
-	cfg := newConfig(opts)
+	cfg, err := exposeConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
 		p: p, name: name, proto: proto, addr: addr, cfg: cfg,
-		log:      cfg.log.With("service", name),
-		sessions: map[string]*exSession{},
-		paths:    map[Strategy]uint64{},
+		log:       cfg.log.With("service", name),
+		sessions:  map[string]*exSession{},
+		paths:     map[Strategy]uint64{},
+		pendingBy: map[string]int{},
+		attempts:  newAttemptLimiter(cfg.limits),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if _, err := peer.Register(p, OpenTag(name), s.open); err != nil {
@@ -122,7 +141,8 @@ func (s *Service) Target() string { return s.proto + "://" + s.addr }
 func (s *Service) Stats() ServiceStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := ServiceStats{Opened: s.opened, Active: len(s.sessions), Paths: map[Strategy]uint64{}}
+	st := ServiceStats{Opened: s.opened, Active: len(s.sessions), Paths: map[Strategy]uint64{},
+		Pending: s.pending, Refused: s.refused, Attempts: s.nAttempt.Load()}
 	for k, v := range s.paths {
 		st.Paths[k] = v
 	}
@@ -130,8 +150,9 @@ func (s *Service) Stats() ServiceStats {
 }
 
 // Close stops exposing the service, ends every session (their
-// connections to the target close) and waits for them. A second Close
-// returns ErrClosed.
+// connections to the target close) and waits for them, at most
+// DefaultCloseTimeout (then it returns an error wrapping
+// context.DeadlineExceeded). A second Close returns ErrClosed.
 func (s *Service) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -145,7 +166,9 @@ func (s *Service) Close() error {
 		err = nil
 	}
 	s.cancel()
-	s.wg.Wait()
+	if werr := waitBounded(&s.wg, DefaultCloseTimeout); werr != nil {
+		err = errors.Join(err, fmt.Errorf("bridge: close service %q: %w", s.name, werr))
+	}
 	s.log.Debug("service closed")
 	return err
 }
@@ -155,6 +178,9 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	ans := answer{V: protoVersion, Peer: s.p.ID(), Proto: s.proto}
 	refuse := func(code string, err error) (answer, error) {
 		ans.Code, ans.Error = code, err.Error()
+		s.mu.Lock()
+		s.refused++
+		s.mu.Unlock()
 		s.log.Debug("session refused", "session", o.Session, "code", code, "err", err)
 		return ans, nil
 	}
@@ -168,9 +194,27 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	if err != nil {
 		return refuse(codeBadRequest, err)
 	}
+	if len(o.FP) != fingerprintSize {
+		return refuse(codeBadRequest, errors.New("no certificate fingerprint"))
+	}
+	if o.Proto == "udp" && len(o.Key) != keySize {
+		return refuse(codeBadRequest, errors.New("no session key for a UDP service"))
+	}
+	rkeys, noiseReply, err := noiseRespond(o.Session, o.Noise)
+	if err != nil {
+		return refuse(codeBadRequest, err)
+	}
 	if len(o.Nonce) != nonceSize {
 		return refuse(codeBadRequest, errors.New("bad nonce"))
 	}
+	if err := s.checkOffer(&o); err != nil {
+		return refuse(codeLimit, err)
+	}
+	caller := peer.CallerFrom(ctx)
+	if caller == "" {
+		caller = o.Peer
+	}
+	lim := s.cfg.limits
 	s.mu.Lock()
 	switch {
 	case s.closed:
@@ -179,19 +223,38 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	case s.sessions[o.Session] != nil:
 		s.mu.Unlock()
 		return refuse(codeBadRequest, errors.New("session exists"))
+	case len(s.sessions) >= lim.MaxSessions:
+		s.mu.Unlock()
+		return refuse(codeLimit, fmt.Errorf("%w: %d sessions (MaxSessions)", ErrLimit, lim.MaxSessions))
+	case s.pending >= lim.MaxPending:
+		s.mu.Unlock()
+		return refuse(codeLimit, fmt.Errorf("%w: %d sessions without a path (MaxPending)", ErrLimit, lim.MaxPending))
+	case s.pendingBy[caller] >= lim.MaxPendingPerPeer:
+		s.mu.Unlock()
+		return refuse(codeLimit, fmt.Errorf("%w: %d sessions without a path from peer %q (MaxPendingPerPeer)", ErrLimit, lim.MaxPendingPerPeer, caller))
 	}
+	// The reservation holds until the session has its path or ends.
+	s.pending++
+	s.pendingBy[caller]++
 	s.mu.Unlock()
+	sameHost := checkHostProof(o.Host, roleDialer, o.Session) && s.seen.first(o.Session)
 
-	ss, err := s.newSession(ctx, o, sec)
+	ss, err := s.newSession(ctx, o, sec, caller, sameHost)
 	if err != nil {
+		s.unreserve(caller)
 		return refuse(codeUnavailable, err)
 	}
 	ans.Nonce = sec.nonce[:]
 	ans.TCP, ans.UDP, ans.NAT = ss.tcpCands, ss.udpCands, ss.nat
+	ans.Host = hostProof(roleExposer, o.Session)
+	ans.FP = ss.id.fp
+	ans.Noise = noiseReply
+	ss.rkeys = rkeys
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		ss.teardown()
+		ss.release()
 		return refuse(codeClosed, errors.New("service closing"))
 	}
 	s.sessions[o.Session] = ss
@@ -204,13 +267,15 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 
 // exSession is the exposer's side of one session.
 type exSession struct {
-	svc  *Service
-	log  *slog.Logger
-	sec  *secret
-	o    offer
-	nc   *nats.Conn
-	nat  *NATInfo
-	peer Addr // the dialer, as a relay address
+	svc   *Service
+	log   *slog.Logger
+	sec   *secret
+	id    *identity  // this side's TLS certificate
+	rkeys *relayKeys // the relay's frame keys
+	o     offer
+	nc    *nats.Conn
+	nat   *NATInfo
+	peer  Addr // the dialer, as a relay address
 
 	ctx      context.Context // the session's life
 	cancel   context.CancelFunc
@@ -219,13 +284,18 @@ type exSession struct {
 	wg       sync.WaitGroup
 
 	target net.Conn // *net.TCPConn, or a connected *net.UDPConn
-	ln     *net.TCPListener
+	ln     *pathListener
 	port   uint16
 	udp    *net.UDPConn
 	sock   *pathSocket // writes of udp
 	ctl    *nats.Subscription
 
 	tcpCands, udpCands []Candidate
+	// peerTCP and peerUDP are the dialer's candidates this side may
+	// connect or send to (usableCandidates).
+	peerTCP, peerUDP []Candidate
+	caller           string // whose pending reservation the session holds
+	released         atomic.Bool
 
 	mu        sync.Mutex
 	stage     Strategy
@@ -239,12 +309,20 @@ type exSession struct {
 	lastSent   atomic.Int64
 }
 
-func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSession, error) {
+func (s *Service) newSession(ctx context.Context, o offer, sec *secret, caller string, sameHost bool) (*exSession, error) {
 	ss := &exSession{
-		svc: s, sec: sec, o: o, nc: s.p.Conn(), stage: Direct,
+		svc: s, sec: sec, o: o, nc: s.p.Conn(), stage: Direct, caller: caller,
 		log:  s.log.With("session", o.Session, "dialer", o.Peer),
 		peer: Addr{Peer: o.Peer, Service: s.name},
 	}
+	id, err := newIdentity()
+	if err != nil {
+		return nil, fmt.Errorf("bridge: session certificate: %w", err)
+	}
+	ss.id = id
+	lim := s.cfg.limits
+	ss.peerTCP = usableCandidates(o.TCP, sameHost, lim.Networks, lim.MaxCandidates)
+	ss.peerUDP = usableCandidates(o.UDP, sameHost, lim.Networks, lim.MaxCandidates)
 	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
 	ss.setup, ss.endSetup = context.WithCancel(ss.ctx)
 	ok := false
@@ -273,19 +351,16 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSess
 	if raw && len(s.cfg.stun.Servers) > 0 {
 		ss.nat = classify(ctx, s.cfg.stun)
 	}
-	loopback := !s.cfg.noLoopback
+	// Loopback addresses are offered only to a dialer on this host.
+	loopback := !s.cfg.noLoopback && sameHost
 	if (s.proto == "tcp" && has(Direct)) || has(PunchTCP) {
-		lc := net.ListenConfig{}
-		if reuseSupported {
-			lc.Control = reuseControl
-		}
-		l, err := lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+		l, err := listenPath(ctx, hostAddrs(loopback))
 		if err != nil {
-			return nil, fmt.Errorf("bridge: path listener: %w", err)
+			return nil, err
 		}
-		ss.ln = l.(*net.TCPListener)
-		ss.port = uint16(ss.ln.Addr().(*net.TCPAddr).Port)
-		ss.tcpCands = hostCandidates(ss.port, loopback)
+		ss.ln = l
+		ss.port = l.port
+		ss.tcpCands = l.candidates()
 		if ss.nat != nil && ss.nat.NAT && ss.nat.Mapped.Is4() {
 			ss.tcpCands = addCandidate(ss.tcpCands, Candidate{Addr: netip.AddrPortFrom(ss.nat.Mapped, ss.port), Kind: KindMapped})
 		}
@@ -321,8 +396,8 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret) (*exSess
 // run starts the session's goroutines and waits for its end.
 func (ss *exSession) run() {
 	defer ss.svc.wg.Done()
-	setupLimit := time.Duration(ss.o.SetupMS)*time.Millisecond + 10*time.Second
-	setupLimit = min(max(setupLimit, 10*time.Second), maxSetup)
+	setupLimit := time.Duration(ss.o.SetupMS)*time.Millisecond + setupGrace
+	setupLimit = min(setupLimit, ss.svc.cfg.limits.MaxSetup)
 	ss.touch()
 	timer := time.AfterFunc(setupLimit, func() {
 		ss.mu.Lock()
@@ -343,6 +418,7 @@ func (ss *exSession) run() {
 	timer.Stop()
 	ss.teardown()
 	ss.wg.Wait()
+	ss.release()
 	ss.svc.mu.Lock()
 	delete(ss.svc.sessions, ss.o.Session)
 	ss.svc.mu.Unlock()
@@ -410,6 +486,7 @@ func (ss *exSession) choose(path Strategy, remote netip.AddrPort) bool {
 	}
 	ss.chosen, ss.path, ss.udpRemote = true, path, remote
 	ss.mu.Unlock()
+	ss.release()
 	ss.endSetup()
 	if ss.ln != nil {
 		_ = ss.ln.Close()
@@ -453,8 +530,12 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 		return
 	}
 	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
-	if timeout <= 0 || timeout > maxSetup {
-		timeout = DefaultPunchTCPTimeout
+	if max := ss.svc.cfg.limits.MaxStrategyTimeout; timeout > max {
+		reply(fmt.Errorf("%w: timeout_ms %d beyond %v (MaxStrategyTimeout)", ErrLimit, req.TimeoutMS, max))
+		return
+	}
+	if timeout <= 0 {
+		timeout = min(DefaultPunchTCPTimeout, ss.svc.cfg.limits.MaxStrategyTimeout)
 	}
 	ss.log.Debug("control request", "op", req.Op, "timeout", timeout)
 	switch req.Op {
@@ -466,75 +547,92 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 		if req.Op == opReverse {
 			st = Reverse
 		}
-		ss.mu.Lock()
-		ss.stage = st
-		ss.mu.Unlock()
-		switch {
-		case ss.svc.proto == "tcp" && st == Reverse:
-			ss.startTCPDials(timeout, reachable(ss.o.TCP, ss.o.NAT), false)
-		case st == PunchTCP:
-			if ss.ln == nil {
-				reply(fmt.Errorf("%w: no path listener", ErrProtocol))
-				return
-			}
-			// Both sides connect from their advertised ports now. Behind
-			// a NAT, a listener would answer a SYN that arrives between
-			// two attempts with a SYN-ACK the NAT drops (see path.go).
-			if ss.nat != nil && ss.nat.NAT {
-				_ = ss.ln.Close()
-			}
-			ss.startTCPDials(timeout, ss.o.TCP, true)
-		case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
-			if ss.udp == nil {
-				reply(fmt.Errorf("%w: no path socket", ErrProtocol))
-				return
-			}
-			cands, punch := reachable(ss.o.UDP, ss.o.NAT), st == PunchUDP
-			if punch {
-				cands = ss.o.UDP
-			}
-			ss.goSafe(func() { ss.probe(timeout, cands, punch) })
-		default:
-			reply(fmt.Errorf("%w: %s for a %s service", ErrProtocol, req.Op, ss.svc.proto))
-			return
-		}
-		reply(nil)
+		reply(ss.startStrategy(st, req.Op, timeout))
 	case opRelay:
-		packet := ss.svc.proto == "udp"
-		cfg := ss.svc.cfg.relay
-		if ss.o.KeepAliveMS > 0 {
-			cfg.keepalive = time.Duration(ss.o.KeepAliveMS) * time.Millisecond
-		}
-		local := Addr{Peer: ss.svc.p.ID(), Service: ss.svc.name}
-		rl, err := newRelay(ss.nc, toExposer(ss.o.Session), toDialer(ss.o.Session), packet, cfg, local, ss.peer)
+		rl, err := ss.openRelay()
 		if err != nil {
 			reply(err)
 			return
 		}
-		ss.mu.Lock()
-		ss.stage = Relay
-		ss.relay = rl
-		ss.mu.Unlock()
-		if ss.ctx.Err() != nil || !ss.choose(Relay, netip.AddrPort{}) {
-			reply(fmt.Errorf("%w: a path was chosen already", ErrProtocol))
-			return
-		}
-		if err := rl.start(); err != nil {
-			reply(err)
-			ss.cancel()
-			return
-		}
 		reply(nil)
-		if packet {
-			ss.goSafe(func() { ss.forwardUDPRelay(rl) })
-		} else {
-			ss.goSafe(func() {
-				Join(ss.ctx, rl, ss.target)
-				ss.cancel()
-			})
-		}
+		ss.carryRelay(rl)
 	default:
 		reply(fmt.Errorf("%w: unknown control op %q", ErrProtocol, req.Op))
+	}
+}
+
+// startStrategy starts the exposer's part of strategy st (the control
+// operation op) for timeout: dialing the dialer's TCP candidates,
+// punching, or probing its UDP candidates.
+func (ss *exSession) startStrategy(st Strategy, op string, timeout time.Duration) error {
+	ss.mu.Lock()
+	ss.stage = st
+	ss.mu.Unlock()
+	switch {
+	case ss.svc.proto == "tcp" && st == Reverse:
+		ss.startTCPDials(timeout, reachable(ss.peerTCP, ss.o.NAT), false)
+	case st == PunchTCP:
+		if ss.ln == nil {
+			return fmt.Errorf("%w: no path listener", ErrProtocol)
+		}
+		// Both sides connect from their advertised ports now. Behind
+		// a NAT, a listener would answer a SYN that arrives between
+		// two attempts with a SYN-ACK the NAT drops (see path.go).
+		if ss.nat != nil && ss.nat.NAT {
+			_ = ss.ln.Close()
+		}
+		ss.startTCPDials(timeout, ss.peerTCP, true)
+	case ss.svc.proto == "udp" && (st == Reverse || st == PunchUDP):
+		if ss.udp == nil {
+			return fmt.Errorf("%w: no path socket", ErrProtocol)
+		}
+		cands, punch := reachable(ss.peerUDP, ss.o.NAT), st == PunchUDP
+		if punch {
+			cands = ss.peerUDP
+		}
+		ss.goSafe(func() { ss.probe(timeout, cands, punch) })
+	default:
+		return fmt.Errorf("%w: %s for a %s service", ErrProtocol, op, ss.svc.proto)
+	}
+	return nil
+}
+
+// openRelay sets up the relay of the session and chooses it as the
+// path.
+func (ss *exSession) openRelay() (*relay, error) {
+	cfg := ss.svc.cfg.relay
+	if ss.o.KeepAliveMS > 0 {
+		cfg.keepalive = time.Duration(ss.o.KeepAliveMS) * time.Millisecond
+	}
+	local := Addr{Peer: ss.svc.p.ID(), Service: ss.svc.name}
+	rl, err := newRelay(ss.nc, toExposer(ss.o.Session), toDialer(ss.o.Session), ss.svc.proto == "udp", cfg, local, ss.peer, ss.rkeys)
+	if err != nil {
+		return nil, err
+	}
+	ss.mu.Lock()
+	ss.stage = Relay
+	ss.relay = rl
+	ss.mu.Unlock()
+	if ss.ctx.Err() != nil || !ss.choose(Relay, netip.AddrPort{}) {
+		return nil, fmt.Errorf("%w: a path was chosen already", ErrProtocol)
+	}
+	if err := rl.start(); err != nil {
+		ss.cancel()
+		return nil, err
+	}
+	return rl, nil
+}
+
+// carryRelay carries the session over the relay until it ends.
+func (ss *exSession) carryRelay(rl *relay) {
+	packet := ss.svc.proto == "udp"
+	if packet {
+		ss.goSafe(func() { ss.forwardUDPRelay(rl) })
+	} else {
+		ss.goSafe(func() {
+			Join(ss.ctx, rl, ss.target)
+			ss.cancel()
+		})
 	}
 }
 
@@ -554,15 +652,15 @@ func (ss *exSession) acceptLoop() {
 
 // serveRaw authenticates a raw TCP connection, waits for the dialer to
 // select it and then carries the session over it.
-func (ss *exSession) serveRaw(c net.Conn) {
-	if err := handshakeTCP(c, ss.sec, time.Now().Add(handshakeTimeout)); err != nil {
-		ss.log.Debug("raw connection refused", "remote", c.RemoteAddr(), "err", err)
-		_ = c.Close()
+func (ss *exSession) serveRaw(raw net.Conn) {
+	c, err := secureTCP(raw, ss.id, ss.o.FP, true, time.Now().Add(handshakeTimeout))
+	if err != nil {
+		ss.log.Debug("raw connection refused", "remote", raw.RemoteAddr(), "err", err)
 		return
 	}
 	stop := context.AfterFunc(ss.setup, func() { _ = c.SetReadDeadline(time.Now()) })
 	var b [1]byte
-	_, err := io.ReadFull(c, b[:])
+	_, err = io.ReadFull(c, b[:])
 	stop()
 	if err != nil || b[0] != tcpSelect {
 		_ = c.Close()
@@ -599,9 +697,9 @@ func (ss *exSession) startTCPDials(timeout time.Duration, cands []Candidate, pun
 			var c net.Conn
 			var err error
 			if punch {
-				c, err = connectTCP(ctx, cand, ss.port, true, ss.log)
+				c, err = connectTCP(ctx, cand, ss.port, true, ss.attempt, ss.log)
 			} else {
-				c, err = connectTCP(ctx, cand, 0, false, ss.log)
+				c, err = connectTCP(ctx, cand, 0, false, ss.attempt, ss.log)
 			}
 			if err != nil {
 				return
@@ -623,7 +721,7 @@ func (ss *exSession) startTCPDials(timeout time.Duration, cands []Candidate, pun
 func (ss *exSession) probe(timeout time.Duration, cands []Candidate, punch bool) {
 	ctx, cancel := context.WithTimeout(ss.setup, timeout)
 	defer cancel()
-	probeLoop(ctx, ss.sock, ss.sec.appendUDPCtl(nil, udpProbe, ss.o.Nonce), cands, punch, nil)
+	probeLoop(ctx, ss.sock, ss.sec.appendUDPCtl(nil, udpProbe, ss.o.Nonce), cands, punch, ss.allowProbe, nil)
 }
 
 // udpReader reads the path socket for the whole session: control
@@ -740,24 +838,40 @@ func (ss *exSession) forwardUDPRelay(rl *relay) {
 // idleWatch ends a UDP session idle for the idle timeout; keepalive, if
 // not nil, runs when nothing was sent for udpKeepaliveInterval.
 func (ss *exSession) idleWatch(keepalive func()) {
-	idle := ss.svc.cfg.udpIdle
-	tick := time.NewTicker(min(idle/4, time.Second))
-	defer tick.Stop()
-	for {
-		select {
-		case <-ss.ctx.Done():
-			return
-		case now := <-tick.C:
-			if now.Sub(time.Unix(0, ss.lastActive.Load())) > idle {
-				ss.log.Debug("udp session idle")
-				ss.cancel()
-				return
-			}
-			if keepalive != nil && now.Sub(time.Unix(0, ss.lastSent.Load())) > udpKeepaliveInterval {
+	var onTick func(time.Time)
+	if keepalive != nil {
+		onTick = func(now time.Time) {
+			if now.Sub(time.Unix(0, ss.lastSent.Load())) > udpKeepaliveInterval {
 				ss.lastSent.Store(now.UnixNano())
 				keepalive()
 			}
 		}
+	}
+	if watchIdle(ss.ctx, ss.svc.cfg.udpIdle, &ss.lastActive, onTick) {
+		ss.log.Debug("udp session idle")
+		ss.cancel()
+	}
+}
+
+// DefaultCloseTimeout bounds how long Service.Close waits for the
+// service's sessions to end.
+const DefaultCloseTimeout = 10 * time.Second
+
+// waitBounded waits for wg at most d; it returns an error wrapping
+// context.DeadlineExceeded when d passes first.
+func waitBounded(wg *sync.WaitGroup, d time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("sessions still running after %v: %w", d, context.DeadlineExceeded)
 	}
 }
 

@@ -5,24 +5,29 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sync"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/peerbus/peerbus/internal/queue"
 	"github.com/peerbus/peerbus/netcore"
 )
 
-// SubscribeOption configures a Subscription.
-type SubscribeOption func(*Subscription)
+// SubscribeOption configures a Subscription. An invalid value makes
+// SubscribeRegex fail with an error wrapping ErrInvalidOption.
+type SubscribeOption func(*Subscription) error
 
 // QueueSize sets the subscription's queue length (default
-// netcore.DefaultQueueSize, minimum 1).
-func QueueSize(n int) SubscribeOption { return func(s *Subscription) { s.size = max(n, 1) } }
+// netcore.DefaultQueueSize; at least 1).
+func QueueSize(n int) SubscribeOption {
+	return func(s *Subscription) error { return optionErr(queue.SetSize(&s.size, n)) }
+}
 
 // WithOverflow sets the policy for a full queue (default
 // netcore.DropOldest), as for netcore subscriptions.
-func WithOverflow(o netcore.Overflow) SubscribeOption { return func(s *Subscription) { s.policy = o } }
+func WithOverflow(o netcore.Overflow) SubscribeOption {
+	return func(s *Subscription) error { return optionErr(queue.SetPolicy(&s.policy, o)) }
+}
 
 // Subscription is a bounded queue of bus messages whose subject and
 // payload match regular expressions, made by SubscribeRegex. It has the
@@ -36,16 +41,8 @@ type Subscription struct {
 	dataRE *regexp.Regexp
 	size   int
 	policy netcore.Overflow
+	q      *queue.Queue[*nats.Msg]
 
-	mu     sync.Mutex
-	ring   []*nats.Msg
-	head   int
-	n      int
-	notify chan struct{}
-	closed chan struct{}
-	once   sync.Once
-
-	dropped atomic.Uint64
 	matched atomic.Uint64
 }
 
@@ -68,11 +65,16 @@ func SubscribeRegex(nc *nats.Conn, filter, subjectRE, payloadRE string, opts ...
 	s := &Subscription{
 		filter: filter, subjRE: sre, dataRE: dre,
 		size: netcore.DefaultQueueSize, policy: netcore.DropOldest,
-		notify: make(chan struct{}, 1), closed: make(chan struct{}),
 	}
 	for _, o := range opts {
-		o(s)
+		if o == nil {
+			continue
+		}
+		if err := o(s); err != nil {
+			return nil, fmt.Errorf("bridge: subscribe: %w", err)
+		}
 	}
+	s.q = queue.New[*nats.Msg](s.size, s.policy)
 	sub, err := nc.Subscribe(filter, s.onMsg)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: subscribe %s: %w", filter, err)
@@ -91,48 +93,7 @@ func (s *Subscription) onMsg(m *nats.Msg) {
 		return
 	}
 	s.matched.Add(1)
-	s.mu.Lock()
-	if isClosedChan(s.closed) {
-		s.mu.Unlock()
-		return
-	}
-	if s.n == s.size {
-		s.dropped.Add(1)
-		if s.policy == netcore.DropNewest {
-			s.mu.Unlock()
-			return
-		}
-		s.ring[s.head] = nil
-		s.head = (s.head + 1) % len(s.ring)
-		s.n--
-	}
-	if s.n == len(s.ring) {
-		grown := make([]*nats.Msg, min(max(2*len(s.ring), 8), s.size))
-		for i := range s.n {
-			grown[i] = s.ring[(s.head+i)%len(s.ring)]
-		}
-		s.ring, s.head = grown, 0
-	}
-	s.ring[(s.head+s.n)%len(s.ring)] = m
-	s.n++
-	s.mu.Unlock()
-	wake(s.notify)
-}
-
-func (s *Subscription) pop() (*nats.Msg, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.n == 0 {
-		return nil, false
-	}
-	m := s.ring[s.head]
-	s.ring[s.head] = nil
-	s.head = (s.head + 1) % len(s.ring)
-	s.n--
-	if s.n > 0 {
-		wake(s.notify)
-	}
-	return m, true
+	s.q.Push(m)
 }
 
 // Recv waits for the next matching message. It returns an error
@@ -140,53 +101,34 @@ func (s *Subscription) pop() (*nats.Msg, bool) {
 // netcore.ErrTimeout) when ctx's deadline passes first, ctx's error when
 // ctx is cancelled, and ErrClosed once the subscription is closed.
 func (s *Subscription) Recv(ctx context.Context) (*nats.Msg, error) {
-	for {
-		select {
-		case <-s.closed:
-			return nil, fmt.Errorf("bridge: recv %s: %w", s, ErrClosed)
-		default:
-		}
-		if m, ok := s.pop(); ok {
-			return m, nil
-		}
-		select {
-		case <-s.notify:
-		case <-s.closed:
-		case <-ctx.Done():
-			if m, ok := s.pop(); ok {
-				return m, nil
-			}
-			return nil, ctxErr(ctx, "recv "+s.String())
-		}
+	m, err := s.q.Recv(ctx)
+	switch {
+	case err == nil:
+		return m, nil
+	case errors.Is(err, queue.ErrClosed):
+		return nil, fmt.Errorf("bridge: recv %s: %w", s, ErrClosed)
 	}
+	return nil, ctxErr(ctx, "recv "+s.String())
 }
 
 // Dropped returns how many matching messages the full queue discarded.
-func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+func (s *Subscription) Dropped() uint64 { return s.q.Dropped() }
 
 // Matched returns how many messages matched the patterns.
 func (s *Subscription) Matched() uint64 { return s.matched.Load() }
 
 // Len returns how many messages are queued.
-func (s *Subscription) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
+func (s *Subscription) Len() int { return s.q.Len() }
 
 // Close unsubscribes; queued messages are discarded and Recv returns
 // ErrClosed. A second Close returns ErrClosed.
 func (s *Subscription) Close() error {
-	err := fmt.Errorf("bridge: close %s: %w", s, ErrClosed)
-	s.once.Do(func() {
-		s.mu.Lock()
-		close(s.closed)
-		s.ring, s.n = nil, 0
-		s.mu.Unlock()
-		err = s.sub.Unsubscribe()
-		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
-			err = nil
-		}
-	})
+	if !s.q.Close() {
+		return fmt.Errorf("bridge: close %s: %w", s, ErrClosed)
+	}
+	err := s.sub.Unsubscribe()
+	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+		err = nil
+	}
 	return err
 }

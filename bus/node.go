@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -57,6 +58,10 @@ var (
 	ErrClosed = fmt.Errorf("bus: node closed: %w", net.ErrClosed)
 	// ErrNoJetStream reports that JetStream is disabled or unavailable.
 	ErrNoJetStream = errors.New("bus: jetstream not available")
+	// ErrAddrInUse reports a listen address (client or cluster port)
+	// that another process holds; Start's error wraps it together with
+	// ErrNotReady and names the address.
+	ErrAddrInUse = errors.New("bus: address in use")
 )
 
 // Node is one peerbus node. Its methods are safe for concurrent use.
@@ -175,6 +180,9 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkClientPort(p); err != nil {
+		return err
+	}
 	found, err := n.discover(ctx, p)
 	if err != nil {
 		return err
@@ -192,13 +200,16 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		// The port was free when it was chosen, but another process can
 		// take it before the server binds it: choose again.
 		if !p.chosen || n.disc != nil || i == attempts || !strings.Contains(err.Error(), "router port") {
-			return err
+			return n.addrInUse(err, p)
 		}
 		n.log.Debug("cluster port taken meanwhile, choosing another", "port", p.cport, "err", err)
 		n.stopServer()
 		if p.cport, err = pickPort(p.chost); err != nil {
 			return fmt.Errorf("bus: cluster listener: %w", err)
 		}
+	}
+	if what := n.opts.exposure(p); what != "" {
+		n.log.Warn("UNPROTECTED: this node listens beyond loopback without authentication: " + what)
 	}
 	if n.disc != nil {
 		// Nodes heard from now on are added at once, also while this
@@ -214,6 +225,87 @@ func (n *Node) startEmbedded(ctx context.Context) error {
 		return err
 	}
 	return n.waitReady(ctx, p)
+}
+
+// AddrInUseError reports a listen address that another process holds.
+// It matches ErrAddrInUse and ErrNotReady with errors.Is.
+type AddrInUseError struct {
+	// Listener is "client", "cluster" or "monitor".
+	Listener string
+	// Addr is the address, host:port.
+	Addr string
+	// JoinURL is the URL of a node that listens on a taken client port
+	// (loopback for an unspecified host), for WithExternalURL; empty for
+	// a cluster port.
+	JoinURL string
+	// Err is the server's error.
+	Err error
+}
+
+// Error says which port is taken and what to do about it.
+func (e *AddrInUseError) Error() string {
+	if e.Listener == "monitor" {
+		return fmt.Sprintf("bus: monitor port %s is taken by another process (choose another: %s, bus.WithMonitor)", e.Addr, EnvMonitor)
+	}
+	if e.Listener == "cluster" {
+		return fmt.Sprintf("bus: cluster port %s is taken by another process "+
+			"(another node of this machine? give each node its own cluster address: %s, bus.WithCluster)",
+			e.Addr, EnvCluster)
+	}
+	return fmt.Sprintf("bus: client port %s is taken by another process, probably a running peerbus node "+
+		"or NATS server: join it with %s=%s (bus.WithExternalURL), "+
+		"or listen elsewhere with %s (port -1 picks a free one)", e.Addr, EnvNATSURL, e.JoinURL, EnvListen)
+}
+
+// Unwrap returns ErrNotReady, ErrAddrInUse and the server's error.
+func (e *AddrInUseError) Unwrap() []error { return []error{ErrNotReady, ErrAddrInUse, e.Err} }
+
+// checkClientPort fails with an *AddrInUseError when another process
+// holds the client port, before the server starts: a server that fails
+// to listen has opened its JetStream store already, which may be the
+// directory of the node that holds the port (the same default name).
+func checkClientPort(p *startPlan) error {
+	if p.port <= 0 {
+		return nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(p.host, strconv.Itoa(p.port)))
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return clientInUse(err, p)
+		}
+		return nil // the server reports other failures in its own words
+	}
+	return l.Close()
+}
+
+// addrInUse returns err, or, when the server could not bind a port that
+// another process holds, an *AddrInUseError naming the port.
+func (n *Node) addrInUse(err error, p *startPlan) error {
+	msg := err.Error()
+	if !strings.Contains(msg, "address already in use") {
+		return err
+	}
+	switch {
+	case strings.Contains(msg, "router port"):
+		return &AddrInUseError{Listener: "cluster", Addr: net.JoinHostPort(p.chost, strconv.Itoa(p.cport)), Err: err}
+	case strings.Contains(msg, "Error listening on port"):
+		return clientInUse(err, p)
+	case strings.Contains(msg, "monitor port"):
+		host, port, _ := monitorHostPort(n.opts.Monitor)
+		return &AddrInUseError{Listener: "monitor", Addr: net.JoinHostPort(host, strconv.Itoa(port)), Err: err}
+	}
+	return fmt.Errorf("%w: %w", err, ErrAddrInUse)
+}
+
+// clientInUse is the *AddrInUseError of the plan's client port.
+func clientInUse(err error, p *startPlan) *AddrInUseError {
+	e := &AddrInUseError{Listener: "client", Addr: net.JoinHostPort(p.host, strconv.Itoa(p.port)), Err: err}
+	join := p.host
+	if ip, err := netip.ParseAddr(p.host); p.host == "" || (err == nil && ip.IsUnspecified()) {
+		join = "127.0.0.1"
+	}
+	e.JoinURL = "nats://" + net.JoinHostPort(join, strconv.Itoa(p.port))
+	return e
 }
 
 // plan works out the node's addresses and name from its options.
@@ -309,6 +401,7 @@ func (n *Node) serverOptions(ctx context.Context, p *startPlan, found []string) 
 		return nil, err
 	}
 	n.inproc = inproc
+	sopts.HTTPHost, sopts.HTTPPort, _ = monitorHostPort(o.Monitor)
 	if p.clustered {
 		sopts.Cluster.Name, sopts.Cluster.Host, sopts.Cluster.Port = o.ClusterName, p.chost, p.cport
 		sopts.Routes = n.clusterRoutes(ctx, p, found)
@@ -379,6 +472,11 @@ func (n *Node) jetStreamOptions(sopts *server.Options, p *startPlan) error {
 	}
 	sopts.JetStream = true
 	sopts.StoreDir = dir
+	if o.LogSync == LogSyncAlways {
+		sopts.SyncAlways = true
+	} else {
+		sopts.SyncInterval = o.LogSync
+	}
 	sopts.JetStreamDomain = o.JetStreamDomain
 	if sopts.JetStreamDomain == "" && len(p.leafs) > 0 {
 		// A leafnode's JetStream needs a domain of its own, or the
@@ -465,7 +563,7 @@ func (n *Node) waitReady(ctx context.Context, p *startPlan) error {
 		n.bg.Add(1)
 		go n.manageReplicas()
 	}
-	n.log.Info("bus node ready", "name", o.Name, "client", n.ClientURL(), "cluster", n.ClusterURL(),
+	n.log.Debug("bus node ready", "name", o.Name, "client", n.ClientURL(), "cluster", n.ClusterURL(),
 		"jetstream", !o.NoJetStream, "domain", n.opts.JetStreamDomain, "data_dir", n.opts.DataDir,
 		"routes", len(n.routes), "leaf", len(p.leafs) > 0)
 	return nil
@@ -755,7 +853,7 @@ func (n *Node) startExternal(ctx context.Context) error {
 	} else {
 		n.js = js
 	}
-	n.log.Info("bus node connected to external NATS", "name", name, "url", nc.ConnectedUrlRedacted())
+	n.log.Debug("bus node connected to external NATS", "name", name, "url", nc.ConnectedUrlRedacted())
 	return nil
 }
 
@@ -792,7 +890,7 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	err := n.teardown()
-	n.log.Info("bus node closed", "name", n.opts.Name)
+	n.log.Debug("bus node closed", "name", n.opts.Name)
 	return err
 }
 
@@ -918,6 +1016,22 @@ func (n *Node) ClientURL() string {
 	return n.opts.ExternalURL
 }
 
+// MonitorURL returns the URL of the embedded server's HTTP monitoring
+// (http://host:port), or "" when it serves none (see Options.Monitor).
+func (n *Node) MonitorURL() string {
+	n.mu.Lock()
+	srv := n.srv
+	n.mu.Unlock()
+	if srv == nil || n.opts.Monitor == "" {
+		return ""
+	}
+	a := srv.MonitorAddr()
+	if a == nil {
+		return ""
+	}
+	return "http://" + a.String()
+}
+
 // ClusterURL returns the route URL other nodes use as a seed to join
 // this node, or "" when the node has no cluster listener.
 func (n *Node) ClusterURL() string {
@@ -950,6 +1064,13 @@ func (n *Node) fatal() string {
 	return n.fatalMsg
 }
 
+// quietWarnings are the beginnings of server warnings that the node
+// replaces with its own: a first node of a cluster, or one whose routes
+// do not connect, says so once (see watchRoutes and the first-node
+// warning) where the server repeats "Waiting for routing" every few
+// seconds.
+var quietWarnings = []string{"Waiting for routing to be established"}
+
 // serverLogger adapts the embedded server's logger to slog. Its Fatalf
 // records the message so Start can fail with it; it never exits.
 type serverLogger struct{ n *Node }
@@ -959,12 +1080,22 @@ func (l *serverLogger) logf(level slog.Level, format string, v []any) {
 	l.n.log.Log(context.Background(), level, fmt.Sprintf(format, v...), "component", "nats-server", "node", l.n.opts.Name)
 }
 
-// Noticef logs at info level.
-func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v) }
+// Noticef logs at debug level: the server's notices (banner, listeners,
+// JetStream settings, route and leafnode connections) repeat what the
+// node itself reports, and drown its own lines at info level.
+func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelDebug, format, v) }
 
-// Warnf logs at warn level.
+// Warnf logs at warn level, except the warnings the node reports in its
+// own words (quietWarnings), which are logged at debug level.
 func (l *serverLogger) Warnf(format string, v ...any) {
-	l.logf(slog.LevelWarn, format, v)
+	level := slog.LevelWarn
+	msg := fmt.Sprintf(format, v...)
+	for _, q := range quietWarnings {
+		if strings.HasPrefix(msg, q) {
+			level = slog.LevelDebug
+		}
+	}
+	l.logf(level, format, v)
 	l.n.noteRouteError(format, v)
 }
 

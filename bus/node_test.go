@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,8 +120,30 @@ func TestPortInUseFailsCleanly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = bus.Start(ctx, bus.WithListen(l.Addr().String()), bus.WithDataDir(t.TempDir()))
-	if !errors.Is(err, bus.ErrNotReady) {
-		t.Fatalf("got %v, want ErrNotReady", err)
+	if !errors.Is(err, bus.ErrNotReady) || !errors.Is(err, bus.ErrAddrInUse) {
+		t.Fatalf("got %v, want ErrNotReady and ErrAddrInUse", err)
+	}
+	// The error names the port and says how to join what holds it.
+	for _, want := range []string{"client port " + l.Addr().String(), bus.EnvNATSURL + "=nats://" + l.Addr().String()} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	var ae *bus.AddrInUseError
+	if !errors.As(err, &ae) || ae.Listener != "client" || ae.JoinURL != "nats://"+l.Addr().String() {
+		t.Errorf("error %#v: want an *AddrInUseError of the client port with its JoinURL", err)
+	}
+
+	// A taken cluster port is named as such.
+	_, err = bus.Start(ctx, bus.WithListen("127.0.0.1:-1"), bus.WithCluster(l.Addr().String()), bus.WithDataDir(t.TempDir()))
+	if !errors.Is(err, bus.ErrAddrInUse) || !strings.Contains(err.Error(), "cluster port "+l.Addr().String()) {
+		t.Errorf("cluster port taken: got %v, want ErrAddrInUse naming the cluster port", err)
+	}
+
+	// So is a taken monitor port.
+	_, err = bus.Start(ctx, bus.WithListen("127.0.0.1:-1"), bus.WithMonitor(l.Addr().String()), bus.WithoutJetStream())
+	if !errors.As(err, &ae) || ae.Listener != "monitor" || !strings.Contains(err.Error(), "monitor port "+l.Addr().String()) {
+		t.Errorf("monitor port taken: got %v, want an AddrInUseError naming the monitor port", err)
 	}
 }
 

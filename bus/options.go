@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/peerbus/peerbus/identity"
+	"github.com/peerbus/peerbus/policy"
 )
 
 // Default values used by DefaultOptions.
@@ -80,7 +83,8 @@ type Options struct {
 	// ReadyTimeout bounds Start. Default: DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 	// Logger receives the node's and the embedded server's log lines.
-	// Default: a logger that discards everything.
+	// The server's notices are logged at debug level, its warnings and
+	// errors at theirs. Default: a logger that discards everything.
 	Logger *slog.Logger
 	// Debug enables the embedded server's debug log lines.
 	Debug bool
@@ -121,6 +125,22 @@ type Options struct {
 	// servers, else 1; never lowered), a positive value is used as is
 	// (capped at the cluster size), -1 leaves the streams alone.
 	LogReplicas int
+	// LogSync is how often the JetStream store of the embedded server
+	// is synced to disk: 0 (the default, LogSyncAlways) syncs every
+	// write before it is acknowledged, so that an acknowledged event
+	// survives an OS crash or a power loss of the node; a positive
+	// interval syncs that often (nats-server's own default is 2 minutes)
+	// and acknowledges before the sync: an OS crash or a power loss can
+	// lose the events of the last interval on that node. See the
+	// README's "What an acknowledgement guarantees".
+	LogSync time.Duration
+
+	// Monitor is the address (host:port) of the embedded server's HTTP
+	// monitoring endpoints (/varz, /connz, /routez, /jsz, /healthz...),
+	// as nats-server's -m serves them. A port alone (":8222" or "8222")
+	// listens on 127.0.0.1; port -1 picks a free one (Node.MonitorURL).
+	// Default "": no monitoring.
+	Monitor string
 
 	// Token is the token clients must present on the client port. It
 	// excludes User and NKeys.
@@ -135,6 +155,18 @@ type Options struct {
 	// NKeySeed is the nkey seed ("SU...", or a file holding it) the node
 	// connects with in external mode and on its leafnode connection.
 	NKeySeed string
+	// Policy, when set, admits the identities it lists on the client
+	// port, each with the permissions it grants (see package policy).
+	// The node's in-process connections have all permissions. It
+	// excludes Token; users and keys given by User, NKeys and NKeysFile
+	// keep all permissions.
+	Policy *policy.Policy
+	// Identity is the identity of the node's peer. In external mode the
+	// node connects with it, on an embedded server its connections take
+	// their reply inboxes under the identity's inbox prefix (see package
+	// identity), and a leafnode connects with its key. It excludes
+	// NKeySeed and CredsFile.
+	Identity *identity.Identity
 	// CredsFile is a JWT credentials file the node connects with in
 	// external mode and on its leafnode connection.
 	CredsFile string
@@ -374,6 +406,64 @@ func WithLogReplicas(n int) Option {
 	}
 }
 
+// WithMonitor serves the embedded server's HTTP monitoring on addr (see
+// Options.Monitor; "" for none).
+func WithMonitor(addr string) Option {
+	return func(o *Options) error {
+		if _, _, err := monitorHostPort(addr); err != nil {
+			return err
+		}
+		o.Monitor = addr
+		return nil
+	}
+}
+
+// LogSyncAlways is the LogSync value that syncs every write.
+const LogSyncAlways time.Duration = 0
+
+// WithLogSync sets Options.LogSync: LogSyncAlways (0) syncs every write
+// to disk before it is acknowledged, a positive interval syncs that
+// often.
+func WithLogSync(d time.Duration) Option {
+	return func(o *Options) error {
+		if err := checkLogSync(d); err != nil {
+			return err
+		}
+		o.LogSync = d
+		return nil
+	}
+}
+
+// monitorHostPort splits a monitoring address: a port alone or an empty
+// host is loopback. It returns port 0 for "".
+func monitorHostPort(addr string) (string, int, error) {
+	if addr == "" {
+		return "", 0, nil
+	}
+	if !strings.Contains(addr, ":") {
+		addr = ":" + addr
+	}
+	host, port, err := hostPort(addr, "monitor")
+	if err != nil {
+		return "", 0, err
+	}
+	if h, _, _ := net.SplitHostPort(addr); h == "" {
+		host = "127.0.0.1"
+	}
+	if port == 0 {
+		return "", 0, fmt.Errorf("%w: monitor address %q: port 0 (use -1 for a free port)", ErrInvalidOption, addr)
+	}
+	return host, port, nil
+}
+
+// checkLogSync checks Options.LogSync.
+func checkLogSync(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%w: log sync interval %v (want 0 for always, or a positive interval)", ErrInvalidOption, d)
+	}
+	return nil
+}
+
 // WithToken requires clients to present token ("" for none).
 func WithToken(token string) Option {
 	return func(o *Options) error { o.Token = token; return nil }
@@ -417,6 +507,16 @@ func WithTLS(cert, key, ca string, verify bool) Option {
 		o.TLSCert, o.TLSKey, o.TLSCA, o.TLSVerify = cert, key, ca, verify
 		return nil
 	}
+}
+
+// WithPolicy sets Options.Policy (nil for none).
+func WithPolicy(p *policy.Policy) Option {
+	return func(o *Options) error { o.Policy = p; return nil }
+}
+
+// WithIdentity sets Options.Identity (nil for none).
+func WithIdentity(id *identity.Identity) Option {
+	return func(o *Options) error { o.Identity = id; return nil }
 }
 
 // WithClusterAuth requires routes to present user and password, and
@@ -583,7 +683,13 @@ func (o *Options) validate() error {
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = DefaultReadyTimeout
 	}
+	if _, _, err := monitorHostPort(o.Monitor); err != nil {
+		return err
+	}
 	if o.ExternalURL != "" {
+		if o.Monitor != "" {
+			return fmt.Errorf("%w: monitoring needs an embedded server, not an external NATS URL", ErrInvalidOption)
+		}
 		if o.Discover || len(o.LeafURLs) > 0 {
 			return fmt.Errorf("%w: discovery and leafnode need an embedded server, not an external NATS URL", ErrInvalidOption)
 		}
@@ -633,6 +739,9 @@ func (o *Options) validate() error {
 		return err
 	}
 	if err := checkDomain(o.JetStreamDomain); err != nil {
+		return err
+	}
+	if err := checkLogSync(o.LogSync); err != nil {
 		return err
 	}
 	if err := checkLogReplicas(o.LogReplicas); err != nil {

@@ -27,7 +27,7 @@ var ErrAuth = errors.New("bus: bad credentials")
 // validateSecurity checks the credential and TLS options of an embedded
 // node.
 func (o *Options) validateSecurity() error {
-	if o.Token != "" && (o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "") {
+	if o.Token != "" && (o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "" || o.Policy != nil) {
 		return fmt.Errorf("%w: a token excludes users and nkeys (NATS accepts one or the other)", ErrInvalidOption)
 	}
 	if (o.User == "") != (o.Password == "") {
@@ -54,6 +54,9 @@ func (o *Options) validateClientCreds() error {
 	if o.NKeySeed != "" && o.CredsFile != "" {
 		return fmt.Errorf("%w: an nkey seed and a credentials file exclude each other", ErrInvalidOption)
 	}
+	if o.Identity != nil && (o.NKeySeed != "" || o.CredsFile != "") {
+		return fmt.Errorf("%w: an identity excludes an nkey seed and a credentials file (it is the key the node connects with)", ErrInvalidOption)
+	}
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		return fmt.Errorf("%w: TLS certificate and key go together", ErrInvalidOption)
 	}
@@ -69,7 +72,7 @@ func (o *Options) secureServer(s *server.Options) ([]nats.Option, error) {
 	case o.Token != "":
 		s.Authorization = o.Token
 		inproc = append(inproc, nats.Token(o.Token))
-	case o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "":
+	case o.User != "" || len(o.NKeys) > 0 || o.NKeysFile != "" || o.Policy != nil:
 		if o.User != "" {
 			s.Users = append(s.Users, &server.User{Username: o.User, Password: o.Password})
 			inproc = append(inproc, nats.UserInfo(o.User, o.Password))
@@ -84,6 +87,11 @@ func (o *Options) secureServer(s *server.Options) ([]nats.Option, error) {
 		}
 		for _, k := range keys {
 			s.Nkeys = append(s.Nkeys, &server.NkeyUser{Nkey: k})
+		}
+		if o.Policy != nil {
+			// The policy's identities, each with its permissions; the
+			// in-process connection below (the node itself) has all.
+			s.Nkeys = append(s.Nkeys, o.Policy.NkeyUsers()...)
 		}
 		if o.User == "" {
 			// Only nkeys are allowed: the in-process connection gets a
@@ -106,6 +114,9 @@ func (o *Options) secureServer(s *server.Options) ([]nats.Option, error) {
 		}
 		s.TLSConfig, s.TLS, s.TLSVerify = tc, true, o.TLSVerify
 		s.TLSTimeout = 5
+	}
+	if o.Identity != nil {
+		inproc = append(inproc, nats.CustomInboxPrefix(o.Identity.InboxPrefix()))
 	}
 	if o.ClusterUser != "" {
 		s.Cluster.Username, s.Cluster.Password = o.ClusterUser, o.ClusterPassword
@@ -171,6 +182,9 @@ func (o *Options) clientCreds() ([]nats.Option, error) {
 	if o.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(o.CredsFile))
 	}
+	if o.Identity != nil {
+		opts = append(opts, o.Identity.ConnectOptions()...)
+	}
 	if o.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(o.TLSCA))
 	}
@@ -189,6 +203,13 @@ func (o *Options) leafRemote(urls []*url.URL) (*server.RemoteLeafOpts, error) {
 			return nil, err
 		}
 		seed, _ := kp.Seed()
+		r.Nkey = string(seed)
+	}
+	if o.Identity != nil {
+		seed, err := o.Identity.Seed()
+		if err != nil {
+			return nil, fmt.Errorf("%w: identity: %v", ErrAuth, err)
+		}
 		r.Nkey = string(seed)
 	}
 	tlsWanted := o.TLSCA != ""

@@ -2,6 +2,8 @@ package bus
 
 import (
 	"fmt"
+
+	"github.com/peerbus/peerbus/policy"
 	"math"
 	"strconv"
 	"strings"
@@ -27,11 +29,14 @@ const (
 	EnvLeaf            = "PEERBUS_LEAF"             // leafnode remote URL(s)
 	EnvJSDomain        = "PEERBUS_JS_DOMAIN"        // JetStream domain
 	EnvLogReplicas     = "PEERBUS_LOG_REPLICAS"     // replicas of the event log (0 auto, -1 unmanaged)
+	EnvMonitor         = "PEERBUS_MONITOR"          // HTTP monitoring address host:port
+	EnvLogSync         = "PEERBUS_LOG_SYNC"         // "always" or a sync interval of the JetStream store
 
 	EnvAuthToken       = "PEERBUS_AUTH_TOKEN"       // client token
 	EnvUser            = "PEERBUS_USER"             // client user
 	EnvPassword        = "PEERBUS_PASSWORD"         // client password
 	EnvNKeysFile       = "PEERBUS_NKEYS_FILE"       // file of allowed user nkeys
+	EnvAuthorize       = "PEERBUS_AUTHORIZE"        // policy file: identities and their grants
 	EnvNKeySeed        = "PEERBUS_NKEY_SEED"        // nkey seed (or seed file) to connect with
 	EnvCreds           = "PEERBUS_CREDS"            // JWT credentials file to connect with
 	EnvTLSCert         = "PEERBUS_TLS_CERT"         // client port certificate (PEM file)
@@ -143,6 +148,11 @@ func Settings() []Setting {
 				return WithReadyTimeout(d)(o)
 			}},
 
+		{Env: EnvMonitor, Flag: "monitor", Type: TypeString, DefaultDoc: "none",
+			Usage: "serve nats-server's HTTP monitoring (/varz, /connz, /jsz, /healthz) on host:port; " +
+				"a port alone is 127.0.0.1, port -1 picks a free one",
+			Set: func(o *Options, v string) error { return WithMonitor(v)(o) }},
+
 		{Env: EnvDiscover, Flag: "discover", Type: TypeBool,
 			Usage: "find the cluster's other nodes on the LAN by UDP multicast",
 			Set:   setBool(func(o *Options) *bool { return &o.Discover })},
@@ -194,6 +204,15 @@ func Settings() []Setting {
 				}
 				return WithLogReplicas(n)(o)
 			}},
+		{Env: EnvLogSync, Flag: "log-sync", Type: TypeString, Default: "always",
+			Usage: "`always`: the event log is synced to disk before each acknowledgement; an interval (`1s`, `2m`): synced that often, acknowledged before",
+			Set: func(o *Options, v string) error {
+				d, err := ParseLogSync(v)
+				if err != nil {
+					return err
+				}
+				return WithLogSync(d)(o)
+			}},
 
 		{Env: EnvAuthToken, Flag: "auth-token", Type: TypeString,
 			Usage: "token clients must present",
@@ -207,6 +226,16 @@ func Settings() []Setting {
 		{Env: EnvNKeysFile, Flag: "nkeys-file", Type: TypeString,
 			Usage: "`FILE` of public user nkeys allowed to connect, one per line",
 			Set:   setString(func(o *Options) *string { return &o.NKeysFile })},
+		{Env: EnvAuthorize, Flag: "authorize", Type: TypeString,
+			Usage: "policy `FILE` (YAML or JSON): the identities allowed to connect and what each may do (see SECURITY.md)",
+			Set: func(o *Options, v string) error {
+				p, err := policy.Load(v)
+				if err != nil {
+					return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+				}
+				o.Policy = p
+				return nil
+			}},
 		{Env: EnvNKeySeed, Flag: "nkey-seed", Type: TypeString,
 			Usage: "nkey seed (SU..., or a FILE holding it) presented in --nats-url and --leaf mode",
 			Set:   setString(func(o *Options) *string { return &o.NKeySeed })},
@@ -310,4 +339,18 @@ func parseSize(s string) (int32, error) {
 		return 0, fmt.Errorf("%w: %q is too large", ErrInvalidOption, s)
 	}
 	return int32(n * mult), nil
+}
+
+// ParseLogSync parses a LogSync value: "always" (LogSyncAlways) or a
+// positive duration (time.ParseDuration).
+func ParseLogSync(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if strings.EqualFold(v, "always") {
+		return LogSyncAlways, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%w: log sync %q (want always, or a positive interval such as 1s or 2m)", ErrInvalidOption, v)
+	}
+	return d, nil
 }

@@ -56,7 +56,7 @@ func TestSettings(t *testing.T) {
 	for _, env := range []string{
 		bus.EnvName, bus.EnvListen, bus.EnvCluster, bus.EnvClusterName, bus.EnvRoutes, bus.EnvDataDir,
 		bus.EnvNATSURL, bus.EnvNoJetStream, bus.EnvDiscover, bus.EnvDiscoveryGroup, bus.EnvDiscoveryIface,
-		bus.EnvDiscoveryWindow, bus.EnvLeaf, bus.EnvJSDomain, bus.EnvLogReplicas, bus.EnvAuthToken, bus.EnvUser,
+		bus.EnvDiscoveryWindow, bus.EnvLeaf, bus.EnvJSDomain, bus.EnvLogReplicas, bus.EnvLogSync, bus.EnvAuthToken, bus.EnvUser,
 		bus.EnvPassword, bus.EnvNKeysFile, bus.EnvNKeySeed, bus.EnvCreds, bus.EnvTLSCert, bus.EnvTLSKey,
 		bus.EnvTLSCA, bus.EnvTLSVerify, bus.EnvClusterUser, bus.EnvClusterPassword, bus.EnvClusterTLSCert,
 		bus.EnvClusterTLSKey, bus.EnvClusterTLSCA,
@@ -85,6 +85,7 @@ func TestOptionsValidate(t *testing.T) {
 		"leaf":              bus.WithLeaf("http://hub:7422"),
 		"js domain":         bus.WithJetStreamDomain("a.b"),
 		"log replicas":      bus.WithLogReplicas(-2),
+		"log sync":          bus.WithLogSync(-time.Second),
 		"user":              bus.WithUser("u", ""),
 		"nkeys":             bus.WithNKeys("UNOPE"),
 		"tls key":           bus.WithTLS("c.pem", "", "", false),

@@ -227,6 +227,22 @@ func TestCompose(t *testing.T) {
 	})
 	t.Logf("MEASURE compose: 3-node cluster ready %v after compose up", (time.Since(start)).Round(time.Millisecond))
 	_ = ready
+	// The healthcheck ("peerbus health", the image has no shell) passes
+	// on every node; calc waits for it (depends_on with condition
+	// service_healthy).
+	health := func(id string) string {
+		out, _ := d.run(time.Minute, "docker", "inspect", "--format", "{{.State.Health.Status}}", id)
+		return strings.TrimSpace(out)
+	}
+	waitFor(t, "three nodes healthy", 90*time.Second, func() bool {
+		for _, n := range nodes {
+			if health(ids[n]) != "healthy" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("MEASURE compose: 3 nodes healthy %v after compose up", (time.Since(start)).Round(time.Millisecond))
 
 	// The host talks to node 1 through its port published on 127.0.0.1.
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)

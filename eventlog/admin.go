@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,8 +93,12 @@ type DurableInfo struct {
 	Created time.Time `json:"created"`
 }
 
-// metaPattern is the consumer metadata key holding the pattern.
-const metaPattern = "peerbus_pattern"
+// Consumer metadata keys: the pattern, and the subscriber's MaxDeliver
+// (the consumer's own max_deliver is -1: the subscriber gives up).
+const (
+	metaPattern    = "peerbus_pattern"
+	metaMaxDeliver = "peerbus_max_deliver"
+)
 
 func durableInfo(ci *jetstream.ConsumerInfo) DurableInfo {
 	d := DurableInfo{
@@ -110,6 +115,9 @@ func durableInfo(ci *jetstream.ConsumerInfo) DurableInfo {
 		MaxAckPending: ci.Config.MaxAckPending,
 		Active:        ci.NumWaiting > 0,
 		Created:       ci.Created,
+	}
+	if n, err := strconv.Atoi(ci.Config.Metadata[metaMaxDeliver]); err == nil {
+		d.MaxDeliver = n
 	}
 	if ci.Config.FilterSubject != "" {
 		d.Filters = []string{ci.Config.FilterSubject}

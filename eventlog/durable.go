@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,15 +66,24 @@ type DeadLetter struct {
 // its node restarts, a subscription with the same name resumes with the
 // first event it had not acknowledged. An event is acknowledged when
 // the handler returns nil; a handler error (or panic) means the event is
-// delivered again after a backoff (see RetryBackoff), up to MaxDeliver
-// times; then the subscription emits a dead-letter event (see
-// DeadLetter) and moves on. A new durable starts with the events
+// delivered again after a backoff (see RetryBackoff); when it fails on
+// delivery MaxDeliver or later, the subscription emits a dead-letter
+// event (see DeadLetter) and moves on. A handler interrupted by Close
+// (its context canceled) hands its event back, to be delivered again at
+// once; an event whose subscriber crashed is delivered again after
+// AckWait. Such deliveries count in Event.Deliveries but never give up
+// on an event: only a handler failure does. A new durable starts with the events
 // emitted from now on, unless a Start (FromStart, FromSeq, FromTime)
 // says otherwise; on resume the Start is ignored, while the filters and
 // delivery settings become the subscriber's.
 //
 // Events are delivered in log order, one at a time (MaxAckPending 1),
-// so the order of each peer's events is kept, retries included.
+// so the order of each peer's events is kept, retries included. An
+// event the bus delivers again after the subscription acknowledged it
+// (its AckWait ran out before the ack reached the bus) is acknowledged
+// again without calling the handler; with a larger MaxAckPending the
+// handler gets such a redelivery too. An event whose acknowledgement
+// failed (reported to the peer's OnError) is handled again.
 // Several subscribers using the same durable share its events.
 func (l *Log) SubscribeDurable(name, pattern string, h Handler, opts ...DurableOption) (*Subscription, error) {
 	if h == nil {
@@ -111,19 +121,78 @@ type logSub struct {
 	cc      jetstream.ConsumeContext
 	cons    jetstream.Consumer
 	stopped bool
+	// active counts the work on delivered messages (a handler, handing
+	// an event back); idle is closed when it drops to 0.
+	active int
+	idle   chan struct{}
 
-	inHandler atomic.Bool
-	seq       atomic.Uint64
+	seq atomic.Uint64
 }
 
-func (ls *logSub) stop() {
+// stop stops the consumer and cancels the handlers' context; busy
+// reports that a handler runs (the subscription is untracked when it is
+// done).
+func (ls *logSub) stop() (busy bool) {
 	ls.cancel()
 	ls.mu.Lock()
 	ls.stopped = true
 	cc := ls.cc
+	busy = ls.active > 0
 	ls.mu.Unlock()
 	if cc != nil {
 		cc.Stop()
+	}
+	return busy
+}
+
+// begin registers work on a delivered message: a handler (refused once
+// the subscription stopped), or handing an event back.
+func (ls *logSub) begin(handler bool) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if handler && ls.stopped {
+		return false
+	}
+	if ls.active == 0 {
+		ls.idle = make(chan struct{})
+	}
+	ls.active++
+	return true
+}
+
+// end ends work registered by begin; the Log forgets a subscription
+// stopped meanwhile once the last work ends.
+func (ls *logSub) end() {
+	ls.mu.Lock()
+	ls.active--
+	var idle chan struct{}
+	if ls.active == 0 {
+		idle, ls.idle = ls.idle, nil
+	}
+	stopped := ls.stopped
+	ls.mu.Unlock()
+	if idle != nil {
+		close(idle)
+		if stopped {
+			ls.l.untrack(ls.s)
+		}
+	}
+}
+
+// waitHandler waits, within ctx, until no handler of the subscription
+// runs and the events it had are settled (handed back, for a durable).
+func (ls *logSub) waitHandler(ctx context.Context) error {
+	ls.mu.Lock()
+	idle := ls.idle
+	ls.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("eventlog: close: an event handler did not return: %w", ctx.Err())
 	}
 }
 
@@ -132,12 +201,12 @@ func (ls *logSub) stop() {
 // ordered consumer of a subscription that is not durable.
 func (ls *logSub) wait(ctx context.Context) error {
 	ls.mu.Lock()
-	cc, cons := ls.cc, ls.cons
+	cc, cons, running := ls.cc, ls.cons, ls.active > 0
 	ls.mu.Unlock()
 	if cc == nil {
 		return nil
 	}
-	if !ls.inHandler.Load() {
+	if !running {
 		select {
 		case <-cc.Closed():
 		case <-ctx.Done():
@@ -252,10 +321,10 @@ func (l *Log) durableConsumer(ctx context.Context, st jetstream.Stream, pattern 
 		OptStartTime:  t,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.ackWait,
-		MaxDeliver:    cfg.maxDeliver,
+		MaxDeliver:    -1, // the subscriber gives up, on a failure (see settle)
 		MaxAckPending: cfg.maxAckPending,
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-		Metadata:      map[string]string{metaPattern: pattern},
+		Metadata:      map[string]string{metaPattern: pattern, metaMaxDeliver: strconv.Itoa(cfg.maxDeliver)},
 	}
 	setFilters(&want, subjects)
 	c, err := st.Consumer(ctx, ls.durable)
@@ -276,8 +345,10 @@ func (l *Log) durableConsumer(ctx context.Context, st jetstream.Stream, pattern 
 	have := c.CachedInfo().Config
 	upd := have
 	setFilters(&upd, subjects)
-	upd.AckWait, upd.MaxDeliver, upd.MaxAckPending = cfg.ackWait, cfg.maxDeliver, cfg.maxAckPending
-	if have.Metadata[metaPattern] == pattern && upd.FilterSubject == have.FilterSubject &&
+	upd.AckWait, upd.MaxDeliver, upd.MaxAckPending = cfg.ackWait, -1, cfg.maxAckPending
+	maxDeliver := strconv.Itoa(cfg.maxDeliver)
+	if have.Metadata[metaPattern] == pattern && have.Metadata[metaMaxDeliver] == maxDeliver &&
+		upd.FilterSubject == have.FilterSubject &&
 		slices.Equal(upd.FilterSubjects, have.FilterSubjects) && upd.AckWait == have.AckWait &&
 		upd.MaxDeliver == have.MaxDeliver && upd.MaxAckPending == have.MaxAckPending {
 		return c, nil
@@ -286,7 +357,7 @@ func (l *Log) durableConsumer(ctx context.Context, st jetstream.Stream, pattern 
 	if md == nil {
 		md = make(map[string]string, 1)
 	}
-	md[metaPattern] = pattern
+	md[metaPattern], md[metaMaxDeliver] = pattern, maxDeliver
 	upd.Metadata = md
 	return st.UpdateConsumer(ctx, upd)
 }
@@ -319,14 +390,19 @@ func (ls *logSub) onConsumeErr(_ jetstream.ConsumeContext, err error) {
 func (ls *logSub) onMsg(msg jetstream.Msg) {
 	l := ls.l
 	durable := ls.durable != ""
-	if ls.s.closed.Load() {
+	if ls.s.closed.Load() || !ls.begin(true) {
 		if durable {
-			_ = msg.Nak() // unhandled: deliver it again now
+			ls.begin(false)
+			go ls.handBack(msg)
 		}
 		return
 	}
-	ls.inHandler.Store(true)
-	defer ls.inHandler.Store(false)
+	handedBack := false
+	defer func() {
+		if !handedBack {
+			ls.end()
+		}
+	}()
 	e, err := msgEvent(msg.Subject(), msg.Reply(), msg.Headers(), msg.Data())
 	if err != nil {
 		ls.s.errs.Add(1)
@@ -340,11 +416,19 @@ func (ls *logSub) onMsg(msg jetstream.Msg) {
 	if !durable {
 		e.Deliveries = 0
 	}
+	if durable && ls.cfg.maxAckPending == 1 && e.Deliveries > 1 && e.Seq <= ls.seq.Load() {
+		// Delivered again after this subscription settled it: its ack
+		// wait ran out before the ack arrived. One event in flight at a
+		// time means every event up to Seq() is settled.
+		ls.ackAgain(msg, e)
+		return
+	}
 	herr := l.runHandler(ls.ctx, ls.h, e)
 	if herr != nil && ls.ctx.Err() != nil {
 		// Interrupted by Close: not a failure.
 		if durable {
-			_ = msg.Nak()
+			handedBack = true
+			go ls.handBack(msg)
 		}
 		return
 	}
@@ -356,6 +440,37 @@ func (ls *logSub) onMsg(msg jetstream.Msg) {
 		return
 	}
 	ls.settle(msg, e, herr)
+}
+
+// handBack gives a durable's event back unhandled, to be delivered
+// again at once, and ends the work registered for it. It waits (within
+// the call timeout) until the consumer of the stopped subscription has
+// unsubscribed, which happens once the message callback returned, so
+// that the server does not deliver the event again to its pull requests.
+func (ls *logSub) handBack(msg jetstream.Msg) {
+	defer ls.end()
+	ls.mu.Lock()
+	cc := ls.cc
+	ls.mu.Unlock()
+	if cc != nil {
+		t := time.NewTimer(ls.l.timeout)
+		select {
+		case <-cc.Closed():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	_ = msg.Nak()
+}
+
+// ackAgain acknowledges a redelivery of an event the subscription
+// settled already, without handing it to the handler.
+func (ls *logSub) ackAgain(msg jetstream.Msg, e Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), ls.l.timeout)
+	defer cancel()
+	if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		ls.l.logger.Debug("event log: ack of a redelivered event", "durable", ls.durable, "seq", e.Seq, "err", err)
+	}
 }
 
 // settle acknowledges, retries or gives up on a durable's event.

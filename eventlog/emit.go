@@ -150,15 +150,34 @@ func (l *Log) eventMsg(buf *eventBuf, persist bool, name string, v any, opts []E
 	m.Header[HeaderEventID] = vals[0:1:1]
 	m.Header[HeaderTime] = vals[1:2:2]
 	m.Header[peer.HeaderCodec] = vals[2:3:3]
-	hdr := 16 + 3*4 + len(HeaderEventID) + len(HeaderTime) + len(peer.HeaderCodec) + len(vals[0]) + len(vals[1]) + len(vals[2])
-	if persist {
-		hdr += 4 + len(HeaderMsgID) + len(vals[0])
-	}
-	if len(data) > int(l.nc.MaxPayload())-hdr-len(m.Subject) {
-		return nil, Ack{}, fmt.Errorf("%w: event of %d bytes exceeds the bus max payload of %d bytes",
-			peer.ErrPayloadTooLarge, len(data), l.nc.MaxPayload())
+	hdr := headerSize(h)
+	if size := len(data) + hdr; size > int(l.nc.MaxPayload()) {
+		return nil, Ack{}, tooLarge(size, hdr, len(data), l.nc.MaxPayload())
 	}
 	return m, ack, nil
+}
+
+// headerSize is the size of h as NATS sends it ("NATS/1.0\r\n", a
+// "key: value\r\n" line per value, "\r\n"), 0 without headers. The bus's
+// max payload bounds the headers and the payload together.
+func headerSize(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
+
+// tooLarge is the error of an event whose message (headers or envelope
+// and payload) exceeds the bus's max payload.
+func tooLarge(size, overhead, payload int, max int64) error {
+	return fmt.Errorf("%w: event message of %d bytes (payload %d, headers or envelope %d) exceeds the bus max payload of %d bytes; the payload may be at most %d bytes",
+		peer.ErrPayloadTooLarge, size, payload, overhead, max, max-int64(overhead))
 }
 
 // envelopeMsg builds the message of a JSON transient event: no headers,
@@ -168,9 +187,8 @@ func (l *Log) eventMsg(buf *eventBuf, persist bool, name string, v any, opts []E
 func (l *Log) envelopeMsg(buf *eventBuf, subject string, ack Ack, data []byte) (*nats.Msg, Ack, error) {
 	buf.env = appendEnvelope(buf.env[:0], ack.ID, ack.Time, data)
 	buf.m = nats.Msg{Subject: subject, Data: buf.env}
-	if len(buf.env) > int(l.nc.MaxPayload())-len(buf.m.Subject)-16 {
-		return nil, Ack{}, fmt.Errorf("%w: event of %d bytes exceeds the bus max payload of %d bytes",
-			peer.ErrPayloadTooLarge, len(data), l.nc.MaxPayload())
+	if len(buf.env) > int(l.nc.MaxPayload()) {
+		return nil, Ack{}, tooLarge(len(buf.env), len(buf.env)-len(data), len(data), l.nc.MaxPayload())
 	}
 	return &buf.m, ack, nil
 }
@@ -253,7 +271,8 @@ func (f *EmitFuture) Wait(ctx context.Context) (Ack, error) {
 	}
 	pa, late, err := f.result(ctx)
 	if late {
-		return Ack{}, err // no ack in time: a later Wait may still get it
+		// No ack in time: a later Wait may still get it.
+		return Ack{}, &OutcomeError{ID: f.id, Err: err}
 	}
 	if err != nil {
 		if kind, mapped := classify(err); kind == errFatal {
@@ -262,7 +281,7 @@ func (f *EmitFuture) Wait(ctx context.Context) (Ack, error) {
 			if kind == errNoStream {
 				f.l.forget()
 			}
-			pa, err = f.l.publish(ctx, f.m)
+			pa, err = f.l.publishAfter(ctx, f.m, kind == errAmbiguous)
 		}
 	}
 	f.done = true

@@ -44,12 +44,13 @@ type Log struct {
 	closeErr error // ErrClosed, or errPeerClosed
 	subs     map[*Subscription]struct{}
 
-	smu    sync.Mutex                    // serialises ensure
-	stream atomic.Pointer[streamRef]     // set once the stream is known
-	names  sync.Map                      // valid event names: their *eventSubjects
-	nnames atomic.Int32                  // entries in names (bounded)
-	kvMu   sync.Mutex                    // serialises bucket lookups
-	kvs    map[string]jetstream.KeyValue // snapshot buckets by name
+	smu      sync.Mutex                    // serialises ensure
+	stream   atomic.Pointer[streamRef]     // set once the stream is known
+	replicas atomic.Int32                  // the stream's replicas when last known
+	names    sync.Map                      // valid event names: their *eventSubjects
+	nnames   atomic.Int32                  // entries in names (bounded)
+	kvMu     sync.Mutex                    // serialises bucket lookups
+	kvs      map[string]jetstream.KeyValue // snapshot buckets by name
 
 	handlerErrors atomic.Uint64
 }
@@ -141,7 +142,7 @@ func (l *Log) shutdown(ctx context.Context, reason error) error {
 	l.cancel()
 	var errs []error
 	for _, s := range subs {
-		if err := s.wait(ctx); err != nil {
+		if err := errors.Join(s.wait(ctx), s.waitHandler(ctx)); err != nil {
 			errs = append(errs, err)
 		}
 	}

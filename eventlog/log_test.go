@@ -280,7 +280,7 @@ func TestLogWithoutJetStream(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	_, err := p.Emit(ctx, "order.created", num{1})
-	if !errors.Is(err, eventlog.ErrNoLog) {
+	if !errors.Is(err, eventlog.ErrNoLog) || !errors.Is(err, eventlog.ErrNoJetStream) {
 		t.Fatalf("emit: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {

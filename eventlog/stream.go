@@ -5,6 +5,7 @@ package eventlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -65,6 +66,9 @@ func (l *Log) ensure(ctx context.Context) (jetstream.Stream, error) {
 		return nil, err
 	}
 	l.stream.Store(&streamRef{s})
+	if ci := s.CachedInfo(); ci != nil {
+		l.replicas.Store(int32(ci.Config.Replicas))
+	}
 	return s, nil
 }
 
@@ -100,6 +104,18 @@ const (
 	errAmbiguous                // no answer in time: retry (same id)
 )
 
+// errCodeMsgIDInProcess is JetStream's "duplicate message id is in
+// process" (409): a message with the same id is being stored.
+const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
+
+// quorumCheckTimeout bounds the look at the log's cluster after a
+// failed emit.
+const quorumCheckTimeout = time.Second
+
+// quorumSilence is how long the log's leader has not heard from a
+// replica when the replica counts as unreachable.
+const quorumSilence = 3 * time.Second
+
 func classify(err error) (errKind, error) {
 	var apiErr *jetstream.APIError
 	switch {
@@ -107,7 +123,7 @@ func classify(err error) (errKind, error) {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
 		errors.Is(err, nats.ErrNoResponders):
 		// The JetStream API has no responder: no JetStream on this bus.
-		return errFatal, fmt.Errorf("%w: JetStream is not enabled on the bus (%v)", ErrNoLog, err)
+		return errFatal, fmt.Errorf("%w (%v)", ErrNoJetStream, err)
 	case errors.Is(err, jetstream.ErrNoStreamResponse):
 		return errNoStream, err
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrJetStreamPublisherClosed):
@@ -138,7 +154,11 @@ func classify(err error) (errKind, error) {
 		case 10002, 10023, 10047: // account or server resources exceeded
 			return errFatal, fmt.Errorf("%w: %s", ErrLogFull, apiErr.Description)
 		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
-			return errFatal, fmt.Errorf("%w: %v", ErrNoLog, err)
+			return errFatal, fmt.Errorf("%w (%v)", ErrNoJetStream, err)
+		case errCodeMsgIDInProcess:
+			// An earlier attempt with this id is still being stored
+			// (waiting for a quorum): retry with the same id.
+			return errAmbiguous, err
 		}
 		if apiErr.Code == 503 {
 			return errRetry, err
@@ -194,6 +214,12 @@ func (l *Log) retry(ctx context.Context, op func(ctx context.Context) error) err
 // stream is known, the first attempt goes straight to it; the retry
 // loop (bounded by ctx and CallTimeout) only runs when it fails.
 func (l *Log) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+	return l.publishAfter(ctx, m, false)
+}
+
+// publishAfter is publish; ambiguous says that an earlier attempt may
+// have stored m (no answer in time).
+func (l *Log) publishAfter(ctx context.Context, m *nats.Msg, ambiguous bool) (*jetstream.PubAck, error) {
 	start := time.Now()
 	if l.stream.Load() != nil {
 		actx, cancel := attemptContext(ctx)
@@ -202,7 +228,9 @@ func (l *Log) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, erro
 		if err == nil {
 			return pa, nil
 		}
-		if kind, mapped := classify(err); kind == errFatal && ctx.Err() == nil {
+		kind, mapped := classify(err)
+		ambiguous = ambiguous || kind == errAmbiguous
+		if kind == errFatal && ctx.Err() == nil {
 			return nil, mapped
 		} else if kind == errNoStream {
 			l.forget()
@@ -217,9 +245,90 @@ func (l *Log) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, erro
 		}
 		var err error
 		pa, err = l.js.PublishMsg(ctx, m, syncPubOpts...)
+		if err != nil && !ambiguous {
+			kind, _ := classify(err)
+			ambiguous = kind == errAmbiguous
+		}
 		return err
 	})
-	return pa, err
+	if err != nil {
+		return nil, l.publishFailed(m, err, ambiguous)
+	}
+	return pa, nil
+}
+
+// publishFailed returns the error of a publish of m that failed for
+// good: an *OutcomeError when an attempt may have stored it, in a
+// *QuorumError when the log's cluster lost its quorum.
+func (l *Log) publishFailed(m *nats.Msg, err error, ambiguous bool) error {
+	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	if ambiguous || errors.Is(err, peer.ErrTimeout) {
+		var id string
+		if v := m.Header[HeaderEventID]; len(v) > 0 {
+			id = v[0]
+		}
+		err = &OutcomeError{ID: id, Err: err}
+	}
+	if q := l.quorumLoss(); q != nil {
+		q.Err = err
+		return q
+	}
+	return err
+}
+
+// quorumLoss looks at the log's cluster (within quorumCheckTimeout) and
+// returns a *QuorumError (without Err) when fewer than a majority of
+// its nodes are reachable, nil when they are or when it cannot tell.
+func (l *Log) quorumLoss() *QuorumError {
+	if l.nc.IsClosed() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), quorumCheckTimeout)
+	defer cancel()
+	s, err := l.js.Stream(ctx, Stream)
+	if err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader == "" {
+		err = errors.New("no leader") // a member answered for a group without one
+	}
+	if err != nil {
+		// No leader answered. The log's size is known from an earlier
+		// answer; the nodes reachable from here answer a ping.
+		nodes := int(l.replicas.Load())
+		if nodes < 2 {
+			nodes = 0
+		}
+		var apiErr *jetstream.APIError
+		unavailable := errors.As(err, &apiErr) && apiErr.ErrorCode == 10008 // JetStream system temporarily unavailable
+		if nodes == 0 && !unavailable {
+			return nil
+		}
+		reachable := l.reachableServers()
+		if nodes > 0 && reachable > nodes/2 {
+			return nil // a majority is there: an election, not a lost quorum
+		}
+		return &QuorumError{Reachable: reachable, Nodes: nodes, NoLeader: true}
+	}
+	c := s.CachedInfo().Cluster
+	if c == nil || len(c.Replicas) == 0 {
+		return nil
+	}
+	nodes, reachable := 1+len(c.Replicas), 0
+	if c.Leader != "" {
+		reachable++
+	}
+	for _, r := range c.Replicas {
+		// Offline comes late (the server's own view of a gone peer);
+		// a replica the leader has not heard from for several Raft
+		// heartbeats (one a second) is not reachable either.
+		if !r.Offline && r.Active < quorumSilence {
+			reachable++
+		}
+	}
+	if reachable > nodes/2 {
+		return nil
+	}
+	return &QuorumError{Reachable: reachable, Nodes: nodes}
 }
 
 // attemptContext bounds one attempt by emitAttemptTimeout, reusing ctx
@@ -277,4 +386,36 @@ func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_ = l.js.DeleteConsumer(ctx, Stream, info.Name)
+}
+
+// reachableServers counts the servers that answer an account STATZ ping
+// ($SYS.REQ.ACCOUNT.PING.STATZ) within quorumCheckTimeout: the nodes of
+// the cluster reachable from this connection; 0 when none answers (the
+// ping is not allowed, or the server has no system account).
+func (l *Log) reachableServers() int {
+	inbox := l.nc.NewRespInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := l.nc.PublishRequest("$SYS.REQ.ACCOUNT.PING.STATZ", inbox, []byte(`{"unused":true}`)); err != nil {
+		return 0
+	}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(quorumCheckTimeout)
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			return len(seen)
+		}
+		var r struct {
+			Server struct {
+				ID string `json:"id"`
+			} `json:"server"`
+		}
+		if json.Unmarshal(m.Data, &r) == nil && r.Server.ID != "" {
+			seen[r.Server.ID] = true
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -74,20 +75,30 @@ func (s *Subscription) stop() (first bool, err error) {
 	if s.closed.Swap(true) {
 		return false, nil
 	}
-	if s.log != nil {
-		s.log.stop()
-	}
+	busy := s.log != nil && s.log.stop()
 	var errs []error
 	for _, ns := range s.subs {
 		if err := ns.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 			errs = append(errs, err)
 		}
 	}
-	s.l.untrack(s)
+	if !busy {
+		s.l.untrack(s) // else when its handler returns
+	}
 	return true, errors.Join(errs...)
 }
 
-// wait waits, within ctx, until no handler of the subscription runs.
+// waitHandler waits, within ctx, until no handler of a subscription
+// reading the log runs.
+func (s *Subscription) waitHandler(ctx context.Context) error {
+	if s.log == nil {
+		return nil
+	}
+	return s.log.waitHandler(ctx)
+}
+
+// wait waits, within ctx, until the consumer of a subscription reading
+// the log has stopped.
 func (s *Subscription) wait(ctx context.Context) error {
 	if s.log == nil {
 		return nil
@@ -102,7 +113,12 @@ func (s *Subscription) wait(ctx context.Context) error {
 //
 // By default the subscription is live: it receives the events emitted
 // from now on, persisted and transient, as the bus delivers them (Seq
-// is 0). A Start (FromStart, FromSeq or FromTime) makes it read the
+// is 0). A persisted event reaches live subscribers once per publish,
+// and an emit retried with the same event id publishes it again (the
+// log stores it once): a live subscription drops the copies of an event
+// id it delivered within the log's dedupe window (Config.Duplicates),
+// remembering the last 65536 ids. Live delivery misses the events
+// emitted while the connection is down. A Start (FromStart, FromSeq or FromTime) makes it read the
 // event log first and then follow it (persisted events only, with Seq);
 // a handler error is reported and the subscription goes on. For
 // acknowledged delivery that resumes where it left off, see
@@ -140,11 +156,16 @@ func (l *Log) subscribeLive(subjects []string, h Handler) (*Subscription, error)
 	}
 	// One delivery goroutine for all subjects keeps handler calls serial.
 	var mu sync.Mutex
+	window := l.cfg.Duplicates
+	if window <= 0 {
+		window = DefaultDuplicates
+	}
+	recent := newRecentIDs(window, maxRecentIDs)
 	for _, subj := range subjects {
 		ns, err := l.nc.Subscribe(subj, func(m *nats.Msg) {
 			mu.Lock()
 			defer mu.Unlock()
-			l.deliver(s, h, m)
+			l.deliver(s, h, m, recent)
 		})
 		if err != nil {
 			_, _ = s.stop()
@@ -159,8 +180,10 @@ func (l *Log) subscribeLive(subjects []string, h Handler) (*Subscription, error)
 	return s, nil
 }
 
-// deliver hands a live event to h.
-func (l *Log) deliver(s *Subscription, h Handler, m *nats.Msg) {
+// deliver hands a live event to h, unless it is a persisted event
+// delivered already: an emit retried with the same id reaches live
+// subscribers once per attempt, while the log stores it once.
+func (l *Log) deliver(s *Subscription, h Handler, m *nats.Msg, recent *recentIDs) {
 	if s.closed.Load() {
 		return
 	}
@@ -168,6 +191,9 @@ func (l *Log) deliver(s *Subscription, h Handler, m *nats.Msg) {
 	if err != nil {
 		s.errs.Add(1)
 		l.p.ReportError(err)
+		return
+	}
+	if strings.HasPrefix(m.Subject, subjEvt) && e.ID != "" && recent.seen(e.ID, time.Now()) {
 		return
 	}
 	e.codec = l.codec

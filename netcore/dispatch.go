@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+
+	"github.com/peerbus/peerbus/internal/queue"
 )
 
 // receive delivers a message that arrived on p to p's handlers and
@@ -158,15 +160,19 @@ func (p *Pipe) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription
 		return nil, fmt.Errorf("netcore: subscribe: %w", err)
 	}
 	s := &Subscription{
-		pipe:   p,
-		re:     re,
-		size:   DefaultQueueSize,
-		notify: make(chan struct{}, 1),
-		closed: make(chan struct{}),
+		pipe: p,
+		re:   re,
+		size: DefaultQueueSize,
 	}
 	for _, o := range opts {
-		o(s)
+		if o == nil {
+			continue
+		}
+		if err := o(s); err != nil {
+			return nil, fmt.Errorf("netcore: subscribe: %w", err)
+		}
 	}
+	s.q = queue.New[Message](s.size, s.policy)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.shut.Load() {

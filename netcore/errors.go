@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
+
+	"github.com/peerbus/peerbus/internal/timeout"
 )
 
 // Sentinel errors returned by netcore. Errors are wrapped with context, so
@@ -20,7 +21,7 @@ var (
 	// context.DeadlineExceeded) and errors.Is(ErrTimeout,
 	// os.ErrDeadlineExceeded) both hold, and it implements net.Error with
 	// Timeout() == true.
-	ErrTimeout error = timeoutError{}
+	ErrTimeout = timeout.New("netcore: timeout")
 
 	// ErrNoRoute is returned when no route or address of the wanted family
 	// can be found.
@@ -50,24 +51,14 @@ var (
 	// pipe's framing, for example a newline inside a line-delimited message.
 	ErrBadMessage = errors.New("netcore: message cannot be framed")
 
+	// ErrInvalidOption reports an invalid option value (a negative
+	// backlog, a nil TLS configuration or framing, ...).
+	ErrInvalidOption = errors.New("netcore: invalid option")
+
 	// ErrUnsupported is returned for option combinations that make no sense,
 	// such as TLS on a UDP pipe.
 	ErrUnsupported = errors.New("netcore: unsupported")
 )
-
-// timeoutError is the type of ErrTimeout.
-type timeoutError struct{}
-
-func (timeoutError) Error() string   { return "netcore: timeout" }
-func (timeoutError) Timeout() bool   { return true }
-func (timeoutError) Temporary() bool { return true }
-
-// Is makes ErrTimeout match the standard deadline errors.
-func (timeoutError) Is(target error) bool {
-	return target == context.DeadlineExceeded || target == os.ErrDeadlineExceeded
-}
-
-var _ net.Error = timeoutError{}
 
 // MessageTooLargeError reports a message that exceeds a size limit: a frame
 // longer than the framing's maximum (on send or receive), or a datagram
@@ -95,13 +86,7 @@ func (e *MessageTooLargeError) Is(target error) bool { return target == ErrMessa
 
 // ctxCause maps a finished context to ErrTimeout for a passed deadline and
 // to the context's error otherwise.
-func ctxCause(ctx context.Context) error {
-	err := ctx.Err()
-	if errors.Is(err, context.DeadlineExceeded) {
-		return ErrTimeout
-	}
-	return err
-}
+func ctxCause(ctx context.Context) error { return timeout.Cause(ctx, ErrTimeout) }
 
 // ctxErr is ctxCause with the operation that was waiting.
 func ctxErr(ctx context.Context, op string) error {

@@ -23,6 +23,10 @@ type Interface struct {
 	HardwareAddr string `json:"hardware_addr,omitempty"`
 	// Up reports whether the interface is administratively up.
 	Up bool `json:"up"`
+	// Running reports whether the interface is operationally up (the
+	// kernel's IFF_RUNNING: it has a carrier). A bridge with no member,
+	// such as docker0 without containers, is Up but not Running.
+	Running bool `json:"running"`
 	// Loopback marks loopback interfaces.
 	Loopback bool `json:"loopback"`
 	// Multicast reports whether the interface supports multicast.
@@ -60,6 +64,7 @@ func Interfaces() ([]Interface, error) {
 			Index:     ifi.Index,
 			MTU:       ifi.MTU,
 			Up:        ifi.Flags&net.FlagUp != 0,
+			Running:   ifi.Flags&net.FlagRunning != 0,
 			Loopback:  ifi.Flags&net.FlagLoopback != 0,
 			Multicast: ifi.Flags&net.FlagMulticast != 0,
 		}
@@ -172,7 +177,8 @@ func AnyRoute(f Family) Route {
 }
 
 // RoutesFor lists one route per address of the given family (AnyFamily:
-// both) on interfaces that are up, loopback included, in interface order.
+// both) on interfaces that are up and running (with a carrier), loopback
+// included, in interface order.
 func RoutesFor(f Family) ([]Route, error) {
 	ifs, err := Interfaces()
 	if err != nil {
@@ -180,7 +186,7 @@ func RoutesFor(f Family) ([]Route, error) {
 	}
 	var out []Route
 	for _, it := range ifs {
-		if !it.Up {
+		if !it.Up || !it.Running {
 			continue
 		}
 		for _, a := range it.Addrs {

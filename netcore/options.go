@@ -2,6 +2,7 @@ package netcore
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -16,9 +17,71 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 )
 
-// Option configures a pipe (Dial, DialAddr, Listen) or every pipe of a
-// Daemon.
-type Option func(*config)
+// Options configure a pipe (Dial, DialAddr, Listen) or every pipe of a
+// Daemon. DefaultOptions gives the defaults; the With* functions set
+// them.
+type Options struct {
+	// LocalAddr is where Dial binds its socket (port 0: any port).
+	LocalAddr netip.AddrPort
+	// Family is the family Dial resolves host names in (AnyFamily:
+	// IPv4 preferred).
+	Family Family
+	// TLS, if not nil, runs TLS over a TCP pipe (see WithTLS).
+	TLS *tls.Config
+	// Framing splits a TCP stream into messages. Default Raw().
+	Framing Framing
+	// MaxConns bounds the clients of a server pipe (<= 0: no limit).
+	// Default DefaultMaxConns.
+	MaxConns int
+	// AcceptQueue is how many new clients wait for Accept (0: Accept is
+	// off). Default DefaultAcceptQueue.
+	AcceptQueue int
+	// Backlog is how many unclaimed messages a pipe keeps. Default
+	// DefaultBacklog.
+	Backlog int
+	// IdleTimeout closes a TCP pipe that receives nothing for this long
+	// (0: never, the default).
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the TLS handshake of a server's clients.
+	// Default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// Logger receives connection events. Default: discard.
+	Logger *slog.Logger
+	// Resolver resolves host names for Dial. Default net.DefaultResolver.
+	Resolver *net.Resolver
+	// DirectRecv puts a client pipe in direct receive mode (see
+	// WithDirectRecv).
+	DirectRecv bool
+}
+
+// DefaultOptions returns the documented defaults.
+func DefaultOptions() Options {
+	return Options{
+		Framing:          Raw(),
+		MaxConns:         DefaultMaxConns,
+		AcceptQueue:      DefaultAcceptQueue,
+		Backlog:          DefaultBacklog,
+		HandshakeTimeout: DefaultHandshakeTimeout,
+	}
+}
+
+// Option changes Options. The options of this package check their value
+// and return an error wrapping ErrInvalidOption for an invalid one; Dial,
+// DialAddr, Listen and Daemon.Listen return that error.
+type Option func(*Options) error
+
+// optionErr wraps a non-nil err in ErrInvalidOption.
+func optionErr(err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	return nil
+}
+
+// invalid returns an error wrapping ErrInvalidOption.
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, a...))
+}
 
 type config struct {
 	local            netip.AddrPort // Dial: source address
@@ -36,18 +99,21 @@ type config struct {
 	directRecv       bool
 }
 
-func newConfig(opts []Option) *config {
-	c := &config{
-		framing:          Raw(),
-		maxConns:         DefaultMaxConns,
-		acceptQueue:      DefaultAcceptQueue,
-		backlog:          DefaultBacklog,
-		handshakeTimeout: DefaultHandshakeTimeout,
-	}
-	for _, o := range opts {
-		if o != nil {
-			o(c)
+func newConfig(opts []Option) (*config, error) {
+	o := DefaultOptions()
+	for _, opt := range opts {
+		if opt == nil {
+			continue
 		}
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	c := &config{
+		local: o.LocalAddr, family: o.Family, tls: o.TLS, framing: o.Framing,
+		maxConns: o.MaxConns, acceptQueue: o.AcceptQueue, backlog: o.Backlog,
+		idleTimeout: o.IdleTimeout, handshakeTimeout: o.HandshakeTimeout,
+		logger: o.Logger, resolver: o.Resolver, directRecv: o.DirectRecv,
 	}
 	if c.framing == nil {
 		c.framing = Raw()
@@ -56,89 +122,147 @@ func newConfig(opts []Option) *config {
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
-	return c
+	return c, nil
 }
 
 // WithRoute makes Dial bind its socket to the route's local address (any
 // port) and resolve host names in the route's family.
 func WithRoute(r Route) Option {
-	return func(c *config) {
-		c.local = netip.AddrPortFrom(r.LocalIP, 0)
-		c.family = r.family()
+	return func(o *Options) error {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		o.LocalAddr = netip.AddrPortFrom(r.LocalIP, 0)
+		o.Family = r.family()
+		return nil
 	}
 }
 
 // WithLocalAddr makes Dial bind its socket to addr (port 0: any port) and
 // resolve host names in addr's family.
 func WithLocalAddr(addr netip.AddrPort) Option {
-	return func(c *config) {
-		c.local = addr
-		c.family = FamilyOf(addr.Addr())
+	return func(o *Options) error {
+		if !addr.Addr().IsValid() {
+			return invalid("local address %v", addr)
+		}
+		o.LocalAddr = addr
+		o.Family = FamilyOf(addr.Addr())
+		return nil
 	}
 }
 
 // WithFamily makes Dial resolve host names to addresses of family f only.
-func WithFamily(f Family) Option { return func(c *config) { c.family = f } }
+func WithFamily(f Family) Option {
+	return func(o *Options) error {
+		if f != AnyFamily && f != IPv4 && f != IPv6 {
+			return invalid("family %d", f)
+		}
+		o.Family = f
+		return nil
+	}
+}
 
 // WithResolver sets the resolver Dial uses for host names (default
 // net.DefaultResolver).
-func WithResolver(r *net.Resolver) Option { return func(c *config) { c.resolver = r } }
+func WithResolver(r *net.Resolver) Option {
+	return func(o *Options) error { o.Resolver = r; return nil }
+}
 
 // WithTLS runs TLS over a TCP pipe: a client pipe verifies the server with
 // cfg (certificate verification stays on unless cfg turns it off; an empty
 // ServerName is taken from the host Dial was given), a server pipe needs
-// cfg.Certificates or GetCertificate. The configuration is cloned. TLS on a
-// UDP pipe fails with ErrUnsupported.
+// cfg.Certificates or GetCertificate. The configuration is cloned; nil
+// is invalid. TLS on a UDP pipe fails with ErrUnsupported.
 func WithTLS(cfg *tls.Config) Option {
-	return func(c *config) {
-		if cfg != nil {
-			c.tls = cfg.Clone()
+	return func(o *Options) error {
+		if cfg == nil {
+			return invalid("nil TLS configuration")
 		}
+		o.TLS = cfg.Clone()
+		return nil
 	}
 }
 
 // WithFraming sets how a TCP pipe splits its stream into messages: Raw()
 // (the default), LengthPrefixed(max) or Lines(max). Both ends must agree.
-func WithFraming(f Framing) Option { return func(c *config) { c.framing = f } }
+func WithFraming(f Framing) Option {
+	return func(o *Options) error {
+		if f == nil {
+			return invalid("nil framing")
+		}
+		o.Framing = f
+		return nil
+	}
+}
 
 // WithMaxConns bounds the clients a server pipe holds at once (default
 // DefaultMaxConns). A TCP connection beyond the limit is closed at once; a
 // UDP datagram from a new address beyond it is still delivered to the
 // server's handlers and subscriptions but gets no client pipe. Either is
 // counted in Stats.Rejected. n <= 0 means no limit.
-func WithMaxConns(n int) Option { return func(c *config) { c.maxConns = n } }
+func WithMaxConns(n int) Option { return func(o *Options) error { o.MaxConns = n; return nil } }
 
 // WithAcceptQueue sets how many new clients wait for Accept (default
-// DefaultAcceptQueue). A client that finds the queue full is still served
+// DefaultAcceptQueue; negative is invalid). A client that finds the queue full is still served
 // by the server's handlers and subscriptions, but Accept does not return
 // it; UDP remotes that find it full get no client pipe. 0 turns Accept
 // off.
-func WithAcceptQueue(n int) Option { return func(c *config) { c.acceptQueue = max(n, 0) } }
+func WithAcceptQueue(n int) Option {
+	return func(o *Options) error {
+		if n < 0 {
+			return invalid("accept queue %d is negative", n)
+		}
+		o.AcceptQueue = n
+		return nil
+	}
+}
 
 // WithBacklog sets how many unclaimed messages a pipe keeps (default
 // DefaultBacklog): messages that matched no handler and no subscription
 // when they arrived. A later Subscribe on the pipe takes the matching ones
 // first, so a client pipe returned by Accept loses nothing that arrived
 // before its caller subscribed. When full, the oldest is dropped and
-// counted in Stats.BacklogDropped. 0 keeps none. A server and each of its
+// counted in Stats.BacklogDropped. 0 keeps none; negative is invalid. A server and each of its
 // clients have a backlog of this size.
-func WithBacklog(n int) Option { return func(c *config) { c.backlog = max(n, 0) } }
+func WithBacklog(n int) Option {
+	return func(o *Options) error {
+		if n < 0 {
+			return invalid("backlog %d is negative", n)
+		}
+		o.Backlog = n
+		return nil
+	}
+}
 
 // WithIdleTimeout closes a TCP pipe (client or a server's client) that
 // receives nothing for d. It frees the slots of half-open connections.
-// Zero, the default, means no timeout.
-func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
+// Zero, the default, means no timeout; negative is invalid.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(o *Options) error {
+		if d < 0 {
+			return invalid("idle timeout %v is negative", d)
+		}
+		o.IdleTimeout = d
+		return nil
+	}
+}
 
 // WithHandshakeTimeout bounds the TLS handshake of a server's clients
 // (default DefaultHandshakeTimeout); a client that does not finish in time
 // is dropped.
 func WithHandshakeTimeout(d time.Duration) Option {
-	return func(c *config) { c.handshakeTimeout = d }
+	return func(o *Options) error {
+		if d <= 0 {
+			return invalid("handshake timeout %v must be positive", d)
+		}
+		o.HandshakeTimeout = d
+		return nil
+	}
 }
 
 // WithLogger sets the logger for connection events and dropped clients
 // (default: discard).
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+func WithLogger(l *slog.Logger) Option { return func(o *Options) error { o.Logger = l; return nil } }
 
 // WithDirectRecv puts a client pipe (Dial) in direct receive mode: it has
 // no reader goroutine, and the socket is read by Recv calls themselves,
@@ -158,4 +282,4 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // while they keep coming and it has no handlers, and its reader goroutine
 // takes reading back within a millisecond (see the package
 // documentation).
-func WithDirectRecv() Option { return func(c *config) { c.directRecv = true } }
+func WithDirectRecv() Option { return func(o *Options) error { o.DirectRecv = true; return nil } }

@@ -296,7 +296,10 @@ func (p *Pipe) count(c counter, n uint64) {
 // preferred otherwise), with ctx bounding resolution, connection and TLS
 // handshake.
 func Dial(ctx context.Context, proto Protocol, addr string, opts ...Option) (*Pipe, error) {
-	cfg := newConfig(opts)
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, fmt.Errorf("netcore: dial %s %q: %w", proto, addr, err)
+	}
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("netcore: dial %s %q: %w", proto, addr, err)
@@ -315,7 +318,11 @@ func Dial(ctx context.Context, proto Protocol, addr string, opts ...Option) (*Pi
 // DialAddr opens a client pipe to dst; see Dial. With TLS, the server name
 // to verify is dst's address unless the TLS configuration sets one.
 func DialAddr(ctx context.Context, proto Protocol, dst netip.AddrPort, opts ...Option) (*Pipe, error) {
-	return dial(ctx, proto, dst, dst.Addr().WithZone("").String(), newConfig(opts))
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, fmt.Errorf("netcore: dial %s %s: %w", proto, dst, err)
+	}
+	return dial(ctx, proto, dst, dst.Addr().WithZone("").String(), cfg)
 }
 
 func dial(ctx context.Context, proto Protocol, dst netip.AddrPort, host string, cfg *config) (*Pipe, error) {
@@ -398,7 +405,10 @@ func dial(ctx context.Context, proto Protocol, dst netip.AddrPort, host string, 
 // listens on all addresses of the family; an IPv6 server does not take
 // IPv4 traffic. ctx bounds only the opening.
 func Listen(ctx context.Context, proto Protocol, route Route, port uint16, opts ...Option) (*Pipe, error) {
-	cfg := newConfig(opts)
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, fmt.Errorf("netcore: listen %s: %w", proto, err)
+	}
 	if err := route.validate(); err != nil {
 		return nil, err
 	}

@@ -68,17 +68,7 @@ func (p *Pipe) readDatagrams() {
 				p.gate.leave()
 				return
 			}
-			// For example ICMP port unreachable on a connected socket.
-			p.count(cErrors, 1)
-			p.log.Debug("netcore: udp read error", "pipe", p.String(), "err", err)
-			if failures++; failures > 8 {
-				t := time.NewTimer(10 * time.Millisecond)
-				select {
-				case <-t.C:
-				case <-p.done:
-					t.Stop()
-				}
-			}
+			failures = p.udpReadFailed(err, failures)
 			continue
 		}
 		failures = 0
@@ -95,6 +85,24 @@ func (p *Pipe) readDatagrams() {
 			return
 		}
 	}
+}
+
+// udpReadFailed counts a UDP read error that does not end the pipe (for
+// example ICMP port unreachable on a connected socket) and returns the
+// number of errors in a row; after more than 8 it waits 10ms (or until
+// the pipe closes) so that a socket that keeps failing does not spin.
+func (p *Pipe) udpReadFailed(err error, failures int) int {
+	p.count(cErrors, 1)
+	p.log.Debug("netcore: udp read error", "pipe", p.String(), "err", err)
+	if failures++; failures > 8 {
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-p.done:
+			t.Stop()
+		}
+	}
+	return failures
 }
 
 // pullOne reads one message in direct receive mode and dispatches it. The
@@ -202,17 +210,7 @@ func (p *Pipe) readLending() {
 			p.rtok <- struct{}{} // for Recv calls, which then see the end
 			return
 		case err != nil:
-			// For example ICMP port unreachable on a connected socket.
-			p.count(cErrors, 1)
-			p.log.Debug("netcore: udp read error", "pipe", p.String(), "err", err)
-			if failures++; failures > 8 {
-				t := time.NewTimer(10 * time.Millisecond)
-				select {
-				case <-t.C:
-				case <-p.done:
-					t.Stop()
-				}
-			}
+			failures = p.udpReadFailed(err, failures)
 		case trunc:
 			failures = 0
 			p.count(cBadInput, 1)

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
-	"sync"
-	"sync/atomic"
+
+	"github.com/peerbus/peerbus/internal/queue"
 )
 
 // DefaultQueueSize is a subscription's queue length when none is given.
@@ -15,44 +15,42 @@ const DefaultQueueSize = 128
 // Overflow is what a subscription does with a message when its queue is
 // full. Either way the loss is counted in Dropped and in the pipe's
 // Stats.QueueDropped; the pipe's reader never blocks on a slow consumer.
-type Overflow uint8
+type Overflow = queue.Overflow
 
 // Overflow policies.
 const (
 	// DropOldest discards the oldest queued message to make room (the
 	// default): a slow consumer sees the latest messages.
-	DropOldest Overflow = iota
+	DropOldest = queue.DropOldest
 	// DropNewest discards the arriving message: a slow consumer sees the
 	// earliest messages.
-	DropNewest
+	DropNewest = queue.DropNewest
 )
 
-// String returns "drop-oldest" or "drop-newest".
-func (o Overflow) String() string {
-	if o == DropNewest {
-		return "drop-newest"
-	}
-	return "drop-oldest"
-}
-
-// SubscribeOption configures a Subscription.
-type SubscribeOption func(*Subscription)
+// SubscribeOption configures a Subscription. An invalid value makes
+// Subscribe fail with an error wrapping ErrInvalidOption.
+type SubscribeOption func(*Subscription) error
 
 // From keeps only messages from addr. A zero port matches every port of
 // that host; an address without zone matches any zone.
 func From(addr netip.AddrPort) SubscribeOption {
-	return func(s *Subscription) {
+	return func(s *Subscription) error {
 		s.from = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 		s.hasFrom = addr.Addr().IsValid()
+		return nil
 	}
 }
 
 // QueueSize sets the subscription's queue length (default
-// DefaultQueueSize, minimum 1).
-func QueueSize(n int) SubscribeOption { return func(s *Subscription) { s.size = max(n, 1) } }
+// DefaultQueueSize; at least 1).
+func QueueSize(n int) SubscribeOption {
+	return func(s *Subscription) error { return optionErr(queue.SetSize(&s.size, n)) }
+}
 
 // WithOverflow sets the policy for a full queue (default DropOldest).
-func WithOverflow(o Overflow) SubscribeOption { return func(s *Subscription) { s.policy = o } }
+func WithOverflow(o Overflow) SubscribeOption {
+	return func(s *Subscription) error { return optionErr(queue.SetPolicy(&s.policy, o)) }
+}
 
 // Subscription is a filtered queue of a pipe's messages, created by
 // Pipe.Subscribe. It is safe for concurrent use.
@@ -63,16 +61,7 @@ type Subscription struct {
 	hasFrom bool
 	size    int
 	policy  Overflow
-
-	mu     sync.Mutex
-	ring   []Message
-	head   int
-	n      int
-	notify chan struct{} // one token: messages may be queued
-	closed chan struct{}
-	once   sync.Once
-
-	dropped atomic.Uint64
+	q       *queue.Queue[Message]
 }
 
 // String describes the subscription, e.g. `"^ping" from 127.0.0.1:0`.
@@ -85,20 +74,20 @@ func (s *Subscription) String() string {
 
 // Dropped returns how many messages the subscription discarded because its
 // queue was full.
-func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+func (s *Subscription) Dropped() uint64 { return s.q.Dropped() }
 
 // Len returns how many messages are queued.
-func (s *Subscription) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
+func (s *Subscription) Len() int { return s.q.Len() }
 
 // Close removes the subscription from its pipe. Queued messages are
-// discarded and Recv returns ErrClosed. Close is idempotent.
-func (s *Subscription) Close() {
+// discarded and Recv returns ErrClosed. A second Close returns an error
+// wrapping ErrClosed.
+func (s *Subscription) Close() error {
 	s.pipe.unsubscribe(s)
-	s.once.Do(func() { close(s.closed) })
+	if !s.q.Close() {
+		return fmt.Errorf("netcore: close %s: %w", s, ErrClosed)
+	}
+	return nil
 }
 
 // matches reports whether m passes the address filter and the pattern.
@@ -120,52 +109,9 @@ func (s *Subscription) matches(m *Message) bool {
 
 // push queues m, applying the overflow policy.
 func (s *Subscription) push(m Message) {
-	s.mu.Lock()
-	if s.n == s.size {
-		s.dropped.Add(1)
+	if s.q.Push(m) {
 		s.pipe.count(cQueueDropped, 1)
-		if s.policy == DropNewest {
-			s.mu.Unlock()
-			return
-		}
-		s.ring[s.head] = Message{}
-		s.head = (s.head + 1) % len(s.ring)
-		s.n--
 	}
-	if s.n == len(s.ring) { // grow, up to size
-		grown := make([]Message, min(max(2*len(s.ring), 8), s.size))
-		for i := range s.n {
-			grown[i] = s.ring[(s.head+i)%len(s.ring)]
-		}
-		s.ring, s.head = grown, 0
-	}
-	s.ring[(s.head+s.n)%len(s.ring)] = m
-	s.n++
-	s.mu.Unlock()
-	select {
-	case s.notify <- struct{}{}:
-	default:
-	}
-}
-
-// pop takes the oldest queued message.
-func (s *Subscription) pop() (Message, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.n == 0 {
-		return Message{}, false
-	}
-	m := s.ring[s.head]
-	s.ring[s.head] = Message{}
-	s.head = (s.head + 1) % len(s.ring)
-	s.n--
-	if s.n > 0 { // let another waiting Recv in
-		select {
-		case s.notify <- struct{}{}:
-		default:
-		}
-	}
-	return m, true
 }
 
 // Recv waits for the next message matching the subscription and returns
@@ -187,34 +133,34 @@ func (s *Subscription) Recv(ctx context.Context) (Message, error) {
 		defer p.recvs.Add(-1)
 	}
 	for {
-		if m, ok := s.pop(); ok {
+		if m, ok := s.q.Pop(); ok {
 			return m, nil
 		}
 		select {
-		case <-s.notify:
+		case <-s.q.Notify():
 		case <-tok:
 			// A message may have come with the token (the reader that
 			// had it queued one and gave the token back): take it
 			// rather than wait for the next.
-			if m, ok := s.pop(); ok {
+			if m, ok := s.q.Pop(); ok {
 				tok <- struct{}{}
 				return m, nil
 			}
 			if err := p.pullOne(ctx); err != nil {
-				if m, ok := s.pop(); ok {
+				if m, ok := s.q.Pop(); ok {
 					return m, nil
 				}
 				return Message{}, err
 			}
-		case <-s.closed:
+		case <-s.q.Closed():
 			return Message{}, fmt.Errorf("netcore: recv %s: %w", s, ErrClosed)
 		case <-p.done:
-			if m, ok := s.pop(); ok {
+			if m, ok := s.q.Pop(); ok {
 				return m, nil
 			}
 			return Message{}, fmt.Errorf("netcore: recv %s: %w", s, ErrClosed)
 		case <-ctx.Done():
-			if m, ok := s.pop(); ok {
+			if m, ok := s.q.Pop(); ok {
 				return m, nil
 			}
 			return Message{}, ctxErr(ctx, fmt.Sprintf("recv %s", s))

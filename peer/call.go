@@ -273,7 +273,7 @@ func (p *Peer) Call(ctx context.Context, tag string, args []byte, opts ...CallOp
 		h := p.handlers[tag]
 		p.mu.RUnlock()
 		if h == nil {
-			return nil, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag,
+			return nil, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag, Type: typeNoSuchTag,
 				Message: fmt.Sprintf("no such tag %q on this peer", tag), Tags: p.Tags()}
 		}
 		ctx, cancel := p.callContext(ctx, cfg)
@@ -331,8 +331,13 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 	if err != nil {
 		return nil, err
 	}
+	ctx, stop := p.perm.wait(ctx, subject)
+	defer stop()
 	resp, err := p.nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
+		if perr := permissionCause(ctx); perr != nil {
+			return nil, fmt.Errorf("peer: call %q: %w", tag, perr)
+		}
 		return nil, p.requestError(err, tag, cfg)
 	}
 	return parseReply(resp)
@@ -408,6 +413,22 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 	if len(cfg.peers) > 0 {
 		return p.callEach(ctx, tag, args, cfg)
 	}
+	if cfg.group != "" && p.opts.Group != cfg.group {
+		// A group with no live peer: the peers of other groups would
+		// ignore the request, and nobody would answer.
+		var infos []Info
+		if v := p.pres.currentView(); v != nil {
+			infos = v.list(PeerQuery{Group: cfg.group}, nil)
+		} else {
+			as, _ := queryPeers(ctx, p.nc, PeerQuery{Group: cfg.group}, 0, p.log)
+			for _, a := range as {
+				infos = append(infos, a.Info)
+			}
+		}
+		if len(infos) == 0 {
+			return nil, fmt.Errorf("%w: no peer of group %q offers tag %q (the group has no live peer)", ErrNoResponders, cfg.group, tag)
+		}
+	}
 	m, err := p.request(ctx, AllSubject(tag), args, cfg.group)
 	if err != nil {
 		return nil, err
@@ -457,10 +478,19 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 		}()
 	}
 	m.Reply = inbox
+	ctx, stop := p.perm.wait(ctx, m.Subject)
+	defer stop()
 	if err := p.nc.PublishMsg(m); err != nil {
 		return nil, fmt.Errorf("peer: call %q: %w", tag, err)
 	}
-	return gatherReplies(ctx, tag, ch, expCh)
+	out, err := gatherReplies(ctx, tag, ch, expCh)
+	if perr := permissionCause(ctx); perr != nil && len(out) == 0 {
+		return nil, fmt.Errorf("peer: call %q: %w", tag, perr)
+	}
+	if len(out) == 0 && errors.Is(err, ErrNoResponders) && cfg.group != "" {
+		err = fmt.Errorf("%w: no peer of group %q answered tag %q", ErrNoResponders, cfg.group, tag)
+	}
+	return out, err
 }
 
 // fanOutSettle is how long a fan-out call with no expectation from

@@ -36,6 +36,11 @@ var (
 	ErrDuplicateTag = errors.New("peer: tag already registered")
 	// ErrClosed reports use of a closed peer. It wraps net.ErrClosed.
 	ErrClosed = errClosed
+	// ErrBusy is matched (errors.Is) by the reply of a peer that runs
+	// as many calls of the tag as its limit allows (see
+	// Options.TagConcurrency): the call was refused at once, without
+	// running; it may be retried later or elsewhere.
+	ErrBusy = errors.New("peer: busy")
 	// ErrPanic is matched (errors.Is) by a RemoteError caused by a panic
 	// in the remote function.
 	ErrPanic = errors.New("peer: remote panic")
@@ -59,6 +64,7 @@ const (
 	CodeTimeout     = "timeout"     // the function exceeded the caller's deadline
 	CodeCanceled    = "canceled"    // the function was canceled (peer closing)
 	CodeUnavailable = "unavailable" // the peer is shutting down or overloaded
+	CodeBusy        = "busy"        // the tag runs as many calls as its limit allows
 )
 
 // RemoteError is the error of a call that ran and failed: the function
@@ -72,7 +78,11 @@ type RemoteError struct {
 	// Code classifies the failure: one of the Code* constants.
 	Code string `json:"code"`
 	// Type is the Go type name of the error (e.g. "*fs.PathError"), or of
-	// the panic value.
+	// the panic value. For bad_request it is the type of the decoding
+	// error (e.g. "*json.SyntaxError"); for the refusals a peer answers
+	// without running a function, the name of the matching sentinel
+	// ("peer.ErrNoSuchTag", "peer.ErrBadRequest" for an unknown codec,
+	// "peer.ErrPayloadTooLarge" for a result too large).
 	Type string `json:"type"`
 	// Message is the error's text.
 	Message string `json:"message"`
@@ -121,6 +131,8 @@ func (e *RemoteError) Is(target error) bool {
 		return target == context.Canceled
 	case CodeUnavailable:
 		return target == ErrNoResponders
+	case CodeBusy:
+		return target == ErrBusy
 	}
 	return false
 }

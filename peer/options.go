@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/peerbus/peerbus/identity"
 	"github.com/peerbus/peerbus/internal/names"
 )
 
@@ -21,6 +22,9 @@ const (
 	// DefaultMaxConcurrent bounds the functions a peer runs at once;
 	// further requests wait (and the bus applies back-pressure).
 	DefaultMaxConcurrent = 256
+	// DefaultTagConcurrency bounds the calls of one tag a peer runs at
+	// once; further calls of the tag are answered busy (ErrBusy).
+	DefaultTagConcurrency = 64
 )
 
 // Environment variables read by FromEnv.
@@ -29,14 +33,24 @@ const (
 	EnvHub      = "PEERBUS_HUB"       // "1"/"true": this peer is a hub
 	EnvPeerName = "PEERBUS_PEER_NAME" // friendly name
 	EnvPeerID   = "PEERBUS_PEER_ID"   // fixed peer id (uuid)
+	EnvIdentity = "PEERBUS_IDENTITY"  // nkey seed file of the peer's identity
+	// EnvTagConcurrency bounds the calls of each tag run at once.
+	EnvTagConcurrency = "PEERBUS_TAG_CONCURRENCY"
 )
 
 // Options configures a Peer. DefaultOptions gives the defaults; a zero
 // field means its default too. New refuses invalid values with an error
 // wrapping ErrInvalidOption.
 type Options struct {
-	// ID is the peer id, one subject token. Default: a new random uuid.
+	// ID is the peer id, one subject token. Default: a new random uuid,
+	// or the id of Identity.
 	ID string
+	// Identity is the peer's key pair. The peer's id is then the
+	// identity's (an ID that differs is refused), and the connection must
+	// have been made with the identity's ConnectOptions (its reply
+	// inboxes under the identity's inbox prefix), as a node enforcing a
+	// policy requires. Default: none.
+	Identity *identity.Identity
 	// Name is a friendly name. Default: "<hostname>-<pid>".
 	Name string
 	// Group is the peer's group (one subject token, may be empty).
@@ -57,6 +71,12 @@ type Options struct {
 	// MaxConcurrent bounds the functions the peer runs at once. Default
 	// DefaultMaxConcurrent.
 	MaxConcurrent int
+	// TagConcurrency bounds the calls of each tag the peer runs at once
+	// (the built-in tags info and ping have no bound): a call beyond it
+	// is answered at once with code busy (ErrBusy), never queued.
+	// Peer.SetTagConcurrency changes it for one tag. Default
+	// DefaultTagConcurrency.
+	TagConcurrency int
 	// NoPresence makes a client-only peer: it does not announce itself,
 	// and serves no tags to the bus (it can still call, emit, watch and
 	// list peers). The CLI's client commands use it.
@@ -75,11 +95,12 @@ type Option func(*Options) error
 // DefaultOptions returns the documented defaults.
 func DefaultOptions() Options {
 	return Options{
-		Codec:         JSON,
-		CallTimeout:   DefaultCallTimeout,
-		Heartbeat:     DefaultHeartbeat,
-		GoneAfter:     DefaultGoneAfter,
-		MaxConcurrent: DefaultMaxConcurrent,
+		Codec:          JSON,
+		CallTimeout:    DefaultCallTimeout,
+		Heartbeat:      DefaultHeartbeat,
+		GoneAfter:      DefaultGoneAfter,
+		MaxConcurrent:  DefaultMaxConcurrent,
+		TagConcurrency: DefaultTagConcurrency,
 	}
 }
 
@@ -97,6 +118,12 @@ func WithID(id string) Option {
 		o.ID = id
 		return nil
 	}
+}
+
+// WithIdentity makes id the peer's identity (see Options.Identity; nil
+// for none).
+func WithIdentity(id *identity.Identity) Option {
+	return func(o *Options) error { o.Identity = id; return nil }
 }
 
 // WithName sets the friendly name ("" is the default name).
@@ -161,6 +188,17 @@ func WithMaxConcurrent(n int) Option {
 	}
 }
 
+// WithTagConcurrency sets Options.TagConcurrency (positive).
+func WithTagConcurrency(n int) Option {
+	return func(o *Options) error {
+		if n <= 0 {
+			return invalid("tag concurrency %d must be positive", n)
+		}
+		o.TagConcurrency = n
+		return nil
+	}
+}
+
 // AsClient makes a client-only peer (see Options.NoPresence).
 func AsClient() Option { return func(o *Options) error { o.NoPresence = true; return nil } }
 
@@ -172,8 +210,8 @@ func WithErrorHandler(f func(error)) Option {
 	return func(o *Options) error { o.OnError = f; return nil }
 }
 
-// FromEnv applies PEERBUS_GROUP, PEERBUS_HUB, PEERBUS_PEER_NAME and
-// PEERBUS_PEER_ID when set.
+// FromEnv applies PEERBUS_GROUP, PEERBUS_HUB, PEERBUS_PEER_NAME,
+// PEERBUS_IDENTITY and PEERBUS_PEER_ID when set (see Settings).
 func FromEnv() Option { return func(o *Options) error { return o.ApplyEnv(os.LookupEnv) } }
 
 // ApplyEnv applies the variables found by lookup to o.
@@ -230,8 +268,23 @@ func (o *Options) validate() error {
 	case o.MaxConcurrent == 0:
 		o.MaxConcurrent = DefaultMaxConcurrent
 	}
+	switch {
+	case o.TagConcurrency < 0:
+		return invalid("tag concurrency %d is negative", o.TagConcurrency)
+	case o.TagConcurrency == 0:
+		o.TagConcurrency = DefaultTagConcurrency
+	}
 	if err := validGroup(o.Group); err != nil {
 		return err
+	}
+	if o.Identity != nil {
+		switch o.ID {
+		case "":
+			o.ID = o.Identity.PeerID()
+		case o.Identity.PeerID():
+		default:
+			return invalid("peer id %q: the identity %s gives id %s", o.ID, o.Identity.PublicKey(), o.Identity.PeerID())
+		}
 	}
 	if o.ID != "" {
 		if err := names.Token(o.ID); err != nil {

@@ -98,10 +98,15 @@ type Peer struct {
 	handlers map[string]*rawHandler
 	info     Info
 	callSub  *nats.Subscription
-	hooks    map[int]func(context.Context) error // see OnClose
-	nextHook int
+	// microSubs answer NATS micro discovery (see micro.go).
+	microSubs []*nats.Subscription
+	hooks     map[int]func(context.Context) error // see OnClose
+	nextHook  int
 
 	pres *presence
+
+	perm    *permWatch // permission violations of nc, for calls
+	unwatch func()
 }
 
 // New starts a peer on nc. The peer serves its built-in tags ("info",
@@ -120,6 +125,10 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 	}
 	if err := o.validate(); err != nil {
 		return nil, err
+	}
+	if o.Identity != nil && nc.Opts.InboxPrefix != o.Identity.InboxPrefix() {
+		return nil, invalid("identity %s: the connection's reply inboxes must be under %q (connect with the identity's ConnectOptions)",
+			o.Identity.PublicKey(), o.Identity.InboxPrefix())
 	}
 	host, _ := os.Hostname()
 	if o.ID == "" {
@@ -146,6 +155,7 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 			Node: nc.ConnectedServerName(),
 		},
 	}
+	p.perm, p.unwatch = watchPermissions(nc)
 	p.callPrefix = subjCall + o.ID + "."
 	if o.Group != "" {
 		p.groupAnyPrefix = subjGroupAny + o.Group + "."
@@ -180,6 +190,9 @@ func (p *Peer) start() error {
 			return err
 		}
 		if _, err := Register(p, TagPing, func(context.Context, struct{}) (any, error) { return nil, nil }); err != nil {
+			return err
+		}
+		if err := p.startMicro(); err != nil {
 			return err
 		}
 	}
@@ -313,6 +326,7 @@ func (p *Peer) shutdown(ctx context.Context, leave bool) error {
 	if p.callSub != nil {
 		subs = append(subs, p.callSub)
 	}
+	subs = append(subs, p.microSubs...)
 	for _, h := range p.handlers {
 		subs = append(subs, h.subs...)
 	}
@@ -332,6 +346,9 @@ func (p *Peer) shutdown(ctx context.Context, leave bool) error {
 		}
 	}
 	p.cancel()
+	if p.unwatch != nil {
+		p.unwatch()
+	}
 	done := make(chan struct{})
 	go func() {
 		p.wg.Wait()

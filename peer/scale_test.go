@@ -304,4 +304,3 @@ func TestPresenceClusterNodeDies(t *testing.T) {
 	}
 	eachPeer(t, onAlive, func(i int) error { return awaitPeers(f.peers[i], alive, 20*time.Second) })
 }
-

@@ -7,11 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +25,11 @@ type rawHandler struct {
 	where string // function name and location, for error stacks
 	run   func(ctx context.Context, args []byte) ([]byte, error)
 	subs  []*nats.Subscription
+	stats tagStats
+	// limit bounds the calls of the tag running at once (0: no limit,
+	// the built-in tags); running counts them.
+	limit   atomic.Int32
+	running atomic.Int32
 }
 
 // Register serves fn under tag on p and returns its handle. An empty tag
@@ -43,7 +50,7 @@ func Register[In, Out any](p *Peer, tag string, fn func(context.Context, In) (Ou
 		var in In
 		if len(args) > 0 {
 			if err := codec.Unmarshal(args, &in); err != nil {
-				return nil, fmt.Errorf("%w: decode arguments of %s: %v", ErrBadRequest, tag, err)
+				return nil, fmt.Errorf("%w: decode arguments of %s: %w", ErrBadRequest, tag, err)
 			}
 		}
 		out, err := fn(ctx, in)
@@ -88,6 +95,9 @@ func (p *Peer) addHandler(h *rawHandler) error {
 	if _, err := checkInfo(i); err != nil {
 		p.mu.Unlock()
 		return fmt.Errorf("peer: register %q: %w", h.tag, err)
+	}
+	if h.tag != TagPing && h.tag != TagInfo {
+		h.limit.Store(int32(p.opts.TagConcurrency))
 	}
 	p.handlers[h.tag] = h
 	p.mu.Unlock()
@@ -134,6 +144,23 @@ func (p *Peer) subscribeTag(tag string) ([]*nats.Subscription, error) {
 		return fail(err)
 	}
 	return append(subs, as), nil
+}
+
+// SetTagConcurrency bounds the calls of tag that run at once to n (see
+// Options.TagConcurrency); 0 removes the bound. The tag must be
+// registered.
+func (p *Peer) SetTagConcurrency(tag string, n int) error {
+	if n < 0 {
+		return invalid("tag concurrency %d is negative", n)
+	}
+	p.mu.RLock()
+	h := p.handlers[tag]
+	p.mu.RUnlock()
+	if h == nil {
+		return fmt.Errorf("%w: %q", ErrNoSuchTag, tag)
+	}
+	h.limit.Store(int32(min(n, math.MaxInt32)))
+	return nil
 }
 
 // Unregister stops serving tag.
@@ -260,11 +287,15 @@ func (p *Peer) promote() {
 	}
 }
 
-// handle serves one request.
+// handle serves one request. Peerbus-Group scopes fan-out calls only: a
+// fan-out call for another group is ignored, while the header on any
+// other subject is (a group-scoped call of one peer uses the gany
+// subject, see GroupAnySubject).
 func (p *Peer) handle(m *nats.Msg) {
-	if g := m.Header.Get(HeaderGroup); g == "" || g == p.opts.Group {
-		p.serve(m, p.requestTag(m.Subject))
-	} // else: a fan-out call for another group
+	if g := m.Header.Get(HeaderGroup); g != "" && g != p.opts.Group && strings.HasPrefix(m.Subject, subjAll) {
+		return
+	}
+	p.serve(m, p.requestTag(m.Subject))
 }
 
 func (p *Peer) serve(m *nats.Msg, tag string) {
@@ -272,17 +303,31 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 	h := p.handlers[tag]
 	p.mu.RUnlock()
 	if h == nil {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag,
+		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeNoSuchTag, Type: typeNoSuchTag,
 			Message: fmt.Sprintf("no such tag %q on this peer", tag), Tags: p.Tags()})
 		return
+	}
+	start := h.stats.begin()
+	if lim := h.limit.Load(); lim > 0 {
+		if n := h.running.Add(1); n > lim {
+			h.running.Add(-1)
+			re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeBusy, Type: typeBusy,
+				Message: fmt.Sprintf("tag %q is busy: %d calls running, its limit", tag, lim)}
+			h.stats.end(start, re.Code, re.Message)
+			p.replyError(m, re)
+			return
+		}
+		defer h.running.Add(-1)
 	}
 	c := m.Header.Get(HeaderCodec)
 	if c == "" {
 		c = "json" // the protocol's default
 	}
 	if c != p.opts.Codec.Name() {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest,
-			Message: fmt.Sprintf("codec %q not supported, this peer speaks %q", c, p.opts.Codec.Name())})
+		re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeBadRequest, Type: typeBadRequest,
+			Message: fmt.Sprintf("codec %q not supported, this peer speaks %q", c, p.opts.Codec.Name())}
+		h.stats.end(start, re.Code, re.Message)
+		p.replyError(m, re)
 		return
 	}
 	var dl time.Time
@@ -292,16 +337,25 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 			dl, hasDL = time.Unix(0, ns), true
 		}
 	}
+	if !hasDL {
+		// A request without a deadline is bounded all the same.
+		dl, hasDL = time.Now().Add(p.opts.CallTimeout), true
+	}
 	ctx := newServeCtx(p.ctx, dl, hasDL, m.Header.Get(HeaderCaller))
 	defer ctx.end()
 	out, err := p.runHandler(ctx, h, m.Data)
 	if err != nil {
 		re := toRemoteError(err, p.id, tag, h.where)
 		re.cause = nil
+		h.stats.end(start, re.Code, re.Message)
 		p.replyError(m, re)
 		return
 	}
-	p.reply(m, out, tag)
+	if re := p.reply(m, out, tag); re != nil {
+		h.stats.end(start, re.Code, re.Message)
+		return
+	}
+	h.stats.end(start, "", "")
 }
 
 // runHandler runs h, turning a panic into a RemoteError.
@@ -350,7 +404,51 @@ func toRemoteError(err error, id, tag, where string) *RemoteError {
 	if st, ok := err.(interface{ StackTrace() string }); ok {
 		stack = st.StackTrace()
 	}
-	return &RemoteError{Peer: id, Tag: tag, Code: code, Type: typeName(err), Message: err.Error(), Stack: stack, cause: err}
+	typ := typeName(err)
+	if code == CodeBadRequest {
+		typ = badRequestType(err)
+	}
+	return &RemoteError{Peer: id, Tag: tag, Code: code, Type: typ, Message: err.Error(), Stack: stack, cause: err}
+}
+
+// The type names of the errors a peer answers without running a
+// function (the Go names of the matching sentinels).
+const (
+	typeBusy       = "peer.ErrBusy"
+	typeNoSuchTag  = "peer.ErrNoSuchTag"
+	typeBadRequest = "peer.ErrBadRequest"
+)
+
+// badRequestType names the cause of a bad request: the type of the error
+// wrapped beside ErrBadRequest (e.g. "*json.SyntaxError" for arguments
+// that did not decode), else typeBadRequest.
+func badRequestType(err error) string {
+	for {
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			var next error
+			for _, e := range u.Unwrap() {
+				if e != ErrBadRequest {
+					next = e
+				}
+			}
+			if next == nil {
+				return typeBadRequest
+			}
+			err = next
+		case interface{ Unwrap() error }:
+			next := u.Unwrap()
+			if next == nil {
+				return typeName(err)
+			}
+			err = next
+		default:
+			if err == ErrBadRequest {
+				return typeBadRequest
+			}
+			return typeName(err)
+		}
+	}
 }
 
 // maxData is the largest payload that fits a message with headers h.
@@ -364,20 +462,24 @@ func (p *Peer) maxData(h nats.Header) int {
 	return int(p.nc.MaxPayload()) - n - 16
 }
 
-func (p *Peer) reply(m *nats.Msg, data []byte, tag string) {
+// reply sends a result, or the error of a result too large, which it
+// returns.
+func (p *Peer) reply(m *nats.Msg, data []byte, tag string) *RemoteError {
 	if m.Reply == "" {
-		return
+		return nil
 	}
 	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.okVal}}
 	if len(data) > p.maxData(r.Header) {
-		p.replyError(m, &RemoteError{Peer: p.id, Tag: tag, Code: CodeTooLarge, Type: "peer.ErrPayloadTooLarge",
-			Message: fmt.Sprintf("result of %d bytes exceeds the bus max payload of %d bytes", len(data), p.nc.MaxPayload())})
-		return
+		re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeTooLarge, Type: "peer.ErrPayloadTooLarge",
+			Message: fmt.Sprintf("result of %d bytes exceeds the bus max payload of %d bytes", len(data), p.nc.MaxPayload())}
+		p.replyError(m, re)
+		return re
 	}
 	r.Data = data
 	if err := p.nc.PublishMsg(r); err != nil {
 		p.ReportError(fmt.Errorf("peer: reply to %s: %w", tag, err))
 	}
+	return nil
 }
 
 func (p *Peer) replyError(m *nats.Msg, re *RemoteError) {

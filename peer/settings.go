@@ -3,6 +3,8 @@ package peer
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/peerbus/peerbus/identity"
 )
 
 // Setting is one setting of a peer that the environment or a flag of the
@@ -14,7 +16,7 @@ type Setting struct {
 	Env string
 	// Flag is the name of the node command's flag, without dashes.
 	Flag string
-	// Type is the type of the value, "string" or "bool"
+	// Type is the type of the value, "string", "int" or "bool"
 	// (strconv.ParseBool).
 	Type string
 	// Default is the default value as text; "" when it is the zero value
@@ -52,6 +54,26 @@ func Settings() []Setting {
 		{Env: EnvPeerName, Flag: "peer-name", Type: "string", DefaultDoc: "`<hostname>-<pid>`",
 			Usage: "the peer's friendly name",
 			Set:   func(o *Options, v string) error { o.Name = v; return nil }},
+		{Env: EnvIdentity, Flag: "identity", Type: "string",
+			Usage: "nkey seed `FILE` of the peer's identity (made by `peerbus keygen`); the peer id is then the key's",
+			Set: func(o *Options, v string) error {
+				id, err := identity.Load(v)
+				if err != nil {
+					return fmt.Errorf("%w: %s: %v", ErrInvalidOption, EnvIdentity, err)
+				}
+				o.Identity = id
+				return nil
+			}},
+		{Env: EnvTagConcurrency, Flag: "tag-concurrency", Type: "int", Default: strconv.Itoa(DefaultTagConcurrency),
+			Usage: "calls of one tag run at once; more are answered busy",
+			Set: func(o *Options, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("%w: %s=%q is not a positive integer", ErrInvalidOption, EnvTagConcurrency, v)
+				}
+				o.TagConcurrency = n
+				return nil
+			}},
 		{Env: EnvPeerID, Flag: "peer-id", Type: "string", DefaultDoc: "a new random uuid",
 			Usage: "fixed peer id",
 			Set:   func(o *Options, v string) error { o.ID = v; return nil }},

@@ -50,10 +50,13 @@ load-balanced (within --group when given); "all" every peer offering TAG
   {"peer":"<id>","result":<JSON>}  or  {"peer":"<id>","error":{...}}
 or a peer id to call that peer.
 
-Exit status: 0 on success; 2 when a peer ran the call and it failed (the
-remote error is printed on stderr, with its stack under --stack; with
---peer all, when some peer failed); 1 for every other error (bad arguments,
-unreachable node, no peer offering TAG, timeout).`,
+Exit status: 0 on success; 2 when a peer answered with an error (the
+remote error is printed on stderr, with its stack under --stack), whatever
+its code: a failed or panicking function, no_such_tag from a peer called by
+id, bad_request, a timeout the peer reported; with --peer all, when some
+peer failed. 1 for every other error: bad arguments, an unreachable node,
+no peer offering TAG (no reply at all), no result within --timeout (the
+caller's own timeout).`,
 		Example: `  peerbus call multiply '{"a":5,"b":10}'
   echo '{"a":5,"b":10}' | peerbus call multiply -
   peerbus call --peer all ping
@@ -142,7 +145,7 @@ func callError(ctx context.Context, nc *nats.Conn, err error, tag, target string
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		infos, _ := peer.QueryPeers(qctx, nc, 0)
-		if target == "any" && f.group != "" {
+		if (target == "any" || target == "all") && f.group != "" {
 			var tags []string
 			for _, i := range infos {
 				if i.Group == f.group {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/peerbus/peerbus/bus"
 	"github.com/peerbus/peerbus/eventlog"
+	"github.com/peerbus/peerbus/identity"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -60,6 +61,7 @@ func addServerFlag(cmd *cobra.Command, dst *string) {
 	fs.StringVar(&c.user, "user", "", "user the node requires, with --password ($"+bus.EnvUser+")")
 	fs.StringVar(&c.password, "password", "", "password of --user ($"+bus.EnvPassword+")")
 	fs.StringVar(&c.nkey, "nkey", "", "nkey seed (SU...) or a `FILE` holding it ($"+bus.EnvNKeySeed+")")
+	fs.StringVar(&c.identity, "identity", "", "nkey seed `FILE` of the client's identity, made by \"peerbus keygen\" ($"+peer.EnvIdentity+")")
 	fs.StringVar(&c.creds, "creds", "", "JWT credentials `FILE` ($"+bus.EnvCreds+")")
 	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM `FILE` of the CA that signed the node's certificate ($"+bus.EnvTLSCA+")")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for nodes that verify clients ($"+envClientTLSCert+")")
@@ -77,7 +79,20 @@ const (
 // falls back to its environment variable when the connection is made, so
 // that secrets never show as flag defaults in --help.
 type credFlags struct {
-	token, user, password, nkey, creds, tlsCA, tlsCert, tlsKey string
+	token, user, password, nkey, creds, tlsCA, tlsCert, tlsKey, identity string
+}
+
+// loadIdentity returns the identity of --identity or $PEERBUS_IDENTITY,
+// or nil when neither is given.
+func (c credFlags) loadIdentity(lookup func(string) string) (*identity.Identity, error) {
+	path := c.identity
+	if path == "" {
+		path = strings.TrimSpace(lookup(peer.EnvIdentity))
+	}
+	if path == "" {
+		return nil, nil
+	}
+	return identity.Load(path)
 }
 
 // cliCreds holds the credential flags of the command being run.
@@ -101,6 +116,11 @@ func (c credFlags) options(lookup func(string) string) ([]nats.Option, error) {
 		TLSCert:   pick(c.tlsCert, envClientTLSCert),
 		TLSKey:    pick(c.tlsKey, envClientTLSKey),
 	}
+	id, err := c.loadIdentity(lookup)
+	if err != nil {
+		return nil, err
+	}
+	o.Identity = id
 	return o.ConnectOptions()
 }
 
@@ -185,7 +205,7 @@ func dialServer(server string, extra ...nats.Option) (*nats.Conn, error) {
 		}
 		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 			return nil, fmt.Errorf("node at %s refused the credentials: %v\n"+
-				"(give --token, --user/--password, --nkey or --creds, or $%s, $%s/$%s)",
+				"(give --token, --user/--password, --identity, --nkey or --creds, or $%s, $%s/$%s)",
 				redactURL(u), err, bus.EnvAuthToken, bus.EnvUser, bus.EnvPassword)
 		}
 		if strings.Contains(err.Error(), "tls") || strings.Contains(err.Error(), "x509") {
@@ -237,7 +257,12 @@ func openClient(server string, popts []peer.Option, nopts ...nats.Option) (*clie
 	if err != nil {
 		return nil, err
 	}
-	p, err := peer.New(nc, clientOptions(popts...)...)
+	id, err := cliCreds.loadIdentity(os.Getenv)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	p, err := peer.New(nc, clientOptions(append([]peer.Option{peer.WithIdentity(id)}, popts...)...)...)
 	if err != nil {
 		nc.Close()
 		return nil, err

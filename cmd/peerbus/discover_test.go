@@ -144,9 +144,9 @@ func TestDiscoveryInNamespaces(t *testing.T) {
 	if got := peerNamesIn(t, hosts["x"].Namespace); !slices.Equal(got, []string{"x"}) {
 		t.Errorf("x alone sees %v", got)
 	}
-	if !strings.Contains(nodes["x"].stderr.String(), "first node of the cluster") {
-		t.Errorf("x did not say its event log waits for a second node; stderr:\n%s", nodes["x"].stderr.String())
-	}
+	waitFor(t, "x to say its event log waits for a second node", 10*time.Second, func() bool {
+		return strings.Contains(nodes["x"].stderr.String(), "first node of the cluster")
+	})
 	nodes["y"] = node("y", "--cluster-name", "other")
 	nodes["y"].waitReady(t, 30*time.Second)
 	waitFor(t, "x and y see each other", 15*time.Second, func() bool {

@@ -111,7 +111,7 @@ func runEmit(cmd *cobra.Command, f *emitFlags, args []string) error {
 		ack, err = c.lg.Emit(ctx, name, data, eopts...)
 	}
 	if err != nil {
-		if errors.Is(err, eventlog.ErrNoLog) {
+		if errors.Is(err, eventlog.ErrNoJetStream) {
 			return fmt.Errorf("%w\n(the node has no event log: it runs without JetStream; "+
 				"use --transient to send the event to live watchers without storing it)", err)
 		}

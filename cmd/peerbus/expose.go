@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -124,23 +125,7 @@ func runExpose(cmd *cobra.Command, f *exposeFlags, args []string) error {
 
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
-	opts := []bridge.Option{
-		bridge.WithLogger(log.With("component", "bridge")),
-		bridge.WithUDPIdleTimeout(f.udpIdle),
-		bridge.OnSession(func(si bridge.SessionInfo) {
-			remote := "-"
-			if si.Remote.IsValid() {
-				remote = si.Remote.String()
-			}
-			log.Info("session", "service", si.Service, "dialer", si.Peer, "path", si.Path, "remote", remote)
-		}),
-	}
-	if len(f.stun) > 0 {
-		opts = append(opts, bridge.WithSTUN(f.stun...))
-	}
-	if f.noLoop {
-		opts = append(opts, bridge.WithoutLoopback())
-	}
+	opts := exposeOptions(f, log)
 	var services []*bridge.Service
 	defer func() {
 		for _, s := range services {
@@ -170,4 +155,26 @@ func runExpose(cmd *cobra.Command, f *exposeFlags, args []string) error {
 		log.Info("service closed", "service", s.Name(), "sessions", st.Opened, "paths", fmt.Sprint(st.Paths))
 	}
 	return nil
+}
+
+// exposeOptions maps the flags of "peerbus expose" to bridge options.
+func exposeOptions(f *exposeFlags, log *slog.Logger) []bridge.ExposeOption {
+	opts := []bridge.ExposeOption{
+		bridge.WithLogger(log.With("component", "bridge")),
+		bridge.WithUDPIdleTimeout(f.udpIdle),
+		bridge.OnSession(func(si bridge.SessionInfo) {
+			remote := "-"
+			if si.Remote.IsValid() {
+				remote = si.Remote.String()
+			}
+			log.Info("session", "service", si.Service, "dialer", si.Peer, "path", si.Path, "remote", remote)
+		}),
+	}
+	if len(f.stun) > 0 {
+		opts = append(opts, bridge.WithSTUN(f.stun...))
+	}
+	if f.noLoop {
+		opts = append(opts, bridge.WithoutLoopback())
+	}
+	return opts
 }

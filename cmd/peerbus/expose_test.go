@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/peerbus/peerbus/bridge"
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -68,82 +68,6 @@ func startExpose(t *testing.T, server string, args ...string) *exposeProc {
 	return e
 }
 
-// echoTCP runs a TCP echo server that half-closes once its client has;
-// it returns "tcp://addr".
-func echoTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, _ = io.CopyBuffer(c, c, make([]byte, 256<<10))
-				_ = c.(*net.TCPConn).CloseWrite()
-				_, _ = c.Read(make([]byte, 1))
-				_ = c.Close()
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = l.Close()
-		mu.Lock()
-		for c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return "tcp://" + l.Addr().String()
-}
-
-// echoUDP runs a UDP echo server; it returns "udp://addr".
-func echoUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			_, _ = c.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = c.Close()
-		<-done
-	})
-	return "udp://" + c.LocalAddr().String()
-}
-
 // bridgeClient connects to server with a client-only peer.
 func bridgeClient(t *testing.T, server string) *peer.Peer {
 	t.Helper()
@@ -162,7 +86,7 @@ func bridgeClient(t *testing.T, server string) *peer.Peer {
 
 // dialWhenReady dials until the service is reachable from p (its
 // subscriptions reach the other node asynchronously).
-func dialWhenReady(t *testing.T, p *peer.Peer, id, name string, opts ...bridge.Option) *bridge.Conn {
+func dialWhenReady(t *testing.T, p *peer.Peer, id, name string, opts ...bridge.DialOption) *bridge.Conn {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -185,7 +109,7 @@ func dialWhenReady(t *testing.T, p *peer.Peer, id, name string, opts ...bridge.O
 // with matching sha256, half-close, 50 concurrent streams, datagrams.
 func TestExposeProcessAcrossCluster(t *testing.T) {
 	a, b := startBridgeCluster(t)
-	ex := startExpose(t, a, "echo", echoTCP(t), "uecho", echoUDP(t))
+	ex := startExpose(t, a, "echo", echotest.TCP(t), "uecho", echotest.UDP(t))
 	p := bridgeClient(t, b)
 
 	t.Run("100MiB", func(t *testing.T) {

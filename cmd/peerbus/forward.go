@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -107,7 +105,10 @@ func runForward(cmd *cobra.Command, f *forwardFlags, peerID, name string) error 
 	if f.timeout <= 0 {
 		return fmt.Errorf("--timeout must be positive, not %v", f.timeout)
 	}
-	opts := []bridge.Option{bridge.WithStrategies(strategies...), bridge.WithLogger(log.With("component", "bridge"))}
+	if f.udpIdle <= 0 {
+		return fmt.Errorf("--udp-idle must be positive, not %v", f.udpIdle)
+	}
+	opts := []bridge.DialOption{bridge.WithStrategies(strategies...), bridge.WithLogger(log.With("component", "bridge"))}
 	if len(f.stun) > 0 {
 		opts = append(opts, bridge.WithSTUN(f.stun...))
 	}
@@ -131,7 +132,7 @@ func runForward(cmd *cobra.Command, f *forwardFlags, peerID, name string) error 
 // forwarder carries local connections to a remote service.
 type forwarder struct {
 	peerID, name string
-	opts         []bridge.Option
+	opts         []bridge.DialOption
 	timeout      time.Duration
 	idle         time.Duration
 	log          *slog.Logger
@@ -198,13 +199,7 @@ func pathRemote(res bridge.DialResult) string {
 	return "-"
 }
 
-// udpSession is the session of one local UDP client.
-type udpSession struct {
-	client  netip.AddrPort
-	pending chan []byte // datagrams from the client, sent in order
-}
-
-// udp forwards the datagrams of every local client.
+// udp forwards the datagrams of every local client (bridge.ForwardUDP).
 func (fw *forwarder) udp(ctx context.Context, out io.Writer, addr string) error {
 	var lc net.ListenConfig
 	pcc, err := lc.ListenPacket(ctx, "udp", addr)
@@ -212,107 +207,12 @@ func (fw *forwarder) udp(ctx context.Context, out io.Writer, addr string) error 
 		return err
 	}
 	pc := pcc.(*net.UDPConn)
-	defer fw.wg.Wait()
-	defer pc.Close()
 	if err := printListening(out, "udp", pc.LocalAddr()); err != nil {
+		_ = pc.Close()
 		return err
 	}
-	var mu sync.Mutex
-	sessions := map[netip.AddrPort]*udpSession{}
-	stopRead := context.AfterFunc(ctx, func() { _ = pc.Close() })
-	defer stopRead()
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := pc.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				fw.log.Info("shutting down", "cause", context.Cause(ctx))
-				return nil
-			}
-			continue
-		}
-		data := append([]byte(nil), buf[:n]...)
-		mu.Lock()
-		s := sessions[from]
-		if s == nil {
-			s = &udpSession{client: from, pending: make(chan []byte, 64)}
-			sessions[from] = s
-			fw.wg.Add(1)
-			go func() {
-				defer fw.wg.Done()
-				fw.serveUDP(ctx, pc, s)
-				mu.Lock()
-				delete(sessions, from)
-				mu.Unlock()
-			}()
-		}
-		mu.Unlock()
-		select {
-		case s.pending <- data:
-		default: // the session is not keeping up: drop, as UDP may
-		}
-	}
-}
-
-func (fw *forwarder) serveUDP(ctx context.Context, pc *net.UDPConn, s *udpSession) {
-	dctx, cancel := context.WithTimeout(ctx, fw.timeout)
-	c, err := bridge.DialPacket(dctx, fw.cl.p, fw.peerID, fw.name, fw.opts...)
-	cancel()
-	if err != nil {
-		fw.log.Warn("udp session refused", "from", s.client, "err", err)
-		return
-	}
-	defer c.Close()
-	res := c.Result()
-	fw.log.Info("udp session", "from", s.client, "peer", res.Peer, "path", res.Path,
-		"remote", pathRemote(res), "setup", res.Setup.Round(time.Millisecond))
-	var lastMu sync.Mutex
-	last := time.Now()
-	touch := func() {
-		lastMu.Lock()
-		last = time.Now()
-		lastMu.Unlock()
-	}
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		buf := make([]byte, 65536)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				if errors.Is(err, bridge.ErrClosed) || errors.Is(err, bridge.ErrPeerClosed) || errors.Is(err, bridge.ErrPeerGone) {
-					return
-				}
-				continue
-			}
-			touch()
-			_, _ = pc.WriteToUDPAddrPort(buf[:n], s.client)
-		}
-	}()
-	tick := time.NewTicker(min(fw.idle/4, time.Second))
-	defer tick.Stop()
-	for {
-		select {
-		case d := <-s.pending:
-			touch()
-			_, _ = c.Write(d)
-		case <-readerDone:
-			fw.log.Info("udp session ended by the service side", "from", s.client)
-			return
-		case <-ctx.Done():
-			_ = c.Close()
-			<-readerDone
-			return
-		case now := <-tick.C:
-			lastMu.Lock()
-			idle := now.Sub(last)
-			lastMu.Unlock()
-			if idle > fw.idle {
-				fw.log.Info("udp session idle", "from", s.client)
-				_ = c.Close()
-				<-readerDone
-				return
-			}
-		}
-	}
+	opts := append(fw.opts, bridge.WithSessionSetupTimeout(fw.timeout), bridge.WithUDPIdleTimeout(fw.idle))
+	err = bridge.ForwardUDP(ctx, fw.cl.p, pc, fw.peerID, fw.name, opts...)
+	fw.log.Info("shutting down", "cause", context.Cause(ctx))
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/peerbus/peerbus/bridge"
+	"github.com/peerbus/peerbus/internal/echotest"
 )
 
 // forwardProc is a running "peerbus forward".
@@ -85,7 +86,7 @@ func TestForwardWithSocatAndNc(t *testing.T) {
 	requireNetTool(t, "socat")
 	requireNetTool(t, "nc")
 	a, b := startBridgeCluster(t)
-	ex := startExpose(t, a, "echo", echoTCP(t), "uecho", echoUDP(t))
+	ex := startExpose(t, a, "echo", echotest.TCP(t), "uecho", echotest.UDP(t))
 	relay := startForward(t, b, "--listen", "127.0.0.1:0", "--strategies", "relay", ex.peer, "echo")
 	direct := startForward(t, b, "--listen", "tcp://127.0.0.1:0", "any", "echo")
 	udp := startForward(t, b, "--listen", "udp://127.0.0.1:0", ex.peer, "uecho")

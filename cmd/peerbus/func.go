@@ -137,6 +137,13 @@ func (f *commandFunc) run(ctx context.Context, args []byte) ([]byte, error) {
 			limit = n
 		}
 	}
+	if a := bytes.TrimSpace(args); len(a) > 0 {
+		var v json.RawMessage
+		if err := json.Unmarshal(a, &v); err != nil {
+			// As a typed function answers: the command never runs.
+			return nil, fmt.Errorf("%w: arguments of %s are not JSON: %w", peer.ErrBadRequest, f.spec.Tag, err)
+		}
+	}
 	cmd := exec.CommandContext(ctx, "sh", "-c", f.spec.Command)
 	cmd.Stdin = bytes.NewReader(args)
 	stdout := &cappedBuffer{limit: limit, strict: true}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +58,17 @@ func TestCommandFunc(t *testing.T) {
 		_, err := runFunc(t, "echo hello", ``, 10*time.Second, 0)
 		if err == nil || !strings.Contains(err.Error(), "invalid JSON") || !strings.Contains(err.Error(), "hello") {
 			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("arguments not JSON", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "ran")
+		_, err := runFunc(t, "touch "+marker+"; cat", `{bad`, 10*time.Second, 0)
+		var se *json.SyntaxError
+		if !errors.Is(err, peer.ErrBadRequest) || !errors.As(err, &se) {
+			t.Fatalf("err = %v, want ErrBadRequest wrapping the *json.SyntaxError", err)
+		}
+		if _, serr := os.Stat(marker); serr == nil {
+			t.Error("the command ran for arguments that are not JSON")
 		}
 	})
 	t.Run("canceled", func(t *testing.T) {

@@ -28,9 +28,19 @@ import (
 
 // logError adds a hint to the event log errors a user can act on.
 func logError(err error) error {
+	var oe *eventlog.OutcomeError
+	if errors.As(err, &oe) && oe.ID != "" {
+		err = fmt.Errorf("%w\n(emit it again with --id %s: it is stored once)", err, oe.ID)
+	}
 	switch {
-	case errors.Is(err, eventlog.ErrNoLog):
+	case errors.Is(err, eventlog.ErrNoQuorum):
+		return fmt.Errorf("%w\n(the log stores events again once a majority of its nodes run and reach each other: "+
+			"start the nodes that are down, or mend the network between them)", err)
+	case errors.Is(err, eventlog.ErrNoJetStream):
 		return fmt.Errorf("%w\n(the node keeps no event log: it runs without JetStream, e.g. with --no-jetstream)", err)
+	case errors.Is(err, eventlog.ErrNoLog):
+		return fmt.Errorf("%w\n(the node's JetStream did not answer in time: it may still be starting, "+
+			"or, in a cluster, fewer than a majority of the nodes run and reach each other)", err)
 	case errors.Is(err, eventlog.ErrLogFull):
 		return fmt.Errorf("%w\n(the log refuses new events once a limit is reached (node --log-discard new): "+
 			"raise the node's --log-max-bytes, --log-max-events or --log-max-age, or use --log-discard old "+

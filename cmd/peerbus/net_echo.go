@@ -59,7 +59,8 @@ the slots of silent ones.`,
   peerbus echo --tcp 7000 --all-addresses --framing lines
   peerbus echo --udp 0 --v6 --verbose
 
-  # then, from another terminal:
+  # then, from another terminal (nc -N is netcat-openbsd's: Debian package
+  # netcat-openbsd; socat is package socat):
   echo hello | nc -N 127.0.0.1 7000
   echo hello | socat -t 1 - UDP6:[::1]:7000`,
 		Args: cobra.NoArgs,

@@ -87,9 +87,12 @@ func printIfaces(w io.Writer, rep ifacesReport) error {
 	fmt.Fprintln(tw, "INTERFACE\tINDEX\tMTU\tFLAGS\tADDRESSES")
 	for _, it := range rep.Interfaces {
 		var flags []string
-		if it.Up {
+		switch {
+		case it.Up && it.Running:
 			flags = append(flags, "up")
-		} else {
+		case it.Up:
+			flags = append(flags, "down", "no-carrier") // administratively up
+		default:
 			flags = append(flags, "down")
 		}
 		if it.Loopback {

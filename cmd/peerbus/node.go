@@ -7,7 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,7 +19,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/peer"
+	"github.com/peerbus/peerbus/policy"
 )
 
 // nodeFlags holds the flags of "peerbus node" that are not settings of
@@ -23,6 +29,8 @@ import (
 // see nodeOptions).
 type nodeFlags struct {
 	funcs    []string
+	limits   []string
+	secure   bool
 	logLevel string
 	log      logFlags
 }
@@ -37,10 +45,19 @@ Once ready the node prints on stdout, one "key: value" per line:
   node: <node name>
   client: <client URL>           (what --server of client commands takes)
   cluster: <cluster route URL>   (only with a cluster listener)
+  monitor: <monitoring URL>      (only with --monitor)
   tags: <served tags, comma separated>
   ready
 
-and nothing else. Logs go to stderr (--log-level).
+and nothing else. Logs go to stderr, filtered by --log-level:
+
+  error  failures only
+  warn   and warnings: a node alone in its cluster, a route that fails,
+         a slow event log, nats-server's own warnings and errors
+  info   and what changes while the node runs (default): routes connected,
+         nodes discovered, the event log ready or its copies changed
+  debug  and everything else, including nats-server's notices (banner,
+         listeners, JetStream settings, connections) and debug lines
 
 Most options also come from the environment (the variable is named in each
 flag's help, e.g. PEERBUS_LISTEN): flags override the environment, which
@@ -77,6 +94,13 @@ oldest events at once. The storage (--log-memory) is chosen when the log is
 created: a node whose --log-memory differs from an existing log's storage
 refuses to start.
 
+--monitor serves the embedded server's HTTP monitoring endpoints (/varz,
+/connz, /routez, /jsz, /healthz, ...), as nats-server -m does, for tools such
+as prometheus-nats-exporter and nats-surveyor. It is off by default, and a
+port alone listens on 127.0.0.1: give a host (0.0.0.0:8222) to serve others.
+The endpoints need no credentials: serve them only where that is safe.
+"peerbus health" checks a node without it.
+
 --leaf makes the embedded server a leafnode of an existing NATS deployment;
 the node keeps its own JetStream (and event log) in a JetStream domain named
 after the node (--js-domain).
@@ -87,7 +111,14 @@ client port (client commands then need --token, --user/--password or --nkey);
 client certificates. --cluster-user/--cluster-password and
 --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca (mutual TLS) protect the
 routes. In external and leafnode mode --nkey-seed, --creds, --tls-ca and the
-user credentials are what the node presents.`
+user credentials are what the node presents.
+
+--authorize FILE admits only the identities (peerbus keygen) a policy lists,
+each with what it may serve, call, emit, read, expose and dial (SECURITY.md,
+docs/policy.example.yaml); SIGHUP reloads the file. --secure is the short way:
+it makes (or reuses) admin.nk and policy.yaml in the data directory (else in
+the user's config directory, peerbus/) and says on stderr how clients use
+them. --identity FILE gives the node's peer its key and id.`
 
 // nodeExample is the example of "peerbus node".
 const nodeExample = `  # A single node on the default address (127.0.0.1:4222)
@@ -135,8 +166,10 @@ func newNodeCmd() (*cobra.Command, *nodeFlags) {
 	fs := cmd.Flags()
 	fs.SortFlags = false
 	addSettingFlags(fs, nodeSettings())
+	fs.BoolVar(&f.secure, "secure", false, "admit only identities: make (or reuse) an admin identity and a policy in the data directory, and say how clients use them")
 	fs.StringArrayVar(&f.funcs, "func", nil, "serve a tag by running a shell command (sh -c), given as `TAG=COMMAND` (repeatable)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
+	fs.StringArrayVar(&f.limits, "func-concurrency", nil, "calls of a --func tag run at once, given as `TAG=N`, overriding --tag-concurrency (repeatable)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: error, warn, info, debug (nats-server's own notices only at debug)")
 	addLogFlags(fs, &f.log)
 	return cmd, f
 }
@@ -156,6 +189,8 @@ func nodeOptions(fs *pflag.FlagSet, lookup func(string) (string, bool)) (bus.Opt
 	if err := applySettingFlags(fs, nodeSettings(), &bo, &po); err != nil {
 		return bo, po, err
 	}
+	// The peer's identity is the node's: the node connects with it.
+	bo.Identity = po.Identity
 	return bo, po, nil
 }
 
@@ -181,6 +216,20 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 	funcs, err := parseFuncSpecs(f.funcs)
 	if err != nil {
 		return err
+	}
+	limits, err := parseFuncLimits(f.limits, funcs)
+	if err != nil {
+		return err
+	}
+	polPath := policyPath(cmd.Flags(), os.LookupEnv)
+	if f.secure {
+		dir, err := secureDir(bo)
+		if err != nil {
+			return err
+		}
+		if polPath, err = applySecure(&bo, dir, cmd.ErrOrStderr()); err != nil {
+			return err
+		}
 	}
 	logSet, err := nodeLogSettings(cmd.Flags(), &f.log, os.LookupEnv)
 	if err != nil {
@@ -217,20 +266,108 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 		shutdown()
 		return err
 	}
+	for tag, n := range limits {
+		if err := p.SetTagConcurrency(tag, n); err != nil {
+			shutdown()
+			return fmt.Errorf("--func-concurrency %s: %w", tag, err)
+		}
+	}
+	if bo.Policy != nil {
+		stopHUP := reloadPolicyOnHUP(node, polPath, log)
+		defer stopHUP()
+		if !bo.NoJetStream {
+			// Peers may emit and read but not create the log: the node
+			// creates it.
+			cctx, ccancel := context.WithCancel(ctx)
+			created := createLog(cctx, p, log)
+			defer func() { ccancel(); <-created }()
+		}
+	}
 	if err := printReady(cmd.OutOrStdout(), node, p); err != nil {
 		shutdown()
 		return err
 	}
-	info := p.Info()
-	log.Info("peer ready", "peer", p.ID(), "name", info.Name, "group", info.Group, "hub", info.Hub, "tags", info.Tags)
 
 	<-ctx.Done()
 	cause := context.Cause(ctx)
 	stop() // a second signal now ends the process at once
-	log.Info("shutting down", "cause", cause)
+	log.Debug("shutting down", "cause", cause)
 	shutdown()
-	log.Info("stopped")
+	log.Debug("stopped")
 	return nil
+}
+
+// createLog makes sure the event log exists, retrying until it does or
+// ctx ends (the first node of a cluster has its JetStream only once a
+// second node joins). The returned channel is closed when it is done.
+func createLog(ctx context.Context, p *peer.Peer, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lg, err := eventlog.New(p)
+		if err != nil {
+			log.Warn("event log not created", "err", err)
+			return
+		}
+		for ctx.Err() == nil {
+			ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := lg.Info(ictx)
+			cancel()
+			if err == nil {
+				return
+			}
+			log.Debug("event log not created yet", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return done
+}
+
+// policyPath returns the policy file of --authorize, else of
+// $PEERBUS_AUTHORIZE.
+func policyPath(fs *pflag.FlagSet, lookup func(string) (string, bool)) string {
+	if f := fs.Lookup("authorize"); f != nil && f.Changed {
+		return f.Value.String()
+	}
+	v, _ := lookup(bus.EnvAuthorize)
+	return v
+}
+
+// reloadPolicyOnHUP reloads the policy file at path on each SIGHUP; a
+// file that does not load is logged and the policy in force stays. The
+// returned func stops it.
+func reloadPolicyOnHUP(node *bus.Node, path string, log *slog.Logger) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-hup:
+				p, err := policy.Load(path)
+				if err == nil {
+					err = node.ReloadPolicy(p)
+				}
+				if err != nil {
+					log.Error("policy not reloaded; the one in force stays", "file", path, "err", err)
+					continue
+				}
+				log.Info("policy reloaded", "file", path, "users", len(p.Users))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-finished
+	}
 }
 
 // startNode starts the bus node, and says what a node that is not ready
@@ -243,6 +380,9 @@ func startNode(ctx context.Context, bo bus.Options) (*bus.Node, error) {
 	if err := node.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("interrupted while starting: %w", err)
+		}
+		if errors.Is(err, bus.ErrAddrInUse) {
+			return nil, err // names the port and how to join a node on it
 		}
 		if errors.Is(err, bus.ErrNotReady) && len(bo.Routes) > 0 && bo.ExternalURL == "" && !bo.NoJetStream {
 			return nil, fmt.Errorf("%w\n(a clustered node waits for a quorum of its routes %v; are the other nodes running?)", err, bo.Routes)
@@ -276,6 +416,24 @@ func startNodePeer(ctx context.Context, node *bus.Node, bo bus.Options, po peer.
 	return peer.New(node.Conn(), func(o *peer.Options) error { *o = po; return nil })
 }
 
+// parseFuncLimits parses the --func-concurrency values: TAG=N, N
+// positive, for a tag of a --func.
+func parseFuncLimits(vals []string, funcs []funcSpec) (map[string]int, error) {
+	out := map[string]int{}
+	for _, v := range vals {
+		tag, ns, ok := strings.Cut(v, "=")
+		n, err := strconv.Atoi(ns)
+		if !ok || err != nil || n <= 0 {
+			return nil, fmt.Errorf("--func-concurrency %q: want TAG=N with N a positive integer", v)
+		}
+		if !slices.ContainsFunc(funcs, func(f funcSpec) bool { return f.Tag == tag }) {
+			return nil, fmt.Errorf("--func-concurrency %q: no --func serves tag %q", v, tag)
+		}
+		out[tag] = n
+	}
+	return out, nil
+}
+
 // serveFuncs registers the --func commands on p.
 func serveFuncs(p *peer.Peer, nc *nats.Conn, funcs []funcSpec, log *slog.Logger) error {
 	for _, fs := range funcs {
@@ -296,6 +454,9 @@ func printReady(out io.Writer, node *bus.Node, p *peer.Peer) error {
 	fmt.Fprintf(&b, "client: %s\n", redactURL(node.ClientURL()))
 	if u := node.ClusterURL(); u != "" {
 		fmt.Fprintf(&b, "cluster: %s\n", u)
+	}
+	if u := node.MonitorURL(); u != "" {
+		fmt.Fprintf(&b, "monitor: %s\n", u)
 	}
 	fmt.Fprintf(&b, "tags: %s\n", strings.Join(p.Info().Tags, ","))
 	b.WriteString("ready\n")

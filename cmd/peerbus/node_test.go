@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -491,5 +492,49 @@ func TestNodeEnv(t *testing.T) {
 	n.signal(os.Interrupt)
 	if code, ok := n.wait(10 * time.Second); !ok || code != 0 {
 		t.Errorf("after SIGINT: exited=%v code=%d", ok, code)
+	}
+}
+
+// TestNodeQuietByDefault checks that a node at the default log level
+// prints its ready block and nothing from nats-server, and that
+// --log-level debug shows the server's notices.
+func TestNodeQuietByDefault(t *testing.T) {
+	for _, tc := range []struct {
+		level string
+		quiet bool
+	}{{"", true}, {"debug", false}} {
+		args := []string{"node", "--listen", "127.0.0.1:-1", "--data-dir", t.TempDir()}
+		if tc.level != "" {
+			args = append(args, "--log-level", tc.level)
+		}
+		p := startProc(t, "node-"+tc.level, testEnv(), peerbusBin(t), args...)
+		n := &nodeProc{proc: p, info: map[string]string{}}
+		n.waitReady(t, 30*time.Second)
+		// The README's configuration table: with port -1 the default
+		// name is <host>-<hex>.
+		host, _ := os.Hostname()
+		host = strings.NewReplacer(".", "-", " ", "-").Replace(host)
+		if !regexp.MustCompile(`^` + regexp.QuoteMeta(host) + `-[0-9a-f]{8}$`).MatchString(n.info["node"]) {
+			t.Errorf("node name with port -1: %q, want %s-<hex>", n.info["node"], host)
+		}
+		n.signal(os.Interrupt)
+		if code, ok := n.wait(10 * time.Second); !ok || code != 0 {
+			t.Fatalf("level %q: after SIGINT: exited=%v code=%d", tc.level, ok, code)
+		}
+		if l, ok := n.nextLine(time.Second); ok {
+			t.Errorf("level %q: stdout line after ready: %q", tc.level, l)
+		}
+		stderr := n.stderr.String()
+		if tc.quiet {
+			if stderr != "" {
+				t.Errorf("default level: stderr not empty:\n%s", stderr)
+			}
+			continue
+		}
+		for _, want := range []string{"component=nats-server", "Server is ready", "level=DEBUG"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("debug level: stderr lacks %q:\n%s", want, stderr)
+			}
+		}
 	}
 }

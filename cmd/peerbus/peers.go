@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -76,23 +75,14 @@ func runPeers(cmd *cobra.Command, f *peersFlags) error {
 			kept = append(kept, i)
 		}
 	}
-	out := cmd.OutOrStdout()
-	if f.asJSON {
-		b, err := json.MarshalIndent(kept, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(out, "%s\n", b)
-		return err
-	}
-	if len(kept) == 0 {
-		fmt.Fprintln(cmd.ErrOrStderr(), "no peers")
-		return nil
-	}
-	return writePeerTable(out, kept, time.Now())
+	return printPeerList(cmd, f.asJSON, kept, len(kept), func(out io.Writer) error {
+		return writePeerTable(out, kept, time.Now())
+	})
 }
 
-// writePeerTable prints infos as an aligned table.
+// writePeerTable prints infos as an aligned table. The TAGS column holds
+// every tag; a long list is wrapped on continuation lines whose other
+// cells are empty.
 func writePeerTable(w io.Writer, infos []peer.Info, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tGROUP\tHUB\tHOST\tNODE\tTAGS\tAGE")
@@ -101,11 +91,40 @@ func writePeerTable(w io.Writer, infos []peer.Info, now time.Time) error {
 		if i.Hub {
 			hub = "yes"
 		}
+		tags := wrapTags(i.Tags, tagsWidth)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			i.ID, orDash(i.Name), orDash(i.Group), hub, orDash(i.Host), orDash(i.Node),
-			tagSummary(i.Tags), age(now.Sub(i.Started)))
+			tags[0], age(now.Sub(i.Started)))
+		for _, more := range tags[1:] {
+			fmt.Fprintf(tw, "\t\t\t\t\t\t%s\t\n", more)
+		}
 	}
 	return tw.Flush()
+}
+
+// tagsWidth is the width at which the TAGS column wraps.
+const tagsWidth = 48
+
+// wrapTags joins tags with commas into lines of at most width bytes (a
+// longer tag gets a line of its own); every line but the last ends with
+// a comma. No tags give "-".
+func wrapTags(tags []string, width int) []string {
+	if len(tags) == 0 {
+		return []string{"-"}
+	}
+	var lines []string
+	cur := ""
+	for i, t := range tags {
+		if i < len(tags)-1 {
+			t += ","
+		}
+		if cur != "" && len(cur)+len(t) > width {
+			lines = append(lines, cur)
+			cur = ""
+		}
+		cur += t
+	}
+	return append(lines, cur)
 }
 
 func orDash(s string) string {
@@ -113,11 +132,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// tagSummary gives the tag count and the list, shortened when long.
-func tagSummary(tags []string) string {
-	return fmt.Sprintf("%d %s", len(tags), abbrev(strings.Join(tags, ","), 48))
 }
 
 // age formats a duration coarsely: 45s, 12m, 3h, 2d.
@@ -133,4 +147,20 @@ func age(d time.Duration) string {
 		return fmt.Sprintf("%dh", int(d/time.Hour))
 	}
 	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// printPeerList prints a list of n peers' rows: v as indented JSON, or
+// the table, or "no peers" on stderr when there are none.
+func printPeerList(cmd *cobra.Command, asJSON bool, v any, n int, table func(io.Writer) error) error {
+	out := cmd.OutOrStdout()
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	if n == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "no peers")
+		return nil
+	}
+	return table(out)
 }

@@ -2,8 +2,9 @@
 //
 // It is configured by the PEERBUS_* environment variables. By default it
 // runs its own embedded node (on PEERBUS_LISTEN, default
-// 127.0.0.1:4222); with PEERBUS_NATS_URL set it joins the node (or NATS
-// server) at that URL instead. From another process:
+// 127.0.0.1:4222), or joins the node that already listens there; with
+// PEERBUS_NATS_URL set it joins the node (or NATS server) at that URL
+// instead. From another process:
 //
 //	peerbus call --peer any multiply '{"a":5,"b":10}'
 //
@@ -12,6 +13,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -41,7 +43,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	node, err := bus.Start(ctx, bus.FromEnv())
+	node, err := startNode(ctx)
 	if err != nil {
 		return err
 	}
@@ -61,4 +63,22 @@ func run() error {
 	<-ctx.Done()
 	fmt.Println("calc: stopping")
 	return nil
+}
+
+// startNode starts an embedded node named calc-example (so that its data
+// directory is its own), or connects to PEERBUS_NATS_URL. When the
+// client port is taken, as by the node of README's Quick start, it joins
+// the node on that port.
+func startNode(ctx context.Context) (*bus.Node, error) {
+	node, err := bus.Start(ctx, bus.WithName("calc-example"), bus.FromEnv())
+	var inUse *bus.AddrInUseError
+	if !errors.As(err, &inUse) || inUse.Listener != "client" {
+		return node, err
+	}
+	joined, jerr := bus.Start(ctx, bus.FromEnv(), bus.WithExternalURL(inUse.JoinURL))
+	if jerr != nil {
+		return nil, fmt.Errorf("%w; joining it failed: %w", err, jerr)
+	}
+	fmt.Fprintf(os.Stderr, "calc: joined the node on %s\n", inUse.JoinURL)
+	return joined, nil
 }

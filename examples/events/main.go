@@ -1,16 +1,19 @@
 // Command events is a peerbus example: events emitted by one process and
 // received by another.
 //
-//	go run ./examples/events -mode listen          # embeds a node on 127.0.0.1:4222
-//	PEERBUS_NATS_URL=nats://127.0.0.1:4222 go run ./examples/events -mode emit
+//	go run ./examples/events -mode listen   # embeds a node on 127.0.0.1:4222
+//	go run ./examples/events -mode emit     # joins it
 //
 // Both modes are configured by the PEERBUS_* environment variables: with
 // PEERBUS_NATS_URL set a process joins that node, otherwise it runs its
-// own embedded node. See README.md.
+// own embedded node on PEERBUS_LISTEN (default 127.0.0.1:4222), or joins
+// the node that already listens there (a "peerbus node", or the other
+// mode). See README.md.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -45,7 +48,7 @@ func run(mode, pattern string, count int, interval time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	node, err := bus.Start(ctx, bus.FromEnv())
+	node, err := startNode(ctx)
 	if err != nil {
 		return err
 	}
@@ -115,4 +118,22 @@ func emit(ctx context.Context, lg *eventlog.Log, count int, interval time.Durati
 		}
 	}
 	return nil
+}
+
+// startNode starts an embedded node named events-example (so that its data
+// directory is its own), or connects to PEERBUS_NATS_URL. When the
+// client port is taken, as by the node of README's Quick start, it joins
+// the node on that port.
+func startNode(ctx context.Context) (*bus.Node, error) {
+	node, err := bus.Start(ctx, bus.WithName("events-example"), bus.FromEnv())
+	var inUse *bus.AddrInUseError
+	if !errors.As(err, &inUse) || inUse.Listener != "client" {
+		return node, err
+	}
+	joined, jerr := bus.Start(ctx, bus.FromEnv(), bus.WithExternalURL(inUse.JoinURL))
+	if jerr != nil {
+		return nil, fmt.Errorf("%w; joining it failed: %w", err, jerr)
+	}
+	fmt.Fprintf(os.Stderr, "events: joined the node on %s\n", inUse.JoinURL)
+	return joined, nil
 }

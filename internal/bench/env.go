@@ -36,6 +36,7 @@ type Env struct {
 	mu      sync.Mutex
 	closed  bool
 	node    *bus.Node
+	lazy    *bus.Node
 	cluster []*bus.Node
 	seq     int
 }
@@ -80,6 +81,27 @@ func (e *Env) Node(ctx context.Context) (*bus.Node, error) {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
 	e.node = n
+	return n, nil
+}
+
+// LazyNode returns the shared single node that syncs its JetStream
+// store every 2 minutes (bus.WithLogSync, nats-server's default) rather
+// than on every write, starting it on first use.
+func (e *Env) LazyNode(ctx context.Context) (*bus.Node, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, bus.ErrClosed
+	}
+	if e.lazy != nil {
+		return e.lazy, nil
+	}
+	n, err := bus.Start(ctx, bus.WithName("bench-lazy"), bus.WithListen("127.0.0.1:-1"),
+		bus.WithDataDir(filepath.Join(e.dir, "node-lazy")), bus.WithLogger(e.log), bus.WithLogSync(2*time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("start node: %w", err)
+	}
+	e.lazy = n
 	return n, nil
 }
 
@@ -129,8 +151,10 @@ func (e *Env) Close() error {
 	}
 	e.closed = true
 	nodes := append([]*bus.Node(nil), e.cluster...)
-	if e.node != nil {
-		nodes = append(nodes, e.node)
+	for _, n := range []*bus.Node{e.node, e.lazy} {
+		if n != nil {
+			nodes = append(nodes, n)
+		}
 	}
 	e.mu.Unlock()
 	closeNodes(nodes)

@@ -52,15 +52,27 @@ func eventCases() []Case {
 		},
 		{
 			Name: "emit", Kind: Rate, Unit: "events/s",
-			What:     "Emit: one persisted event at a time, waiting for the log's ack (file storage, dedupe id)",
+			What:     "Emit: one persisted event at a time, waiting for the log's ack (file storage, dedupe id; --log-sync always: fsync before each ack)",
 			Baseline: "JetStream synchronous publish to the same stream (no message id)",
-			Setup:    emitSetup(false),
+			Setup:    emitSetup(false, false),
+		},
+		{
+			Name: "emit-lazy", Kind: Rate, Unit: "events/s",
+			What:     "Emit as in emit, on a node with --log-sync 2m (fsync every 2 minutes, nats-server's default)",
+			Baseline: "JetStream synchronous publish to the same stream on that node",
+			Setup:    emitSetup(false, true),
 		},
 		{
 			Name: "emit-async", Kind: Rate, Unit: "events/s",
-			What:     "EmitAsync: batches of 1000 persisted events, then Wait for every ack",
+			What:     "EmitAsync: batches of 1000 persisted events, then Wait for every ack (--log-sync always)",
 			Baseline: "JetStream async publish of 1000 messages to the same stream, then wait for completion",
-			Setup:    emitSetup(true),
+			Setup:    emitSetup(true, false),
+		},
+		{
+			Name: "emit-async-lazy", Kind: Rate, Unit: "events/s",
+			What:     "EmitAsync as in emit-async, on a node with --log-sync 2m",
+			Baseline: "JetStream async publish of 1000 messages to the same stream on that node",
+			Setup:    emitSetup(true, true),
 		},
 		{
 			Name: "replay", Kind: Rate, Unit: "events/s",
@@ -217,7 +229,12 @@ func clientLog(nc *nats.Conn, cl *cleanups) (*eventlog.Log, error) {
 // node, with its event log, and makes sure the log exists; it also
 // returns a raw JetStream context on another connection.
 func logPeer(ctx context.Context, env *Env, cl *cleanups) (*eventlog.Log, jetstream.JetStream, error) {
-	n, err := env.Node(ctx)
+	return logPeerOn(ctx, env.Node, cl)
+}
+
+// logPeerOn is logPeer on the node that node returns.
+func logPeerOn(ctx context.Context, node func(context.Context) (*bus.Node, error), cl *cleanups) (*eventlog.Log, jetstream.JetStream, error) {
+	n, err := node(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -240,11 +257,17 @@ func logPeer(ctx context.Context, env *Env, cl *cleanups) (*eventlog.Log, jetstr
 	return p, js, nil
 }
 
-func emitSetup(async bool) func(ctx context.Context, env *Env) (Side, Side, func(), error) {
+// emitSetup measures Emit (EmitAsync with async) on the shared node, or
+// with lazy on the node that syncs every 2 minutes.
+func emitSetup(async, lazy bool) func(ctx context.Context, env *Env) (Side, Side, func(), error) {
 	return func(ctx context.Context, env *Env) (pb, raw Side, cleanup func(), err error) {
 		var cl cleanups
 		cleanup = cl.run
-		p, js, err := logPeer(ctx, env, &cl)
+		node := env.Node
+		if lazy {
+			node = env.LazyNode
+		}
+		p, js, err := logPeerOn(ctx, node, &cl)
 		if err != nil {
 			return pb, raw, cleanup, err
 		}

@@ -1,7 +1,6 @@
 package netlab
 
 import (
-	"fmt"
 	"net/netip"
 	"sync"
 )
@@ -96,7 +95,7 @@ func (l *Lab) AddRouterBehindTransit(name string, kind NAT) *Router {
 	}
 	n.MustRun(l.iptables, args...)
 	if r.LAN.Addr().As4()[1] == 0 {
-		l.t.Fatalf("netlab: %s", fmt.Sprint("LAN numbering overflow"))
+		l.t.Fatal("netlab: LAN numbering overflow")
 	}
 	return r
 }

@@ -34,21 +34,9 @@ func Classify(ctx context.Context, cfg Config) (*Result, error) {
 	r := newRun(ctx, c)
 	defer r.close()
 
-	mainSock, err := r.open(c.Local)
+	mainSock, filterSock, sampleSocks, err := r.openSockets(c)
 	if err != nil {
 		return nil, err
-	}
-	filterSock, err := r.open(netip.AddrPortFrom(c.Local.Addr(), 0))
-	if err != nil {
-		return nil, err
-	}
-	var sampleSocks []*socket
-	for range max(c.PortSamples, 0) {
-		s, err := r.open(netip.AddrPortFrom(c.Local.Addr(), 0))
-		if err != nil {
-			return nil, err
-		}
-		sampleSocks = append(sampleSocks, s)
 	}
 
 	primary := c.servers[0]
@@ -101,20 +89,7 @@ func Classify(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.MappedAddress, res.Answered, res.Agreeing = agree(answers)
 
-	// Port allocation, from samples mapped to the same external IP.
-	for i, p := range samples {
-		a, ok := p.wait()
-		if !ok || a.errCode != 0 || !a.mapped.IsValid() {
-			continue
-		}
-		if res.MappedAddress.IsValid() && a.mapped.Addr() != res.MappedAddress.Addr() {
-			continue
-		}
-		res.PortSamples = append(res.PortSamples, PortSample{
-			Local:  sampleSocks[i].local.Port(),
-			Mapped: a.mapped.Port(),
-		})
-	}
+	res.PortSamples = portSamples(samples, sampleSocks, res.MappedAddress)
 	res.PortAllocation, res.PortDelta = PortBehavior(res.PortSamples)
 
 	r.close() // stop leftover probes so every test is recorded
@@ -127,12 +102,56 @@ func Classify(ctx context.Context, cfg Config) (*Result, error) {
 	res.Duration = time.Since(start)
 	res.DurationMillis = millis(res.Duration)
 
+	return classifyResult(ctx, c, res)
+}
+
+// openSockets opens the probe sockets of a classification: the main
+// one (test I and the mapping tests), the filtering one, and one a port
+// sample.
+func (r *run) openSockets(c *config) (mainSock, filterSock *socket, samples []*socket, err error) {
+	if mainSock, err = r.open(c.Local); err != nil {
+		return nil, nil, nil, err
+	}
+	if filterSock, err = r.open(netip.AddrPortFrom(c.Local.Addr(), 0)); err != nil {
+		return nil, nil, nil, err
+	}
+	for range max(c.PortSamples, 0) {
+		s, err := r.open(netip.AddrPortFrom(c.Local.Addr(), 0))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		samples = append(samples, s)
+	}
+	return mainSock, filterSock, samples, nil
+}
+
+// portSamples collects the answered port samples mapped to the same
+// external IP as mapped (any, if mapped is invalid).
+func portSamples(samples []*probe, socks []*socket, mapped netip.AddrPort) []PortSample {
+	var out []PortSample
+	for i, p := range samples {
+		a, ok := p.wait()
+		if !ok || a.errCode != 0 || !a.mapped.IsValid() {
+			continue
+		}
+		if mapped.IsValid() && a.mapped.Addr() != mapped.Addr() {
+			continue
+		}
+		out = append(out, PortSample{Local: socks[i].local.Port(), Mapped: a.mapped.Port()})
+	}
+	return out
+}
+
+// classifyResult returns res with the error its outcome calls for: the
+// context's, ErrNoResponse (with the Blocked result) or ErrNoQuorum
+// (with the full result).
+func classifyResult(ctx context.Context, c *config, res *Result) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("nat: classify: %w", err)
 	}
 	if res.Answered == 0 {
 		return res, fmt.Errorf("%w: %d server(s) silent for %v (%s first)",
-			ErrNoResponse, len(c.servers), c.Timeout, primary.name)
+			ErrNoResponse, len(c.servers), c.Timeout, c.servers[0].name)
 	}
 	if res.Agreeing < c.quorum {
 		return res, fmt.Errorf("%w: %d of %d agree, quorum %d",

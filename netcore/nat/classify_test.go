@@ -313,3 +313,20 @@ func BenchmarkClassifyLoopback(b *testing.B) {
 		}
 	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig("127.0.0.1:3478", "127.0.0.2:3478").Validate(); err != nil {
+		t.Errorf("DefaultConfig: %v", err)
+	}
+	if err := (Config{}).Validate(); !errors.Is(err, ErrNoServers) {
+		t.Errorf("no servers: %v, want ErrNoServers", err)
+	}
+	for _, c := range []Config{
+		{Servers: []string{"a"}, Timeout: -1},
+		{Servers: []string{"a"}, Quorum: 2},
+	} {
+		if err := c.Validate(); !errors.Is(err, ErrInvalidOption) || !errors.Is(err, ErrBadConfig) {
+			t.Errorf("%+v: %v, want ErrInvalidOption", c, err)
+		}
+	}
+}

@@ -95,15 +95,41 @@ type server struct {
 	addr netip.AddrPort
 }
 
-func (c Config) resolve(ctx context.Context) (*config, error) {
+// DefaultConfig returns a Config with the servers given and every other
+// field at its documented default spelled out (a zero field means the
+// same default).
+func DefaultConfig(servers ...string) Config {
+	return Config{
+		Servers:     append([]string(nil), servers...),
+		Quorum:      len(servers)/2 + 1,
+		Timeout:     DefaultTimeout,
+		Retransmit:  DefaultRetransmit,
+		PortSamples: DefaultPortSamples,
+	}
+}
+
+// Validate checks the fields that need no network: at least one server
+// (else ErrNoServers), no negative timeout, retransmit interval or
+// quorum, and a quorum no larger than the servers (else an error
+// wrapping ErrInvalidOption). Classify and ExternalAddress validate
+// their Config; the servers' addresses are checked when they are
+// resolved.
+func (c Config) Validate() error {
 	if len(c.Servers) == 0 {
-		return nil, ErrNoServers
+		return ErrNoServers
 	}
 	if c.Timeout < 0 || c.Retransmit < 0 || c.Quorum < 0 {
-		return nil, fmt.Errorf("%w: negative timeout, retransmit or quorum", ErrBadConfig)
+		return fmt.Errorf("%w: negative timeout, retransmit or quorum", ErrInvalidOption)
 	}
 	if c.Quorum > len(c.Servers) {
-		return nil, fmt.Errorf("%w: quorum %d exceeds %d servers", ErrBadConfig, c.Quorum, len(c.Servers))
+		return fmt.Errorf("%w: quorum %d exceeds %d servers", ErrInvalidOption, c.Quorum, len(c.Servers))
+	}
+	return nil
+}
+
+func (c Config) resolve(ctx context.Context) (*config, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
 	out := &config{Config: c}
 	if out.Timeout == 0 {
@@ -140,7 +166,7 @@ func (c Config) resolve(ctx context.Context) (*config, error) {
 	}
 	if c.Local.Addr().IsValid() && c.Local.Addr().Is4() != primary.Addr().Is4() {
 		return nil, fmt.Errorf("%w: local address %s and primary server %s differ in family",
-			ErrBadConfig, c.Local, primary)
+			ErrInvalidOption, c.Local, primary)
 	}
 	return out, nil
 }

@@ -1,6 +1,10 @@
 package nat
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"net"
+)
 
 // Sentinel errors returned (wrapped) by this package. Test for them with
 // errors.Is.
@@ -19,6 +23,16 @@ var (
 	// ErrNoQuorum means too few servers agreed on the mapped address.
 	ErrNoQuorum = errors.New("nat: STUN servers do not agree on the mapped address")
 
-	// ErrBadConfig means a Config or ServerConfig field is invalid.
-	ErrBadConfig = errors.New("nat: invalid configuration")
+	// ErrInvalidOption means a Config or ServerConfig field is invalid
+	// (Config.Validate, Classify, ExternalAddress, ListenServer).
+	ErrInvalidOption = errors.New("nat: invalid option")
+
+	// ErrBadConfig is ErrInvalidOption.
+	//
+	// Deprecated: use ErrInvalidOption.
+	ErrBadConfig = ErrInvalidOption
+
+	// ErrClosed is returned by a second Server.Close. It wraps
+	// net.ErrClosed.
+	ErrClosed = fmt.Errorf("nat: closed: %w", net.ErrClosed)
 )

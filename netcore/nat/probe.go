@@ -340,47 +340,54 @@ func (r *run) start(name string, srv server, s *socket, dst netip.AddrPort, chan
 			p.test.Error = fmt.Sprintf("send: %v", sendErr)
 			return
 		}
-		deadline := begin.Add(r.cfg.Timeout)
-		rto := r.cfg.Retransmit
-		next := begin.Add(rto)
-		timer := time.NewTimer(time.Until(minTime(next, deadline)))
-		defer timer.Stop()
-		for {
-			select {
-			case a := <-ch:
-				p.ans = a
-				p.test.Answered = true
-				p.test.RTT = a.at.Sub(begin)
-				p.test.Source = a.from
-				p.test.Mapped = a.mapped
-				p.test.Other = a.other
-				if a.errCode != 0 {
-					p.test.Error = fmt.Sprintf("error response %d %s", a.errCode, a.errText)
-				}
-				return
-			case <-ctx.Done():
-				// Stopped: the answer is no longer needed, or the run
-				// (or the caller's context) ended.
-				recordIt = false
-				p.test.Error = "canceled"
-				return
-			case now := <-timer.C:
-				if !now.Before(deadline) {
-					p.test.Error = fmt.Sprintf("no response after %d attempts in %v", p.test.Attempts, r.cfg.Timeout)
-					return
-				}
-				if _, err := s.conn.WriteTo(msg.Raw, udpDst); err != nil {
-					p.test.Error = fmt.Sprintf("send: %v", err)
-					return
-				}
-				p.test.Attempts++
-				rto *= 2
-				next = now.Add(rto)
-				timer.Reset(time.Until(minTime(next, deadline)))
-			}
-		}
+		recordIt = r.await(ctx, p, s, msg.Raw, udpDst, begin, ch)
 	}()
 	return p
+}
+
+// await waits for the answer to p's request raw, sent from s to dst at
+// begin, retransmitting it with a doubling interval until the timeout.
+// It fills p's test and reports whether it is to be recorded (not when
+// the probe was stopped).
+func (r *run) await(ctx context.Context, p *probe, s *socket, raw []byte, dst *net.UDPAddr, begin time.Time, ch chan answer) bool {
+	deadline := begin.Add(r.cfg.Timeout)
+	rto := r.cfg.Retransmit
+	next := begin.Add(rto)
+	timer := time.NewTimer(time.Until(minTime(next, deadline)))
+	defer timer.Stop()
+	for {
+		select {
+		case a := <-ch:
+			p.ans = a
+			p.test.Answered = true
+			p.test.RTT = a.at.Sub(begin)
+			p.test.Source = a.from
+			p.test.Mapped = a.mapped
+			p.test.Other = a.other
+			if a.errCode != 0 {
+				p.test.Error = fmt.Sprintf("error response %d %s", a.errCode, a.errText)
+			}
+			return true
+		case <-ctx.Done():
+			// Stopped: the answer is no longer needed, or the run
+			// (or the caller's context) ended.
+			p.test.Error = "canceled"
+			return false
+		case now := <-timer.C:
+			if !now.Before(deadline) {
+				p.test.Error = fmt.Sprintf("no response after %d attempts in %v", p.test.Attempts, r.cfg.Timeout)
+				return true
+			}
+			if _, err := s.conn.WriteTo(raw, dst); err != nil {
+				p.test.Error = fmt.Sprintf("send: %v", err)
+				return true
+			}
+			p.test.Attempts++
+			rto *= 2
+			next = now.Add(rto)
+			timer.Reset(time.Until(minTime(next, deadline)))
+		}
+	}
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -86,7 +86,7 @@ type Server struct {
 // bounds the opening of the sockets; the server runs until Close.
 func ListenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if !cfg.Listen.Addr().IsValid() {
-		return nil, fmt.Errorf("%w: server needs a listen address", ErrBadConfig)
+		return nil, fmt.Errorf("%w: server needs a listen address", ErrInvalidOption)
 	}
 	primaryIP := cfg.Listen.Addr().Unmap()
 	rfc5780 := cfg.AltIP.IsValid()
@@ -94,13 +94,13 @@ func ListenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		alt := cfg.AltIP.Unmap()
 		switch {
 		case primaryIP.IsUnspecified() || alt.IsUnspecified():
-			return nil, fmt.Errorf("%w: RFC 5780 needs two concrete IP addresses", ErrBadConfig)
+			return nil, fmt.Errorf("%w: RFC 5780 needs two concrete IP addresses", ErrInvalidOption)
 		case alt == primaryIP:
-			return nil, fmt.Errorf("%w: alternate IP equals the primary IP", ErrBadConfig)
+			return nil, fmt.Errorf("%w: alternate IP equals the primary IP", ErrInvalidOption)
 		case alt.Is4() != primaryIP.Is4():
-			return nil, fmt.Errorf("%w: primary and alternate IP differ in family", ErrBadConfig)
+			return nil, fmt.Errorf("%w: primary and alternate IP differ in family", ErrInvalidOption)
 		case cfg.AltPort != 0 && cfg.AltPort == cfg.Listen.Port():
-			return nil, fmt.Errorf("%w: alternate port equals the primary port", ErrBadConfig)
+			return nil, fmt.Errorf("%w: alternate port equals the primary port", ErrInvalidOption)
 		}
 	}
 	s := &Server{software: cfg.Software, log: cfg.Logger}
@@ -216,11 +216,15 @@ func (s *Server) Addrs() []netip.AddrPort {
 	return append([]netip.AddrPort(nil), s.addrs...)
 }
 
-// Close stops the server and waits for its goroutines. It is safe to call
-// more than once and concurrently; later calls return nil.
+// Close stops the server and waits for its goroutines, which end as
+// their sockets close. It is safe to call more than once and
+// concurrently: one call closes the server, the others wait for it and
+// return an error wrapping ErrClosed (and net.ErrClosed).
 func (s *Server) Close() error {
 	var err error
+	first := false
 	s.closeOnce.Do(func() {
+		first = true
 		for _, c := range s.socks {
 			if cerr := c.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 				err = errors.Join(err, cerr)
@@ -229,6 +233,9 @@ func (s *Server) Close() error {
 		s.wg.Wait()
 		s.log.Info("stun server closed", "addr", s.addrs[0])
 	})
+	if !first {
+		return fmt.Errorf("nat: stun server close: %w", ErrClosed)
+	}
 	if err != nil {
 		return fmt.Errorf("nat: stun server close: %w", err)
 	}

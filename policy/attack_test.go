@@ -1,0 +1,383 @@
+package policy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/eventlog"
+	"github.com/peerbus/peerbus/identity"
+	"github.com/peerbus/peerbus/peer"
+	"github.com/peerbus/peerbus/policy"
+)
+
+// violations collects the permission violations a connection is told
+// about.
+type violations struct {
+	mu   sync.Mutex
+	errs []error
+	ch   chan struct{}
+}
+
+func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	v.mu.Lock()
+	v.errs = append(v.errs, err)
+	v.mu.Unlock()
+	select {
+	case v.ch <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor waits until the server reported a permissions violation
+// naming subject.
+func (v *violations) waitFor(t *testing.T, what, subject string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		v.mu.Lock()
+		for _, err := range v.errs {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
+				v.mu.Unlock()
+				return
+			}
+		}
+		v.mu.Unlock()
+		select {
+		case <-v.ch:
+		case <-deadline:
+			t.Fatalf("%s: no permissions violation for %q; errors: %v", what, subject, v.errs)
+		}
+	}
+}
+
+type actor struct {
+	id *identity.Identity
+	nc *nats.Conn
+	v  *violations
+}
+
+func connect(t *testing.T, url string, id *identity.Identity) *actor {
+	t.Helper()
+	v := &violations{ch: make(chan struct{}, 1)}
+	nc, err := nats.Connect(url, append(id.ConnectOptions(), nats.ErrorHandler(v.handler))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return &actor{id: id, nc: nc, v: v}
+}
+
+func newID(t *testing.T) *identity.Identity {
+	t.Helper()
+	id, err := identity.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// attackPolicy is the policy of the attacker tests: alice serves and
+// emits, bob calls and reads, mallory may only call calc.add.
+func attackPolicy(t *testing.T) (alice, bob, mallory *identity.Identity, pol *policy.Policy) {
+	alice, bob, mallory = newID(t), newID(t), newID(t)
+	pol, err := policy.Parse([]byte(fmt.Sprintf(`
+users:
+  - {name: alice, key: %s, role: peer, group: shop, serve: [calc.add], emit: [order.*]}
+  - {name: bob, key: %s, role: peer, call: [calc.add], read: [order.>]}
+  - {name: mallory, key: %s, role: peer, call: [calc.add]}
+`, alice.PublicKey(), bob.PublicKey(), mallory.PublicKey())), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return alice, bob, mallory, pol
+}
+
+func TestAttackerFails(t *testing.T) {
+	alice, bob, mallory, pol := attackPolicy(t)
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	attack(t, alice, bob, mallory, n, n, n)
+}
+
+// The same attacks on a 3-node cluster, each actor on its own node.
+func TestAttackerFailsOnCluster(t *testing.T) {
+	alice, bob, mallory, pol := attackPolicy(t)
+	nodes, err := bus.StartLocalCluster(context.Background(), 3, t.TempDir(), "att", bus.WithPolicy(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			_ = n.Close()
+		}
+	})
+	attack(t, alice, bob, mallory, nodes[0], nodes[1], nodes[2])
+}
+
+// attack runs the legitimate peers (alice on na, bob on nb) and the
+// attacker mallory on nm.
+func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bus.Node) {
+	ctx := context.Background()
+	n := na
+
+	// The node's own peer creates the log.
+	np, err := peer.New(n.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = np.Close() })
+	nlog, err := eventlog.New(np)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nlog.Emit(ctx, "node.started", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Legitimate peers: alice serves calc.add and emits, bob calls and
+	// reads.
+	a := connect(t, na.ClientURL(), alice)
+	ap, err := peer.New(a.nc, peer.WithIdentity(alice), peer.WithGroup("shop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ap.Close() })
+	if _, err := peer.Register(ap, "calc.add", func(_ context.Context, in [2]int) (int, error) { return in[0] + in[1], nil }); err != nil {
+		t.Fatal(err)
+	}
+	alog, err := eventlog.New(ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := connect(t, nb.ClientURL(), bob)
+	bp, err := peer.New(b.nc, peer.WithIdentity(bob), peer.AsClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bp.Close() })
+	blog, err := eventlog.New(bp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legit := func(round int) {
+		t.Helper()
+		out, err := bp.Call(ctx, "calc.add", []byte("[2,3]"), peer.OnAny())
+		if err != nil || string(out) != "5" {
+			t.Fatalf("round %d: bob calls calc.add: %q, %v", round, out, err)
+		}
+		if _, err := alog.Emit(ctx, "order.created", map[string]int{"round": round}); err != nil {
+			t.Fatalf("round %d: alice emits: %v", round, err)
+		}
+		count := 0
+		for e, err := range blog.Replay(ctx, "order.>", eventlog.FromStart()) {
+			if err != nil {
+				t.Fatalf("round %d: bob replays: %v", round, err)
+			}
+			if e.Peer != alice.PeerID() || e.Group != "shop" {
+				t.Fatalf("event from %s/%s, want alice's", e.Peer, e.Group)
+			}
+			count++
+		}
+		if count != round {
+			t.Fatalf("round %d: bob replayed %d events", round, count)
+		}
+	}
+	// Bob's node knows alice serves calc.add (on a cluster, through the
+	// routes) once her presence reaches him.
+	deadline := time.Now().Add(30 * time.Second)
+	for serving := false; !serving; {
+		infos, err := bp.Peers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range infos {
+			serving = serving || (i.ID == alice.PeerID() && i.HasTag("calc.add"))
+		}
+		if !serving && time.Now().After(deadline) {
+			t.Fatalf("bob never saw alice serving calc.add: %v", infos)
+		}
+	}
+	legit(1)
+
+	m := connect(t, nm.ClientURL(), mallory)
+	sub := func(what, subject string) {
+		t.Helper()
+		if _, err := m.nc.Subscribe(subject, func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		m.v.waitFor(t, what, subject)
+	}
+	pub := func(what, subject string, data string) {
+		t.Helper()
+		if err := m.nc.Publish(subject, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+		m.v.waitFor(t, what, subject)
+	}
+	// SUB > to read every call, reply and event.
+	sub("read everything", ">")
+	sub("read alice's calls", "peerbus.call."+alice.PeerID()+".>")
+	sub("read others' replies", "_INBOX.>")
+	sub("read bob's replies", identity.InboxPrefix(bob.PeerID())+".>")
+	sub("read events", "peerbus.evt.>")
+	// A forged queue responder on the any subject of a tag it was not
+	// granted to serve.
+	if _, err := m.nc.QueueSubscribe("peerbus.any.calc.add", "peerbus", func(msg *nats.Msg) {
+		r := nats.NewMsg(msg.Reply)
+		r.Header.Set(peer.HeaderPeer, alice.PeerID())
+		r.Header.Set(peer.HeaderStatus, "ok")
+		r.Data = []byte("666")
+		_ = m.nc.PublishMsg(r)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m.v.waitFor(t, "serve calc.add on the any subject", "peerbus.any.calc.add")
+	sub("serve calc.add on the fan-out subject", "peerbus.all.calc.add")
+	sub("serve calc.add in alice's group", "peerbus.gany.shop.calc.add")
+	// Presence under alice's id.
+	pub("announce presence for alice", "peerbus.presence.hb."+alice.PeerID(), `{"id":"`+alice.PeerID()+`"}`)
+	// The JetStream API beyond reading.
+	pub("purge the log", "$JS.API.STREAM.PURGE.PEERBUS_EVENTS", "{}")
+	pub("delete the log", "$JS.API.STREAM.DELETE.PEERBUS_EVENTS", "")
+	pub("update the log", "$JS.API.STREAM.UPDATE.PEERBUS_EVENTS", `{"name":"PEERBUS_EVENTS","max_msgs":1,"discard":"new"}`)
+	pub("read the log", "$JS.API.CONSUMER.CREATE.PEERBUS_EVENTS", "{}")
+	// Events under another id or group, and its own.
+	pub("emit as alice", "peerbus.evt.shop."+alice.PeerID()+".order.created", "{}")
+	pub("emit in another group", "peerbus.evt.shop."+mallory.PeerID()+".order.created", "{}")
+	pub("emit", "peerbus.evt._."+mallory.PeerID()+".order.created", "{}")
+	// Bridge sessions.
+	pub("junk on a bridge session", "peerbus.bridge.s1.e", "junk")
+	sub("listen to a bridge session", "peerbus.bridge.s1.d")
+	// The reflection attack: a request whose reply subject is the
+	// JetStream API gets no answer with the API's permissions.
+	pub("reply onto the JetStream API", "$JS.API.STREAM.PURGE.PEERBUS_EVENTS", "")
+
+	// Bob may read order.>, through a consumer filtered to it only.
+	for _, subj := range []string{
+		"$JS.API.CONSUMER.CREATE.PEERBUS_EVENTS.spy",
+		"$JS.API.CONSUMER.CREATE.PEERBUS_EVENTS.spy.peerbus.evt.>",
+		"$JS.API.CONSUMER.DURABLE.CREATE.PEERBUS_EVENTS.spy",
+	} {
+		if err := b.nc.Publish(subj, []byte(`{"stream_name":"PEERBUS_EVENTS","config":{}}`)); err != nil {
+			t.Fatal(err)
+		}
+		b.v.waitFor(t, "read beyond the read grant", subj)
+	}
+	// Its own grant still works, and every legitimate call, emit and
+	// replay goes on; mallory's forged responder got none of bob's calls.
+	mp, err := peer.New(m.nc, peer.WithIdentity(mallory), peer.AsClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mp.Close() })
+	for i := 0; i < 5; i++ {
+		if out, err := mp.Call(ctx, "calc.add", []byte("[1,1]"), peer.OnAny()); err != nil || string(out) != "2" {
+			t.Fatalf("mallory's granted call: %q, %v", out, err)
+		}
+	}
+	// A call it was not granted fails with a typed error naming the
+	// subject, not with a timeout.
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, err = mp.Call(cctx, "calc.mul", nil, peer.OnAny())
+	if !errors.Is(err, peer.ErrPermission) || !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "peerbus.any.calc.mul") {
+		t.Fatalf("call of a tag not granted: %v, want ErrPermission naming the subject", err)
+	}
+	if _, err := mp.CallAll(cctx, "calc.mul", nil); !errors.Is(err, peer.ErrPermission) {
+		t.Fatalf("fan-out call of a tag not granted: %v, want ErrPermission", err)
+	}
+	legit(2)
+	for i := 3; i < 8; i++ {
+		legit(i)
+	}
+}
+
+func TestUnknownAndMissingIdentityRejected(t *testing.T) {
+	known := newID(t)
+	pol, err := policy.Parse([]byte("users:\n  - {name: k, key: "+known.PublicKey()+", role: observer, read: [x]}\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithoutJetStream(), bus.WithPolicy(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	if _, err := nats.Connect(n.ClientURL(), nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("no identity: %v", err)
+	}
+	if _, err := nats.Connect(n.ClientURL(), append(newID(t).ConnectOptions(), nats.NoReconnect())...); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	nc, err := nats.Connect(n.ClientURL(), known.ConnectOptions()...)
+	if err != nil {
+		t.Fatalf("known key: %v", err)
+	}
+	nc.Close()
+}
+
+// A reload revokes a grant for new subscriptions without dropping the
+// connection, and drops an identity no longer listed.
+func TestReloadRevokes(t *testing.T) {
+	reader, gone := newID(t), newID(t)
+	parse := func(read string) *policy.Policy {
+		t.Helper()
+		p, err := policy.Parse([]byte(fmt.Sprintf("users:\n  - {name: r, key: %s, role: peer, read: [%s]}\n  - {name: g, key: %s, role: peer}\n",
+			reader.PublicKey(), read, gone.PublicKey())), "p.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithoutJetStream(), bus.WithPolicy(parse("a, b")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	r := connect(t, n.ClientURL(), reader)
+	g := connect(t, n.ClientURL(), gone)
+	if _, err := r.nc.SubscribeSync("peerbus.evt.*.*.a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	only, err := policy.Parse([]byte(fmt.Sprintf("users:\n  - {name: r, key: %s, role: peer, read: [b]}\n", reader.PublicKey())), "p2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ReloadPolicy(only); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.nc.SubscribeSync("peerbus.evt.*.*.a"); err != nil {
+		t.Fatal(err)
+	}
+	r.v.waitFor(t, "subscribe a revoked read", "peerbus.evt.*.*.a")
+	if _, err := r.nc.SubscribeSync("peerbus.evt.*.*.b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nc.Flush(); err != nil || !r.nc.IsConnected() {
+		t.Fatalf("reader after the reload: %v, connected %v", err, r.nc.IsConnected())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for g.nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("an identity no longer listed stays connected")
+		}
+		_ = g.nc.Flush()
+	}
+	if _, err := nats.Connect(n.ClientURL(), append(gone.ConnectOptions(), nats.NoReconnect())...); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("an identity no longer listed connects: %v", err)
+	}
+}
