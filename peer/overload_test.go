@@ -31,6 +31,11 @@ func TestOverloadedTagAnswersBusy(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The server has the peer's subscriptions once its connection flushed;
+	// only then can another connection's request find them.
+	if err := n.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
 	nc, err := n.Connect()
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +117,11 @@ func TestRequestWithoutDeadlineIsBounded(t *testing.T) {
 	}
 	if err := p.SetTagConcurrency("none", 1); !errors.Is(err, peer.ErrNoSuchTag) {
 		t.Fatalf("SetTagConcurrency of an unknown tag: %v", err)
+	}
+	// The server has the peer's subscriptions once its connection flushed;
+	// only then can another connection's request find them.
+	if err := n.Conn().Flush(); err != nil {
+		t.Fatal(err)
 	}
 	nc, err := n.Connect()
 	if err != nil {

@@ -351,11 +351,7 @@ func (p *Peer) serve(m *nats.Msg, tag string) {
 		p.replyError(m, re)
 		return
 	}
-	if re := p.reply(m, out, tag); re != nil {
-		h.stats.end(start, re.Code, re.Message)
-		return
-	}
-	h.stats.end(start, "", "")
+	p.reply(m, out, tag, &h.stats, start)
 }
 
 // runHandler runs h, turning a panic into a RemoteError.
@@ -464,22 +460,27 @@ func (p *Peer) maxData(h nats.Header) int {
 
 // reply sends a result, or the error of a result too large, which it
 // returns.
-func (p *Peer) reply(m *nats.Msg, data []byte, tag string) *RemoteError {
+// reply sends a result, or a too_large error when it does not fit, and
+// counts the request's end in st before sending, so that a caller holding
+// the reply finds it in the stats.
+func (p *Peer) reply(m *nats.Msg, data []byte, tag string, st *tagStats, start time.Time) {
 	if m.Reply == "" {
-		return nil
+		st.end(start, "", "")
+		return
 	}
 	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.okVal}}
 	if len(data) > p.maxData(r.Header) {
 		re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeTooLarge, Type: "peer.ErrPayloadTooLarge",
 			Message: fmt.Sprintf("result of %d bytes exceeds the bus max payload of %d bytes", len(data), p.nc.MaxPayload())}
+		st.end(start, re.Code, re.Message)
 		p.replyError(m, re)
-		return re
+		return
 	}
+	st.end(start, "", "")
 	r.Data = data
 	if err := p.nc.PublishMsg(r); err != nil {
 		p.ReportError(fmt.Errorf("peer: reply to %s: %w", tag, err))
 	}
-	return nil
 }
 
 func (p *Peer) replyError(m *nats.Msg, re *RemoteError) {
