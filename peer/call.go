@@ -413,19 +413,21 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 	if len(cfg.peers) > 0 {
 		return p.callEach(ctx, tag, args, cfg)
 	}
-	expected := map[string]bool{}
-	infos, perr := p.Peers(ctx, ByGroup(cfg.group))
-	for _, i := range infos {
-		if i.HasTag(tag) {
-			expected[i.ID] = true
-		}
-	}
-	if perr == nil && cfg.group != "" && len(infos) == 0 && p.opts.Group != cfg.group {
+	if cfg.group != "" && p.opts.Group != cfg.group {
 		// A group with no live peer: the peers of other groups would
-		// ignore the request, and nobody would answer. (A group with
-		// peers gets the request: a tag registered a moment ago may not
-		// be in presence yet.)
-		return nil, fmt.Errorf("%w: no peer of group %q offers tag %q (the group has no live peer)", ErrNoResponders, cfg.group, tag)
+		// ignore the request, and nobody would answer.
+		var infos []Info
+		if v := p.pres.currentView(); v != nil {
+			infos = v.list(PeerQuery{Group: cfg.group}, nil)
+		} else {
+			as, _ := queryPeers(ctx, p.nc, PeerQuery{Group: cfg.group}, 0, p.log)
+			for _, a := range as {
+				infos = append(infos, a.Info)
+			}
+		}
+		if len(infos) == 0 {
+			return nil, fmt.Errorf("%w: no peer of group %q offers tag %q (the group has no live peer)", ErrNoResponders, cfg.group, tag)
+		}
 	}
 	m, err := p.request(ctx, AllSubject(tag), args, cfg.group)
 	if err != nil {
@@ -438,13 +440,50 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 		return nil, fmt.Errorf("peer: subscribe: %w", err)
 	}
 	defer sub.Unsubscribe()
+	// The expected peers: from the live view when there is one, else
+	// from a query only the peers serving tag (in the group) answer,
+	// run while the replies come in.
+	q := PeerQuery{Tag: tag, Group: cfg.group}
+	expCh := make(chan []string, 1)
+	qctx, qcancel := context.WithCancel(ctx)
+	qdone := make(chan struct{})
+	defer func() {
+		qcancel()
+		<-qdone
+	}()
+	if v := p.pres.currentView(); v != nil {
+		go func() {
+			defer close(qdone)
+			select {
+			case <-v.synced:
+			case <-qctx.Done():
+				return
+			}
+			infos := v.list(q, nil)
+			ids := make([]string, len(infos))
+			for i, in := range infos {
+				ids[i] = in.ID
+			}
+			expCh <- ids
+		}()
+	} else {
+		go func() {
+			defer close(qdone)
+			as, _ := queryPeers(qctx, p.nc, q, 0, p.log)
+			ids := make([]string, len(as))
+			for i, a := range as {
+				ids[i] = a.ID
+			}
+			expCh <- ids
+		}()
+	}
 	m.Reply = inbox
 	ctx, stop := p.perm.wait(ctx, m.Subject)
 	defer stop()
 	if err := p.nc.PublishMsg(m); err != nil {
 		return nil, fmt.Errorf("peer: call %q: %w", tag, err)
 	}
-	out, err := gatherReplies(ctx, tag, ch, expected)
+	out, err := gatherReplies(ctx, tag, ch, expCh)
 	if perr := permissionCause(ctx); perr != nil && len(out) == 0 {
 		return nil, fmt.Errorf("peer: call %q: %w", tag, perr)
 	}
@@ -460,17 +499,31 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 const fanOutSettle = 250 * time.Millisecond
 
 // gatherReplies collects the replies of a fan-out call from ch until
-// every expected peer answered (then, with no expectation, until
-// fanOutSettle passed without a reply), or ctx ends.
-func gatherReplies(ctx context.Context, tag string, ch <-chan *nats.Msg, expected map[string]bool) ([]RawReply, error) {
+// every expected peer answered (the expected ids come on expCh; with
+// none, until fanOutSettle passed without a reply), or ctx ends.
+func gatherReplies(ctx context.Context, tag string, ch <-chan *nats.Msg, expCh <-chan []string) ([]RawReply, error) {
 	var out []RawReply
 	seen := map[string]bool{}
+	pending := map[string]bool{}
+	known, expected := false, 0
 	var settleC <-chan time.Time
-	if len(expected) == 0 {
-		settleC = time.After(fanOutSettle)
-	}
 	for {
+		if known {
+			if expected > 0 && len(pending) == 0 {
+				return out, nil
+			}
+			if expected == 0 && settleC == nil {
+				settleC = time.After(fanOutSettle)
+			}
+		}
 		select {
+		case ids := <-expCh:
+			known, expected, expCh = true, len(ids), nil
+			for _, id := range ids {
+				if !seen[id] {
+					pending[id] = true
+				}
+			}
 		case r := <-ch:
 			if r.Header.Get("Status") == "503" {
 				if len(out) == 0 {
@@ -485,11 +538,8 @@ func gatherReplies(ctx context.Context, tag string, ch <-chan *nats.Msg, expecte
 			seen[id] = true
 			data, err := parseReply(r)
 			out = append(out, RawReply{Peer: id, Data: data, Err: err})
-			delete(expected, id)
-			if len(expected) == 0 {
-				if len(seen) > 0 && settleC == nil {
-					return out, nil
-				}
+			delete(pending, id)
+			if known && expected == 0 {
 				settleC = time.After(fanOutSettle)
 			}
 		case <-settleC:
@@ -498,7 +548,7 @@ func gatherReplies(ctx context.Context, tag string, ch <-chan *nats.Msg, expecte
 			}
 			return out, nil
 		case <-ctx.Done():
-			for id := range expected {
+			for id := range pending {
 				out = append(out, RawReply{Peer: id, Err: fmt.Errorf("%w: peer %s for tag %q: %w", ErrTimeout, id, tag, context.DeadlineExceeded)})
 			}
 			if len(out) == 0 {

@@ -44,6 +44,14 @@ var (
 	// ErrPanic is matched (errors.Is) by a RemoteError caused by a panic
 	// in the remote function.
 	ErrPanic = errors.New("peer: remote panic")
+	// ErrInfoTooLarge reports a peer description (Info) whose JSON would
+	// exceed MaxInfoBytes: a name too long, or too many long tags.
+	ErrInfoTooLarge = errors.New("peer: info too large")
+	// ErrTooManyTags reports a registration beyond MaxTags tags.
+	ErrTooManyTags = errors.New("peer: too many tags")
+	// ErrTooManyPeers reports a presence query or view that reached
+	// MaxPeers peers: the list returned with it is incomplete.
+	ErrTooManyPeers = errors.New("peer: too many peers")
 )
 
 // Error codes carried in error replies (see docs/PROTOCOL.md).

@@ -1,9 +1,19 @@
 package peer
 
+// Presence, protocol version 2 (docs/PROTOCOL.md, "Presence"). A peer
+// announces its full Info with a revision number when it joins, when its
+// tags change (update) and when it leaves; its heartbeat carries only
+// the revision. Nobody keeps a table of all peers unless asked to: Peers
+// and CallAll ask the bus with a query the answering peers filter on,
+// and only a live view (WatchPresence) subscribes to the announcements,
+// detecting silent peers and probing them.
+
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -12,6 +22,23 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+)
+
+// Presence limits (see docs/PROTOCOL.md).
+const (
+	// PresenceVersion is the version of the presence protocol this
+	// package speaks; announcements and queries carry it as "v".
+	PresenceVersion = 2
+	// MaxInfoBytes bounds the JSON of a peer's Info: a peer refuses a
+	// name or a registration that would make it larger
+	// (ErrInfoTooLarge), and drops announcements that are larger.
+	MaxInfoBytes = 16 << 10
+	// MaxTags bounds the tags of a peer: Register refuses more
+	// (ErrTooManyTags), and announcements with more are dropped.
+	MaxTags = 256
+	// MaxPeers bounds the peers a live view holds and the answers a
+	// query gathers (ErrTooManyPeers).
+	MaxPeers = 50_000
 )
 
 // PresenceKind is what happened to a peer.
@@ -23,7 +50,8 @@ const (
 	PeerJoined PresenceKind = "join"
 	// PeerLeft: a peer closed and said so.
 	PeerLeft PresenceKind = "leave"
-	// PeerGone: a peer stopped heartbeating for GoneAfter.
+	// PeerGone: a peer stopped heartbeating for GoneAfter, or its
+	// connection is gone (a probe found no one on its subject).
 	PeerGone PresenceKind = "gone"
 )
 
@@ -37,80 +65,153 @@ type PresenceEvent struct {
 	Time time.Time `json:"time"`
 }
 
-type presenceEntry struct {
-	info Info
-	seen time.Time
+// announcement is the payload of join, update and leave, and the answer
+// to a query: the Info with the protocol version and the revision.
+type announcement struct {
+	Info
+	V   int    `json:"v,omitempty"`
+	Rev uint64 `json:"rev,omitempty"`
+}
+
+// beat is the payload of a version 2 heartbeat.
+type beat struct {
+	Rev uint64 `json:"rev"`
+}
+
+// PeerQuery selects the peers that answer a presence query (version 2):
+// each peer checks it and answers only when it matches, so a query for
+// the peers of a tag costs one answer per such peer. Empty fields match
+// every peer. Peers of protocol version 1 answer every query; the
+// asker filters their answers.
+type PeerQuery struct {
+	// ID keeps the peer with this id.
+	ID string `json:"id,omitempty"`
+	// Tag keeps the peers that serve this tag.
+	Tag string `json:"tag,omitempty"`
+	// Group keeps the peers of this group.
+	Group string `json:"group,omitempty"`
+	// Hub keeps the hub peers.
+	Hub bool `json:"hub,omitempty"`
+}
+
+// Match reports whether i passes the query.
+func (q PeerQuery) Match(i Info) bool {
+	return (q.ID == "" || i.ID == q.ID) && (q.Tag == "" || i.HasTag(q.Tag)) &&
+		(q.Group == "" || i.Group == q.Group) && (!q.Hub || i.Hub)
+}
+
+// queryMsg is the payload of a version 2 query.
+type queryMsg struct {
+	V int `json:"v"`
+	PeerQuery
+}
+
+// checkInfo checks the limits of an Info.
+func checkInfo(i Info) ([]byte, error) {
+	if len(i.Tags) > MaxTags {
+		return nil, fmt.Errorf("%w: %d tags, at most %d", ErrTooManyTags, len(i.Tags), MaxTags)
+	}
+	data, err := json.Marshal(i)
+	if err != nil {
+		return nil, fmt.Errorf("peer: encode info: %w", err)
+	}
+	if len(data) > MaxInfoBytes {
+		return nil, fmt.Errorf("%w: %d bytes of JSON, at most %d", ErrInfoTooLarge, len(data), MaxInfoBytes)
+	}
+	return data, nil
+}
+
+// warnLimiter logs a warning at most once per interval, with the count
+// of the occurrences since the last line.
+type warnLimiter struct {
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+const warnEvery = 10 * time.Second
+
+func (w *warnLimiter) warn(l *slog.Logger, msg string, args ...any) {
+	w.mu.Lock()
+	w.dropped++
+	now := time.Now()
+	if !w.last.IsZero() && now.Sub(w.last) < warnEvery {
+		w.mu.Unlock()
+		return
+	}
+	n := w.dropped
+	w.dropped, w.last = 0, now
+	w.mu.Unlock()
+	l.Warn(msg, append(args, "dropped", n)...)
 }
 
 type presence struct {
-	p        *Peer
+	p   *Peer
+	rev atomic.Uint64
+
 	mu       sync.Mutex
-	peers    map[string]*presenceEntry
+	cache    []byte // the announcement of cacheRev
+	cacheRev uint64
+	view     *view
 	watchers map[int]func(PresenceEvent)
 	nextW    int
-	synced   chan struct{}
+	stopped  bool
+
+	viewMu sync.Mutex // serializes starting and stopping the view
+	refs   int        // users of the view (watches)
+
 	stopCh   chan struct{}
 	wg       sync.WaitGroup
-	subs     []*nats.Subscription
+	querySub *nats.Subscription
 	stopOnce sync.Once
-	ctx      context.Context
-	cancel   context.CancelFunc
+	warns    warnLimiter
 }
 
 func startPresence(p *Peer) (*presence, error) {
-	pr := &presence{p: p, peers: map[string]*presenceEntry{}, watchers: map[int]func(PresenceEvent){},
-		synced: make(chan struct{}), stopCh: make(chan struct{})}
-	pr.ctx, pr.cancel = context.WithCancel(p.ctx)
-	sub, err := p.nc.Subscribe(subjPresence+"*.*", pr.onAnnounce)
+	pr := &presence{p: p, watchers: map[int]func(PresenceEvent){}, stopCh: make(chan struct{})}
+	pr.rev.Store(1)
+	if p.opts.NoPresence {
+		return pr, nil
+	}
+	if _, err := checkInfo(p.Info()); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	q, err := p.nc.Subscribe(PresenceQuerySubject, pr.onQuery)
 	if err != nil {
 		return nil, fmt.Errorf("peer: subscribe presence: %w", err)
 	}
-	pr.subs = append(pr.subs, sub)
-	if !p.opts.NoPresence {
-		q, err := p.nc.Subscribe(PresenceQuerySubject, func(m *nats.Msg) {
-			if m.Reply == "" {
-				return
-			}
-			data, _ := json.Marshal(p.Info())
-			_ = p.nc.Publish(m.Reply, data)
-		})
-		if err != nil {
-			pr.unsubscribe()
-			pr.cancel()
-			return nil, fmt.Errorf("peer: subscribe presence: %w", err)
-		}
-		pr.subs = append(pr.subs, q)
-		pr.announce(string(PeerJoined))
-	}
-	pr.wg.Add(2)
-	go pr.loop()
-	go func() {
-		defer pr.wg.Done()
-		defer close(pr.synced)
-		ctx, cancel := context.WithTimeout(pr.ctx, 2*time.Second)
-		defer cancel()
-		infos, err := QueryPeers(ctx, p.nc, 0)
-		if err != nil {
-			return
-		}
-		now := time.Now()
-		for _, i := range infos {
-			pr.upsert(i, now)
-		}
-	}()
+	pr.querySub = q
+	pr.announce(string(PeerJoined))
+	pr.wg.Add(1)
+	go pr.heartbeat()
 	return pr, nil
 }
 
-func (pr *presence) unsubscribe() {
-	for _, s := range pr.subs {
-		_ = s.Unsubscribe()
+// announcement returns the JSON announcement of the peer's Info at its
+// current revision.
+func (pr *presence) announcement() []byte {
+	rev := pr.rev.Load()
+	pr.mu.Lock()
+	if pr.cache != nil && pr.cacheRev == rev {
+		data := pr.cache
+		pr.mu.Unlock()
+		return data
 	}
+	pr.mu.Unlock()
+	data, err := json.Marshal(announcement{Info: pr.p.Info(), V: PresenceVersion, Rev: rev})
+	if err != nil {
+		return nil
+	}
+	pr.mu.Lock()
+	pr.cache, pr.cacheRev = data, rev
+	pr.mu.Unlock()
+	return data
 }
 
-// announce publishes this peer's Info under kind.
+// announce publishes the peer's announcement under kind.
 func (pr *presence) announce(kind string) {
-	data, err := json.Marshal(pr.p.Info())
-	if err != nil {
+	data := pr.announcement()
+	if data == nil {
 		return
 	}
 	if err := pr.p.nc.Publish(subjPresence+kind+"."+pr.p.id, data); err != nil {
@@ -118,85 +219,77 @@ func (pr *presence) announce(kind string) {
 	}
 }
 
-func (pr *presence) loop() {
+// changed records a change of the peer's Info (its tags) and announces
+// it.
+func (pr *presence) changed() {
+	if pr.p.opts.NoPresence {
+		return
+	}
+	pr.rev.Add(1)
+	pr.announce("update")
+}
+
+// onQuery answers a presence query: a version 1 query (empty, or not a
+// version 2 object) always, a version 2 query when it matches.
+func (pr *presence) onQuery(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	if len(m.Data) > 0 {
+		var q queryMsg
+		if err := json.Unmarshal(m.Data, &q); err == nil && q.V >= 2 && !q.Match(pr.p.Info()) {
+			return
+		}
+	}
+	if data := pr.announcement(); data != nil {
+		_ = pr.p.nc.Publish(m.Reply, data)
+	}
+}
+
+// heartbeat publishes {"rev":N} every Heartbeat, starting at a random
+// point of the first interval so that peers started together do not beat
+// together.
+func (pr *presence) heartbeat() {
 	defer pr.wg.Done()
-	hb := time.NewTicker(pr.p.opts.Heartbeat)
-	defer hb.Stop()
-	reap := time.NewTicker(max(pr.p.opts.Heartbeat/4, 50*time.Millisecond))
-	defer reap.Stop()
+	hb := pr.p.opts.Heartbeat
+	t := time.NewTimer(rand.N(hb) + 1)
+	defer t.Stop()
+	subject := subjPresence + "hb." + pr.p.id
 	for {
 		select {
 		case <-pr.stopCh:
 			return
-		case <-hb.C:
-			if !pr.p.opts.NoPresence {
-				pr.announce("hb")
+		case <-t.C:
+			t.Reset(hb)
+			data, _ := json.Marshal(beat{Rev: pr.rev.Load()})
+			if err := pr.p.nc.Publish(subject, data); err != nil {
+				pr.p.log.Debug("presence heartbeat failed", "err", err)
 			}
-		case now := <-reap.C:
-			pr.reap(now)
 		}
 	}
 }
 
-func (pr *presence) reap(now time.Time) {
-	var gone []Info
-	pr.mu.Lock()
-	for id, e := range pr.peers {
-		if now.Sub(e.seen) > pr.p.opts.GoneAfter {
-			delete(pr.peers, id)
-			gone = append(gone, e.info)
+func (pr *presence) stop(leave bool) {
+	pr.stopOnce.Do(func() {
+		close(pr.stopCh)
+		if leave && !pr.p.opts.NoPresence {
+			pr.announce(string(PeerLeft))
 		}
-	}
-	pr.mu.Unlock()
-	for _, i := range gone {
-		pr.notify(PresenceEvent{Kind: PeerGone, Peer: i, Time: now})
-	}
-}
-
-func (pr *presence) onAnnounce(m *nats.Msg) {
-	rest := strings.TrimPrefix(m.Subject, subjPresence)
-	kind, id, ok := strings.Cut(rest, ".")
-	if !ok {
-		return
-	}
-	var info Info
-	if err := json.Unmarshal(m.Data, &info); err != nil || info.ID != id {
-		pr.p.log.Debug("malformed presence announcement", "subject", m.Subject)
-		return
-	}
-	now := time.Now()
-	switch kind {
-	case "leave":
+		if pr.querySub != nil {
+			_ = pr.querySub.Unsubscribe()
+		}
+		pr.viewMu.Lock()
 		pr.mu.Lock()
-		_, had := pr.peers[id]
-		delete(pr.peers, id)
+		pr.stopped = true
+		v := pr.view
+		pr.view = nil
 		pr.mu.Unlock()
-		if had {
-			pr.notify(PresenceEvent{Kind: PeerLeft, Peer: info, Time: now})
+		pr.viewMu.Unlock()
+		if v != nil {
+			v.stop()
 		}
-	case "join", "hb":
-		isNew := pr.upsert(info, now)
-		if isNew && id != pr.p.id && !pr.p.opts.NoPresence {
-			// Let the newcomer learn about this peer at once.
-			pr.announce("hb")
-		}
-	}
-}
-
-// upsert records info; it reports whether the peer is new.
-func (pr *presence) upsert(info Info, now time.Time) bool {
-	pr.mu.Lock()
-	e, ok := pr.peers[info.ID]
-	if ok {
-		e.info, e.seen = info, now
-	} else {
-		pr.peers[info.ID] = &presenceEntry{info: info, seen: now}
-	}
-	pr.mu.Unlock()
-	if !ok {
-		pr.notify(PresenceEvent{Kind: PeerJoined, Peer: info, Time: now})
-	}
-	return !ok
+	})
+	pr.wg.Wait()
 }
 
 func (pr *presence) notify(ev PresenceEvent) {
@@ -211,57 +304,416 @@ func (pr *presence) notify(ev PresenceEvent) {
 	}
 }
 
-func (pr *presence) stop(leave bool) {
-	pr.stopOnce.Do(func() {
-		close(pr.stopCh)
-		pr.cancel()
-		if leave && !pr.p.opts.NoPresence {
-			pr.announce(string(PeerLeft))
+// currentView returns the live view, or nil.
+func (pr *presence) currentView() *view {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	return pr.view
+}
+
+// acquireView starts the live view or takes one more reference to it.
+func (pr *presence) acquireView() {
+	pr.viewMu.Lock()
+	defer pr.viewMu.Unlock()
+	pr.refs++
+	pr.mu.Lock()
+	has, stopped := pr.view != nil, pr.stopped
+	pr.mu.Unlock()
+	if has || stopped {
+		return
+	}
+	v, err := startView(pr)
+	if err != nil {
+		pr.p.log.Warn("presence view failed", "err", err)
+		return
+	}
+	pr.mu.Lock()
+	pr.view = v
+	pr.mu.Unlock()
+}
+
+// releaseView drops a reference to the live view and stops it with the
+// last one. It waits for nothing.
+func (pr *presence) releaseView() {
+	pr.viewMu.Lock()
+	defer pr.viewMu.Unlock()
+	pr.refs--
+	if pr.refs > 0 {
+		return
+	}
+	pr.mu.Lock()
+	v := pr.view
+	pr.view = nil
+	pr.mu.Unlock()
+	if v != nil {
+		v.stop()
+	}
+}
+
+// maxFetches bounds the Info fetches a view runs at once.
+const maxFetches = 64
+
+// view is a live table of the peers: it follows the announcements and
+// heartbeats, probes the peers that fall silent, and reports changes to
+// the watchers. Its state is guarded by presence.mu.
+type view struct {
+	pr       *presence
+	peers    map[string]*viewEntry
+	fetching map[string]bool
+	synced   chan struct{}
+	probes   string // probe replies come on probes + "." + peer id
+	subs     []*nats.Subscription
+	stopCh   chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	stopOnce sync.Once
+	done     atomic.Bool // stopped
+}
+
+type viewEntry struct {
+	info      Info
+	rev       uint64
+	seen      time.Time // last heartbeat, announcement or probe answer
+	probed    time.Time // when the pending probe went out (zero: none)
+	announced bool      // a join was reported for it
+}
+
+func startView(pr *presence) (*view, error) {
+	p := pr.p
+	v := &view{pr: pr, peers: map[string]*viewEntry{}, fetching: map[string]bool{},
+		synced: make(chan struct{}), stopCh: make(chan struct{}), probes: p.nc.NewInbox()}
+	v.ctx, v.cancel = context.WithCancel(p.ctx)
+	fail := func(err error) (*view, error) {
+		v.stop()
+		return nil, fmt.Errorf("peer: subscribe presence: %w", err)
+	}
+	sub, err := p.nc.Subscribe(subjPresence+"*.*", v.onAnnounce)
+	if err != nil {
+		return fail(err)
+	}
+	v.subs = append(v.subs, sub)
+	ps, err := p.nc.Subscribe(v.probes+".*", v.onProbe)
+	if err != nil {
+		return fail(err)
+	}
+	v.subs = append(v.subs, ps)
+	fctx, cancel := context.WithTimeout(v.ctx, 5*time.Second)
+	err = p.nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	pr.wg.Add(2)
+	go v.loop()
+	go func() {
+		defer pr.wg.Done()
+		defer close(v.synced)
+		ctx, cancel := context.WithTimeout(v.ctx, 5*time.Second)
+		defer cancel()
+		as, _ := queryPeers(ctx, p.nc, PeerQuery{}, 0, p.log)
+		for _, a := range as {
+			v.upsert(a, fromQuery)
 		}
-		pr.unsubscribe()
+	}()
+	return v, nil
+}
+
+func (v *view) stop() {
+	v.stopOnce.Do(func() {
+		v.done.Store(true)
+		close(v.stopCh)
+		v.cancel()
+		for _, s := range v.subs {
+			_ = s.Unsubscribe()
+		}
 	})
-	pr.wg.Wait()
 }
 
-// PeerFilter selects peers in Peers.
-type PeerFilter func(Info) bool
+// liveLocked reports whether v still runs.
+func (v *view) liveLocked() bool { return !v.done.Load() }
 
-// ByGroup keeps peers of group g (every peer when g is empty).
-func ByGroup(g string) PeerFilter {
-	return func(i Info) bool { return g == "" || i.Group == g }
+func (v *view) onAnnounce(m *nats.Msg) {
+	pr := v.pr
+	rest := strings.TrimPrefix(m.Subject, subjPresence)
+	kind, id, ok := strings.Cut(rest, ".")
+	if !ok || id == "" {
+		return
+	}
+	if len(m.Data) > MaxInfoBytes+64 {
+		pr.warns.warn(pr.p.log, "presence: announcement too large dropped", "subject", m.Subject, "bytes", len(m.Data))
+		return
+	}
+	var a announcement
+	if err := json.Unmarshal(m.Data, &a); err != nil {
+		pr.warns.warn(pr.p.log, "presence: malformed announcement dropped", "subject", m.Subject, "err", err)
+		return
+	}
+	if kind == "hb" && a.ID == "" {
+		v.beat(id, a.Rev)
+		return
+	}
+	if a.ID != id || len(a.Tags) > MaxTags {
+		pr.warns.warn(pr.p.log, "presence: invalid announcement dropped", "subject", m.Subject)
+		return
+	}
+	switch kind {
+	case "leave":
+		pr.mu.Lock()
+		e, had := v.peers[id]
+		if had && v.liveLocked() {
+			delete(v.peers, id)
+		}
+		pr.mu.Unlock()
+		if had {
+			if a.Rev != 0 && a.Rev < e.rev {
+				a.Info = e.info
+			}
+			pr.notify(PresenceEvent{Kind: PeerLeft, Peer: a.Info, Time: time.Now()})
+		}
+	case "join":
+		v.upsert(a, fromJoin)
+	case "update", "hb": // "hb" with an Info: a version 1 peer
+		v.upsert(a, fromOther)
+	}
 }
 
-// HubsOnly keeps hub peers.
-func HubsOnly() PeerFilter { return func(i Info) bool { return i.Hub } }
+// How an Info reached a view.
+const (
+	fromQuery = iota // the view's first query
+	fromJoin         // a join announcement
+	fromOther        // an update, a version 1 heartbeat, a fetch
+)
 
-// WithTag keeps peers that offer tag.
-func WithTag(tag string) PeerFilter { return func(i Info) bool { return i.HasTag(tag) } }
+// upsert records a; a new peer is reported joined unless it comes from
+// the view's first query, and a known one is reported joined on its join
+// announcement when it was not yet.
+func (v *view) upsert(a announcement, from int) {
+	pr := v.pr
+	now := time.Now()
+	pr.mu.Lock()
+	if !v.liveLocked() {
+		pr.mu.Unlock()
+		return
+	}
+	e, ok := v.peers[a.ID]
+	if !ok {
+		if len(v.peers) >= MaxPeers {
+			pr.mu.Unlock()
+			pr.warns.warn(pr.p.log, "presence: view full, peer dropped", "peer", a.ID, "max", MaxPeers)
+			return
+		}
+		e = &viewEntry{}
+		v.peers[a.ID] = e
+	}
+	if a.Rev == 0 || a.Rev >= e.rev {
+		e.info, e.rev = a.Info, a.Rev
+	}
+	e.seen, e.probed = now, time.Time{}
+	report := !e.announced && (from == fromJoin || (!ok && from != fromQuery))
+	if report {
+		e.announced = true
+	}
+	info := e.info
+	pr.mu.Unlock()
+	if report {
+		pr.notify(PresenceEvent{Kind: PeerJoined, Peer: info, Time: now})
+	}
+}
 
-// Peers lists the live peers (this one included, unless it is a client)
-// that pass every filter, sorted by name then id. The first call waits
-// for the initial presence query to finish.
-func (p *Peer) Peers(ctx context.Context, filters ...PeerFilter) ([]Info, error) {
-	select {
-	case <-p.pres.synced:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+// beat records a version 2 heartbeat; an unknown peer, or a newer
+// revision than known, makes the view fetch the peer's Info.
+func (v *view) beat(id string, rev uint64) {
+	pr := v.pr
+	pr.mu.Lock()
+	e, ok := v.peers[id]
+	if ok {
+		e.seen, e.probed = time.Now(), time.Time{}
 	}
-	p.pres.mu.Lock()
-	out := make([]Info, 0, len(p.pres.peers))
-	for _, e := range p.pres.peers {
-		out = append(out, e.info)
+	fetch := (!ok || rev > e.rev) && !v.fetching[id] && len(v.fetching) < maxFetches && v.liveLocked()
+	if fetch {
+		v.fetching[id] = true
+		pr.wg.Add(1)
 	}
-	p.pres.mu.Unlock()
-	out = slices.DeleteFunc(out, func(i Info) bool {
-		for _, f := range filters {
-			if !f(i) {
-				return true
+	pr.mu.Unlock()
+	if fetch {
+		go v.fetch(id)
+	}
+}
+
+// fetch asks peer id for its Info.
+func (v *view) fetch(id string) {
+	pr := v.pr
+	defer pr.wg.Done()
+	defer func() {
+		pr.mu.Lock()
+		delete(v.fetching, id)
+		pr.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(v.ctx, 2*time.Second)
+	defer cancel()
+	as, _ := queryPeers(ctx, pr.p.nc, PeerQuery{ID: id}, 0, pr.p.log)
+	for _, a := range as {
+		if a.ID == id {
+			v.upsert(a, fromOther)
+		}
+	}
+}
+
+// onProbe handles the answer to a probe: a 503 status (no one serves the
+// peer's subject: its connection is gone) makes it gone at once; any
+// other answer shows it alive.
+func (v *view) onProbe(m *nats.Msg) {
+	pr := v.pr
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	now := time.Now()
+	pr.mu.Lock()
+	e, ok := v.peers[id]
+	if !ok || !v.liveLocked() {
+		pr.mu.Unlock()
+		return
+	}
+	if m.Header.Get("Status") == "503" {
+		delete(v.peers, id)
+		info := e.info
+		pr.mu.Unlock()
+		pr.notify(PresenceEvent{Kind: PeerGone, Peer: info, Time: now})
+		return
+	}
+	e.seen, e.probed = now, time.Time{}
+	pr.mu.Unlock()
+}
+
+// loop reaps the peers silent for GoneAfter and probes those silent for
+// one and a half heartbeats.
+func (v *view) loop() {
+	pr := v.pr
+	defer pr.wg.Done()
+	hb, goneAfter := pr.p.opts.Heartbeat, pr.p.opts.GoneAfter
+	tick := time.NewTicker(max(hb/4, 25*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-v.stopCh:
+			return
+		case now := <-tick.C:
+			var gone []Info
+			var probe []string
+			pr.mu.Lock()
+			for id, e := range v.peers {
+				silent := now.Sub(e.seen)
+				switch {
+				case silent > goneAfter:
+					delete(v.peers, id)
+					gone = append(gone, e.info)
+				case silent > hb+hb/2 && (e.probed.IsZero() || now.Sub(e.probed) > hb):
+					e.probed = now
+					probe = append(probe, id)
+				}
+			}
+			pr.mu.Unlock()
+			for _, id := range probe {
+				_ = pr.p.nc.PublishMsg(&nats.Msg{Subject: CallSubject(id, TagPing), Reply: v.probes + "." + id})
+			}
+			for _, i := range gone {
+				pr.notify(PresenceEvent{Kind: PeerGone, Peer: i, Time: now})
 			}
 		}
-		return false
-	})
+	}
+}
+
+// list returns the peers of the view that pass q and the filters.
+func (v *view) list(q PeerQuery, filters []PeerFilter) []Info {
+	v.pr.mu.Lock()
+	out := make([]Info, 0, len(v.peers))
+	for _, e := range v.peers {
+		if q.Match(e.info) && matchAll(e.info, filters) {
+			out = append(out, e.info)
+		}
+	}
+	v.pr.mu.Unlock()
 	sortInfos(out)
-	return out, nil
+	return out
+}
+
+// PeerFilter selects peers in Peers. The filters of this package (ByGroup,
+// HubsOnly, WithTag, ByID) are also sent with the query, so that only
+// the matching peers answer; Where filters on the asker's side only.
+type PeerFilter struct {
+	q     PeerQuery
+	match func(Info) bool
+}
+
+// ByGroup keeps peers of group g (every peer when g is empty).
+func ByGroup(g string) PeerFilter { return PeerFilter{q: PeerQuery{Group: g}} }
+
+// HubsOnly keeps hub peers.
+func HubsOnly() PeerFilter { return PeerFilter{q: PeerQuery{Hub: true}} }
+
+// WithTag keeps peers that offer tag.
+func WithTag(tag string) PeerFilter { return PeerFilter{q: PeerQuery{Tag: tag}} }
+
+// ByID keeps the peer with this id.
+func ByID(id string) PeerFilter { return PeerFilter{q: PeerQuery{ID: id}} }
+
+// Where keeps the peers for which f returns true.
+func Where(f func(Info) bool) PeerFilter { return PeerFilter{match: f} }
+
+func (f PeerFilter) keep(i Info) bool {
+	return f.q.Match(i) && (f.match == nil || f.match(i))
+}
+
+func matchAll(i Info, filters []PeerFilter) bool {
+	for _, f := range filters {
+		if !f.keep(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// mergeQuery is one query the answering peers can check that keeps at
+// least every peer the filters keep.
+func mergeQuery(filters []PeerFilter) PeerQuery {
+	var q PeerQuery
+	for _, f := range filters {
+		if q.ID == "" {
+			q.ID = f.q.ID
+		}
+		if q.Tag == "" {
+			q.Tag = f.q.Tag
+		}
+		if q.Group == "" {
+			q.Group = f.q.Group
+		}
+		q.Hub = q.Hub || f.q.Hub
+	}
+	return q
+}
+
+// Peers lists the live peers (this one included, unless it is a client)
+// that pass every filter, sorted by name then id. While the peer has a
+// live view (an open WatchPresence), the list comes from it; otherwise
+// Peers asks the bus (one query, answered by the matching peers) and
+// returns once no answer came for a short while.
+func (p *Peer) Peers(ctx context.Context, filters ...PeerFilter) ([]Info, error) {
+	q := mergeQuery(filters)
+	if v := p.pres.currentView(); v != nil {
+		select {
+		case <-v.synced:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return v.list(q, filters), nil
+	}
+	as, err := queryPeers(ctx, p.nc, q, 0, p.log)
+	out := make([]Info, 0, len(as))
+	for _, a := range as {
+		if matchAll(a.Info, filters) {
+			out = append(out, a.Info)
+		}
+	}
+	sortInfos(out)
+	return out, err
 }
 
 func sortInfos(out []Info) {
@@ -275,7 +727,10 @@ func sortInfos(out []Info) {
 
 // WatchPresence calls fn for every join, leave and gone seen from now
 // on, until the watch is closed or the peer closes. fn must not block
-// for long.
+// for long. While a watch is open the peer holds a live view of the
+// peers: it receives every peer's heartbeat (one small message per peer
+// and heartbeat interval) and probes the peers that fall silent; the
+// view stops with the last watch.
 func (p *Peer) WatchPresence(fn func(PresenceEvent)) *PresenceWatch {
 	pr := p.pres
 	pr.mu.Lock()
@@ -283,6 +738,7 @@ func (p *Peer) WatchPresence(fn func(PresenceEvent)) *PresenceWatch {
 	pr.nextW++
 	pr.watchers[id] = fn
 	pr.mu.Unlock()
+	pr.acquireView()
 	return &PresenceWatch{pr: pr, id: id}
 }
 
@@ -305,6 +761,7 @@ func (w *PresenceWatch) Close() error {
 	w.pr.mu.Lock()
 	delete(w.pr.watchers, w.id)
 	w.pr.mu.Unlock()
+	w.pr.releaseView()
 	return nil
 }
 
@@ -313,50 +770,126 @@ func (w *PresenceWatch) Close() error {
 // means 150ms) or ctx ends. Any NATS client can do the same: see
 // docs/PROTOCOL.md.
 func QueryPeers(ctx context.Context, nc *nats.Conn, quiet time.Duration) ([]Info, error) {
-	if quiet <= 0 {
-		quiet = 150 * time.Millisecond
+	return QueryPeersMatching(ctx, nc, PeerQuery{}, quiet)
+}
+
+// QueryPeersMatching is QueryPeers for the peers that match q: the
+// peers check q and only the matching ones answer (peers of protocol
+// version 1 answer all the same and are filtered here). A query by id
+// returns at the first answer.
+func QueryPeersMatching(ctx context.Context, nc *nats.Conn, q PeerQuery, quiet time.Duration) ([]Info, error) {
+	as, err := queryPeers(ctx, nc, q, quiet, nil)
+	out := make([]Info, len(as))
+	for i, a := range as {
+		out[i] = a.Info
 	}
+	sortInfos(out)
+	return out, err
+}
+
+// DefaultQueryQuiet is how long a presence query waits after the last
+// answer (and three times as long for the first one).
+const DefaultQueryQuiet = 150 * time.Millisecond
+
+// queryPeers runs a version 2 query and gathers the matching answers.
+func queryPeers(ctx context.Context, nc *nats.Conn, q PeerQuery, quiet time.Duration, log *slog.Logger) ([]announcement, error) {
+	if quiet <= 0 {
+		quiet = DefaultQueryQuiet
+	}
+	body, err := json.Marshal(queryMsg{V: PresenceVersion, PeerQuery: q})
+	if err != nil {
+		return nil, fmt.Errorf("peer: query peers: %w", err)
+	}
+	var (
+		mu      sync.Mutex
+		seen    = map[string]announcement{}
+		noone   bool
+		full    bool
+		arrived = make(chan struct{}, 1)
+	)
 	inbox := nc.NewRespInbox()
-	ch := make(chan *nats.Msg, 256)
-	sub, err := nc.ChanSubscribe(inbox, ch)
+	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
+		if m.Header.Get("Status") == "503" {
+			mu.Lock()
+			noone = true
+			mu.Unlock()
+		} else {
+			if len(m.Data) > MaxInfoBytes+64 {
+				return
+			}
+			var a announcement
+			if err := json.Unmarshal(m.Data, &a); err != nil || a.ID == "" || len(a.Tags) > MaxTags || !q.Match(a.Info) {
+				if log != nil && err != nil {
+					log.Debug("presence: malformed query answer dropped", "err", err)
+				}
+				return
+			}
+			mu.Lock()
+			if _, ok := seen[a.ID]; ok || len(seen) < MaxPeers {
+				seen[a.ID] = a
+			} else {
+				full = true
+			}
+			mu.Unlock()
+		}
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("peer: query peers: %w", err)
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(PresenceQuerySubject, inbox, nil); err != nil {
+	if err := nc.PublishRequest(PresenceQuerySubject, inbox, body); err != nil {
 		return nil, fmt.Errorf("peer: query peers: %w", err)
 	}
-	seen := map[string]Info{}
-	timer := time.NewTimer(quiet)
+	result := func(err error) ([]announcement, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		out := make([]announcement, 0, len(seen))
+		for _, a := range seen {
+			out = append(out, a)
+		}
+		if full {
+			err = fmt.Errorf("%w: a query gathers at most %d", ErrTooManyPeers, MaxPeers)
+		}
+		return out, err
+	}
+	start := time.Now()
+	wait := 3 * quiet
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	first := true
 	for {
 		select {
-		case m := <-ch:
-			if m.Header.Get("Status") == "503" {
+		case <-arrived:
+			mu.Lock()
+			n, none := len(seen), noone
+			mu.Unlock()
+			if none && n == 0 {
 				return nil, nil // no peer on the bus
 			}
-			var i Info
-			if err := json.Unmarshal(m.Data, &i); err == nil && i.ID != "" {
-				seen[i.ID] = i
+			if q.ID != "" && n > 0 {
+				return result(nil)
 			}
-			timer.Reset(quiet)
+			if first && n > 0 {
+				// A slow first answer means a loaded bus: wait longer
+				// between answers too.
+				first = false
+				wait = max(quiet, 2*time.Since(start))
+			}
+			timer.Reset(wait)
 		case <-timer.C:
-			out := make([]Info, 0, len(seen))
-			for _, i := range seen {
-				out = append(out, i)
-			}
-			sortInfos(out)
-			return out, nil
+			return result(nil)
 		case <-ctx.Done():
-			if len(seen) == 0 {
+			mu.Lock()
+			n := len(seen)
+			mu.Unlock()
+			if n == 0 {
 				return nil, fmt.Errorf("peer: query peers: %w", ctx.Err())
 			}
-			out := make([]Info, 0, len(seen))
-			for _, i := range seen {
-				out = append(out, i)
-			}
-			sortInfos(out)
-			return out, nil
+			return result(nil)
 		}
 	}
 }

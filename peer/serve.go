@@ -90,6 +90,12 @@ func (p *Peer) addHandler(h *rawHandler) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrDuplicateTag, h.tag)
 	}
+	i := p.info
+	i.Tags = append(p.tagsLocked(), h.tag)
+	if _, err := checkInfo(i); err != nil {
+		p.mu.Unlock()
+		return fmt.Errorf("peer: register %q: %w", h.tag, err)
+	}
 	if h.tag != TagPing && h.tag != TagInfo {
 		h.limit.Store(int32(p.opts.TagConcurrency))
 	}
@@ -106,7 +112,7 @@ func (p *Peer) addHandler(h *rawHandler) error {
 	h.subs = subs
 	p.mu.Unlock()
 	if p.pres != nil {
-		p.pres.announce("hb")
+		p.pres.changed()
 	}
 	return nil
 }
@@ -172,7 +178,7 @@ func (p *Peer) Unregister(tag string) error {
 		_ = s.Unsubscribe()
 	}
 	if p.pres != nil {
-		p.pres.announce("hb")
+		p.pres.changed()
 	}
 	return nil
 }
