@@ -214,14 +214,14 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	var steps atomic.Int32
 	rep, err := Run(ctx, env, Config{Duration: 40 * time.Millisecond, Rounds: 2,
-		Only: []string{"call", "emit", "pipe-tcp"}, Progress: func(Progress) { steps.Add(1) }})
+		Only: []string{"call", "emit", "emit-async-msgid", "pipe-tcp", "bridge-relay-nats"}, Progress: func(Progress) { steps.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rep.Errors) > 0 {
 		t.Fatal(rep.Errors)
 	}
-	if len(rep.Results) != 4 || steps.Load() == 0 {
+	if len(rep.Results) != 6 || steps.Load() == 0 {
 		t.Fatalf("results %+v, %d progress steps", rep.Results, steps.Load())
 	}
 	for _, r := range rep.Results {

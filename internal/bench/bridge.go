@@ -2,10 +2,15 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/peerbus/peerbus/bridge"
 	"github.com/peerbus/peerbus/peer"
@@ -24,13 +29,19 @@ func bridgeCases() []Case {
 			Name: "bridge-relay", Kind: Rate, Unit: "MB/s", Scale: 1e6,
 			What:     "bridge tunnel, relay path: bytes written into a Dial'd connection until a TCP sink behind Expose has them",
 			Baseline: "loopback TCP straight to the same kind of sink",
-			Setup:    tunnelSetup(bridge.Relay),
+			Setup:    tunnelSetup(bridge.Relay, false),
+		},
+		{
+			Name: "bridge-relay-nats", Kind: Rate, Unit: "MB/s", Scale: 1e6,
+			What:     "bridge tunnel, relay path, as in bridge-relay",
+			Baseline: "raw nats.go relay between the same two client connections: 256 KiB messages in a 4 MiB credit window, the receiver writing into a TCP connection to the same kind of sink",
+			Setup:    tunnelSetup(bridge.Relay, true),
 		},
 		{
 			Name: "bridge-direct", Kind: Rate, Unit: "MB/s", Scale: 1e6,
 			What:     "bridge tunnel, direct path (dialer to exposer over loopback TCP, exposer to the sink)",
 			Baseline: "loopback TCP straight to the same kind of sink",
-			Setup:    tunnelSetup(bridge.Direct),
+			Setup:    tunnelSetup(bridge.Direct, false),
 		},
 	}
 }
@@ -101,7 +112,10 @@ func writeBatch(ctx context.Context, w io.Writer, s *sink, chunk []byte) (int, e
 	return tunnelBatch, s.got.wait(ctx, target)
 }
 
-func tunnelSetup(path bridge.Strategy) func(context.Context, *Env) (Side, Side, func(), error) {
+// tunnelSetup compares a tunnel on path with loopback TCP to a sink, or
+// with natsRelay with a raw nats.go relay between the tunnel's two
+// connections.
+func tunnelSetup(path bridge.Strategy, natsRelay bool) func(context.Context, *Env) (Side, Side, func(), error) {
 	return func(ctx context.Context, env *Env) (pb, raw Side, cleanup func(), err error) {
 		var cl cleanups
 		cleanup = cl.run
@@ -155,12 +169,119 @@ func tunnelSetup(path bridge.Strategy) func(context.Context, *Env) (Side, Side, 
 			return pb, raw, cleanup, err
 		}
 		cl.closer(rc)
+		var rw io.Writer = rc
+		if natsRelay {
+			r, err := newRawRelay(dnc, enc, rc, "bench.rawrelay."+exposer.ID())
+			if err != nil {
+				return pb, raw, cleanup, err
+			}
+			cl.add(r.close)
+			rw = r
+		}
 		chunk := make([]byte, tunnelChunk)
 		for i := range chunk {
 			chunk[i] = byte(i)
 		}
 		pb.Op = func(ctx context.Context) (int, error) { return writeBatch(ctx, conn, pbSink, chunk) }
-		raw.Op = func(ctx context.Context) (int, error) { return writeBatch(ctx, rc, rawSink, chunk) }
+		raw.Op = func(ctx context.Context) (int, error) { return writeBatch(ctx, rw, rawSink, chunk) }
 		return pb, raw, cleanup, nil
 	}
+}
+
+// Window and chunk size of the raw relay: the bridge relay's defaults.
+const (
+	rawRelayWindow = bridge.DefaultWindow
+	rawRelayChunk  = bridge.DefaultChunkSize
+)
+
+// rawRelay is the plainest relay over NATS with the bridge relay's flow
+// control: Write publishes chunks of at most rawRelayChunk bytes on
+// subject+".data" from one connection while the receiver's credit
+// allows; the receiver, a callback subscription on another connection,
+// grants credit up to rawRelayWindow bytes beyond what it has taken
+// (in steps of a quarter window, on subject+".credit") and writes the
+// bytes into out.
+type rawRelay struct {
+	send    *nats.Conn
+	subject string
+	data    *nats.Subscription
+	credits *nats.Subscription
+
+	credit   atomic.Uint64 // bytes the receiver allows in total
+	sent     uint64        // bytes published (Write's)
+	writable chan struct{}
+
+	received, granted uint64 // the receiver's (its callback's)
+}
+
+func newRawRelay(send, recv *nats.Conn, out io.Writer, subject string) (*rawRelay, error) {
+	r := &rawRelay{send: send, subject: subject, writable: make(chan struct{}, 1)}
+	r.credit.Store(rawRelayWindow)
+	r.granted = rawRelayWindow
+	var err error
+	r.credits, err = send.Subscribe(subject+".credit", func(m *nats.Msg) {
+		if len(m.Data) == 8 {
+			r.credit.Store(binary.BigEndian.Uint64(m.Data))
+			select {
+			case r.writable <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	var grant [8]byte
+	r.data, err = recv.Subscribe(subject+".data", func(m *nats.Msg) {
+		r.received += uint64(len(m.Data))
+		if limit := r.received + rawRelayWindow; limit-r.granted >= rawRelayWindow/4 {
+			r.granted = limit
+			binary.BigEndian.PutUint64(grant[:], limit)
+			_ = recv.Publish(subject+".credit", grant[:])
+		}
+		_, _ = out.Write(m.Data)
+	})
+	if err != nil {
+		_ = r.credits.Unsubscribe()
+		return nil, err
+	}
+	if err := r.data.SetPendingLimits(-1, -1); err != nil {
+		r.close()
+		return nil, err
+	}
+	for _, nc := range []*nats.Conn{send, recv} {
+		if err := nc.Flush(); err != nil {
+			r.close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Write publishes b in chunks, waiting for credit.
+func (r *rawRelay) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		credit := r.credit.Load()
+		if credit <= r.sent {
+			select {
+			case <-r.writable:
+			case <-time.After(10 * time.Second):
+				return n, fmt.Errorf("raw relay: no credit for 10 s")
+			}
+			continue
+		}
+		k := min(int(min(credit-r.sent, rawRelayChunk)), len(b)-n)
+		if err := r.send.Publish(r.subject+".data", b[n:n+k]); err != nil {
+			return n, err
+		}
+		r.sent += uint64(k)
+		n += k
+	}
+	return n, nil
+}
+
+func (r *rawRelay) close() {
+	_ = r.data.Unsubscribe()
+	_ = r.credits.Unsubscribe()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -54,25 +55,37 @@ func eventCases() []Case {
 			Name: "emit", Kind: Rate, Unit: "events/s",
 			What:     "Emit: one persisted event at a time, waiting for the log's ack (file storage, dedupe id; --log-sync always: fsync before each ack)",
 			Baseline: "JetStream synchronous publish to the same stream (no message id)",
-			Setup:    emitSetup(false, false),
+			Setup:    emitSetup(false, false, false),
 		},
 		{
 			Name: "emit-lazy", Kind: Rate, Unit: "events/s",
 			What:     "Emit as in emit, on a node with --log-sync 2m (fsync every 2 minutes, nats-server's default)",
 			Baseline: "JetStream synchronous publish to the same stream on that node",
-			Setup:    emitSetup(false, true),
+			Setup:    emitSetup(false, true, false),
 		},
 		{
 			Name: "emit-async", Kind: Rate, Unit: "events/s",
 			What:     "EmitAsync: batches of 1000 persisted events, then Wait for every ack (--log-sync always)",
 			Baseline: "JetStream async publish of 1000 messages to the same stream, then wait for completion",
-			Setup:    emitSetup(true, false),
+			Setup:    emitSetup(true, false, false),
+		},
+		{
+			Name: "emit-async-msgid", Kind: Rate, Unit: "events/s",
+			What:     "EmitAsync as in emit-async",
+			Baseline: "JetStream async publish of 1000 messages to the same stream, each with its own Nats-Msg-Id (de-duplicated as peerbus events are), then wait for completion",
+			Setup:    emitSetup(true, false, true),
 		},
 		{
 			Name: "emit-async-lazy", Kind: Rate, Unit: "events/s",
 			What:     "EmitAsync as in emit-async, on a node with --log-sync 2m",
 			Baseline: "JetStream async publish of 1000 messages to the same stream on that node",
-			Setup:    emitSetup(true, true),
+			Setup:    emitSetup(true, true, false),
+		},
+		{
+			Name: "emit-async-lazy-msgid", Kind: Rate, Unit: "events/s",
+			What:     "EmitAsync as in emit-async-lazy",
+			Baseline: "JetStream async publish of 1000 messages, each with its own Nats-Msg-Id, to the same stream on that node",
+			Setup:    emitSetup(true, true, true),
 		},
 		{
 			Name: "replay", Kind: Rate, Unit: "events/s",
@@ -258,8 +271,9 @@ func logPeerOn(ctx context.Context, node func(context.Context) (*bus.Node, error
 }
 
 // emitSetup measures Emit (EmitAsync with async) on the shared node, or
-// with lazy on the node that syncs every 2 minutes.
-func emitSetup(async, lazy bool) func(ctx context.Context, env *Env) (Side, Side, func(), error) {
+// with lazy on the node that syncs every 2 minutes. With msgID the
+// baseline's messages carry a Nats-Msg-Id each, as peerbus events do.
+func emitSetup(async, lazy, msgID bool) func(ctx context.Context, env *Env) (Side, Side, func(), error) {
 	return func(ctx context.Context, env *Env) (pb, raw Side, cleanup func(), err error) {
 		var cl cleanups
 		cleanup = cl.run
@@ -301,10 +315,17 @@ func emitSetup(async, lazy bool) func(ctx context.Context, env *Env) (Side, Side
 			}
 			return asyncBatch, nil
 		}
+		ids := newMsgIDs()
 		raw.Op = func(ctx context.Context) (int, error) {
 			var last jetstream.PubAckFuture
 			for range asyncBatch {
-				f, err := js.PublishAsync(subject, rawEvent)
+				var f jetstream.PubAckFuture
+				var err error
+				if msgID {
+					f, err = js.PublishAsync(subject, rawEvent, jetstream.WithMsgID(ids.next()))
+				} else {
+					f, err = js.PublishAsync(subject, rawEvent)
+				}
 				if err != nil {
 					return 0, err
 				}
@@ -324,6 +345,37 @@ func emitSetup(async, lazy bool) func(ctx context.Context, env *Env) (Side, Side
 		}
 		return pb, raw, cleanup, nil
 	}
+}
+
+// msgIDs makes message ids as long as event ids (36 bytes), unique in
+// the process: a random prefix and a counter, the cheapest way to give
+// every message an id of its own.
+type msgIDs struct {
+	buf [36]byte
+	n   uint64
+}
+
+func newMsgIDs() *msgIDs {
+	m := &msgIDs{}
+	copy(m.buf[:], newPrefix())
+	return m
+}
+
+// newPrefix returns 20 random hex digits and a dash.
+func newPrefix() string {
+	return fmt.Sprintf("%016x%04x-", rand.Uint64(), rand.Uint32()&0xffff)
+}
+
+// next returns the next id: the prefix and 15 decimal digits of the
+// counter.
+func (m *msgIDs) next() string {
+	m.n++
+	v := m.n
+	for i := len(m.buf) - 1; i >= 21; i-- {
+		m.buf[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return string(m.buf[:])
 }
 
 func replaySetup(ctx context.Context, env *Env) (pb, raw Side, cleanup func(), err error) {
