@@ -148,32 +148,33 @@ type CallOption interface{ applyCall(*callConfig) error }
 // ErrInvalidOption.
 type CallAllOption interface{ applyCallAll(*callConfig) error }
 
-// callOption is a CallOption only.
-type callOption func(*callConfig) error
-
-func (o callOption) applyCall(c *callConfig) error { return o(c) }
-
 // callAllOption is a CallAllOption only.
 type callAllOption func(*callConfig) error
 
 func (o callAllOption) applyCallAll(c *callConfig) error { return o(c) }
 
 // OnPeer runs the call on the peer with this id.
-func OnPeer(id string) CallOption {
-	return callOption(func(c *callConfig) error {
-		if err := names.Token(id); err != nil {
-			return fmt.Errorf("%w: peer id %q: %v", ErrInvalidOption, id, err)
-		}
-		c.target, c.peer = targetPeer, id
-		return nil
-	})
+func OnPeer(id string) CallOption { return onPeer(id) }
+
+// onPeer is the option of OnPeer.
+type onPeer string
+
+func (o onPeer) applyCall(c *callConfig) error {
+	if err := names.Token(string(o)); err != nil {
+		return fmt.Errorf("%w: peer id %q: %v", ErrInvalidOption, string(o), err)
+	}
+	c.target, c.peer = targetPeer, string(o)
+	return nil
 }
 
 // OnAny runs the call on any one peer offering the tag, load-balanced
 // by the bus; with InGroup, on any one peer of that group.
-func OnAny() CallOption {
-	return callOption(func(c *callConfig) error { c.target = targetAny; return nil })
-}
+func OnAny() CallOption { return onAny{} }
+
+// onAny is the option of OnAny.
+type onAny struct{}
+
+func (onAny) applyCall(c *callConfig) error { c.target = targetAny; return nil }
 
 // OnPeers limits a fan-out call to the listed peers (each is called
 // directly, in parallel).
@@ -229,7 +230,25 @@ func (d Timeout) apply(c *callConfig) error {
 func newCallConfig(opts []CallOption) (callConfig, error) {
 	var c callConfig
 	for _, o := range opts {
-		if err := o.applyCall(&c); err != nil {
+		// The options of this package by their types: c stays on the
+		// stack.
+		var err error
+		switch o := o.(type) {
+		case onPeer:
+			err = o.applyCall(&c)
+		case onAny:
+			err = o.applyCall(&c)
+		case InGroup:
+			err = o.applyCall(&c)
+		case Timeout:
+			err = o.applyCall(&c)
+		default:
+			h := new(callConfig)
+			*h = c
+			err = o.applyCall(h)
+			c = *h
+		}
+		if err != nil {
 			return c, err
 		}
 	}
@@ -290,24 +309,35 @@ func (p *Peer) Call(ctx context.Context, tag string, args []byte, opts ...CallOp
 // request builds a call request message.
 func (p *Peer) request(ctx context.Context, subject string, args []byte, group string) (*nats.Msg, error) {
 	m := &nats.Msg{Subject: subject, Header: make(nats.Header, 4)}
-	if p.codecVal != nil {
-		m.Header[HeaderCodec] = p.codecVal
-	}
-	if p.callerVal != nil {
-		m.Header[HeaderCaller] = p.callerVal
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		m.Header[HeaderDeadline] = []string{strconv.FormatInt(dl.UnixNano(), 10)}
-	}
-	if group != "" {
-		m.Header[HeaderGroup] = []string{group}
-	}
+	dl, ok := ctx.Deadline()
+	p.requestHeader(m.Header, dl, ok, group)
 	if len(args) > p.maxData(m.Header)-len(subject)-64 {
-		return nil, fmt.Errorf("%w: arguments of %d bytes exceed the bus max payload of %d bytes",
-			ErrPayloadTooLarge, len(args), p.nc.MaxPayload())
+		return nil, tooLargeArgs(len(args), p.nc.MaxPayload())
 	}
 	m.Data = args
 	return m, nil
+}
+
+// requestHeader sets the headers of a request (see docs/PROTOCOL.md) in
+// the empty h.
+func (p *Peer) requestHeader(h nats.Header, dl time.Time, hasDL bool, group string) {
+	if p.codecVal != nil {
+		h[HeaderCodec] = p.codecVal
+	}
+	if p.callerVal != nil {
+		h[HeaderCaller] = p.callerVal
+	}
+	if hasDL {
+		h[HeaderDeadline] = []string{strconv.FormatInt(dl.UnixNano(), 10)}
+	}
+	if group != "" {
+		h[HeaderGroup] = []string{group}
+	}
+}
+
+// tooLargeArgs is the error of arguments that do not fit a request.
+func tooLargeArgs(n int, max int64) error {
+	return fmt.Errorf("%w: arguments of %d bytes exceed the bus max payload of %d bytes", ErrPayloadTooLarge, n, max)
 }
 
 // call runs a request on one peer: a chosen one, any one, or any one of
@@ -316,8 +346,10 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 	if p.isClosed() {
 		return nil, ErrClosed
 	}
-	ctx, cancel := p.callContext(ctx, cfg)
-	defer cancel()
+	timeout := p.opts.CallTimeout
+	if cfg.timeout > 0 {
+		timeout = cfg.timeout
+	}
 	var subject string
 	switch {
 	case cfg.target == targetPeer:
@@ -327,18 +359,18 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 	default:
 		subject = AnySubject(tag)
 	}
-	m, err := p.request(ctx, subject, args, "")
+	resp, err := p.roundTrip(ctx, subject, args, timeout)
 	if err != nil {
-		return nil, err
-	}
-	ctx, stop := p.perm.wait(ctx, subject)
-	defer stop()
-	resp, err := p.nc.RequestMsgWithContext(ctx, m)
-	if err != nil {
-		if perr := permissionCause(ctx); perr != nil {
-			return nil, fmt.Errorf("peer: call %q: %w", tag, perr)
+		switch {
+		case errors.Is(err, ErrPermission):
+			return nil, fmt.Errorf("peer: call %q: %w", tag, err)
+		case errors.Is(err, ErrPayloadTooLarge), errors.Is(err, ErrClosed):
+			return nil, err
 		}
 		return nil, p.requestError(err, tag, cfg)
+	}
+	if len(resp.Header) == 0 {
+		return resp.Data, nil // a compact reply: a result
 	}
 	return parseReply(resp)
 }

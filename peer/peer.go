@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -92,6 +93,10 @@ type Peer struct {
 	errorVal       []string
 	callerVal      []string
 	codecVal       []string
+	// okHeader is the header of a result reply (read only), okHeaderLen
+	// its size as maxData counts it.
+	okHeader    nats.Header
+	okHeaderLen int
 
 	mu       sync.RWMutex
 	closed   bool
@@ -107,6 +112,8 @@ type Peer struct {
 
 	perm    *permWatch // permission violations of nc, for calls
 	unwatch func()
+
+	rmux atomic.Pointer[replyMux] // the replies of single calls, once one was made
 }
 
 // New starts a peer on nc. The peer serves its built-in tags ("info",
@@ -161,6 +168,8 @@ func New(nc *nats.Conn, opts ...Option) (*Peer, error) {
 		p.groupAnyPrefix = subjGroupAny + o.Group + "."
 	}
 	p.idVal, p.okVal, p.errorVal = []string{o.ID}, []string{"ok"}, []string{"error"}
+	p.okHeader = nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.okVal}
+	p.okHeaderLen = int(nc.MaxPayload()) - 16 - p.maxData(p.okHeader)
 	if !o.NoPresence {
 		p.callerVal = p.idVal
 	}
@@ -359,6 +368,7 @@ func (p *Peer) shutdown(ctx context.Context, leave bool) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("peer: close: functions still running: %w", ctx.Err()))
 	}
+	p.closeReplies()
 	if !p.nc.IsClosed() {
 		// Best effort: the replies and the leave announcement go out.
 		fctx, cancel := context.WithTimeout(ctx, DefaultCloseTimeout)

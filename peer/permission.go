@@ -25,6 +25,7 @@ type permWatch struct {
 	mu      sync.Mutex
 	peers   int
 	waiters map[string]map[*permWaiter]struct{}
+	muxes   map[*replyMux]struct{} // the peers' single calls
 }
 
 type permWaiter struct {
@@ -43,7 +44,7 @@ func watchPermissions(nc *nats.Conn) (*permWatch, func()) {
 	defer permMu.Unlock()
 	w := permWatches[nc]
 	if w == nil {
-		w = &permWatch{waiters: map[string]map[*permWaiter]struct{}{}}
+		w = &permWatch{waiters: map[string]map[*permWaiter]struct{}{}, muxes: map[*replyMux]struct{}{}}
 		permWatches[nc] = w
 		prev := nc.ErrorHandler()
 		nc.SetErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
@@ -79,11 +80,29 @@ func (w *permWatch) onError(err error) {
 	if m == nil {
 		return
 	}
+	perr := fmt.Errorf("%w: publish to %q: %w", ErrPermission, m[1], err)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for pw := range w.waiters[m[1]] {
-		pw.cancel(fmt.Errorf("%w: publish to %q: %w", ErrPermission, m[1], err))
+		pw.cancel(perr)
 	}
+	for mux := range w.muxes {
+		mux.failSubject(m[1], perr)
+	}
+}
+
+// addMux makes a violation end the single calls of mux waiting on the
+// refused subject; removeMux undoes it.
+func (w *permWatch) addMux(mux *replyMux) {
+	w.mu.Lock()
+	w.muxes[mux] = struct{}{}
+	w.mu.Unlock()
+}
+
+func (w *permWatch) removeMux(mux *replyMux) {
+	w.mu.Lock()
+	delete(w.muxes, mux)
+	w.mu.Unlock()
 }
 
 // wait makes a violation on subject cancel ctx with an ErrPermission

@@ -468,8 +468,12 @@ func (p *Peer) reply(m *nats.Msg, data []byte, tag string, st *tagStats, start t
 		st.end(start, "", "")
 		return
 	}
-	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.okVal}}
-	if len(data) > p.maxData(r.Header) {
+	compact := isCompactReply(m.Reply)
+	limit := int(p.nc.MaxPayload()) - 16
+	if !compact {
+		limit -= p.okHeaderLen
+	}
+	if len(data) > limit {
 		re := &RemoteError{Peer: p.id, Tag: tag, Code: CodeTooLarge, Type: "peer.ErrPayloadTooLarge",
 			Message: fmt.Sprintf("result of %d bytes exceeds the bus max payload of %d bytes", len(data), p.nc.MaxPayload())}
 		st.end(start, re.Code, re.Message)
@@ -477,10 +481,26 @@ func (p *Peer) reply(m *nats.Msg, data []byte, tag string, st *tagStats, start t
 		return
 	}
 	st.end(start, "", "")
-	r.Data = data
-	if err := p.nc.PublishMsg(r); err != nil {
+	var err error
+	if compact {
+		err = p.nc.Publish(m.Reply, data)
+	} else {
+		err = p.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: p.okHeader, Data: data})
+	}
+	if err != nil {
 		p.ReportError(fmt.Errorf("peer: reply to %s: %w", tag, err))
 	}
+}
+
+// compactReplyMark starts the last token of the reply subject of a
+// caller that takes compact replies (see docs/PROTOCOL.md).
+const compactReplyMark = "pbc-"
+
+// isCompactReply reports whether a request's reply subject asks for a
+// compact reply: a result without headers.
+func isCompactReply(reply string) bool {
+	i := strings.LastIndexByte(reply, '.')
+	return strings.HasPrefix(reply[i+1:], compactReplyMark)
 }
 
 func (p *Peer) replyError(m *nats.Msg, re *RemoteError) {

@@ -146,7 +146,8 @@ func (s *tagStats) end(start time.Time, code, msg string) {
 	s.hist[histogramBucket(d)].Add(1)
 	if code != "" {
 		s.errs[codeIndex(code)].Add(1)
-		s.lastErr.Store(&msg)
+		last := msg // on the heap only for an error
+		s.lastErr.Store(&last)
 	}
 }
 
