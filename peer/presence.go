@@ -536,12 +536,14 @@ func (v *view) beat(id string, rev uint64) {
 	}
 	pr.mu.Unlock()
 	if fetch {
-		go v.fetch(id)
+		go v.fetch(id, rev)
 	}
 }
 
-// fetch asks peer id for its Info.
-func (v *view) fetch(id string) {
+// fetch asks peer id for its Info with a call of its built-in info tag
+// (one message to that peer, not a query to all) and records it at rev,
+// the revision its heartbeat named.
+func (v *view) fetch(id string, rev uint64) {
 	pr := v.pr
 	defer pr.wg.Done()
 	defer func() {
@@ -551,12 +553,16 @@ func (v *view) fetch(id string) {
 	}()
 	ctx, cancel := context.WithTimeout(v.ctx, 2*time.Second)
 	defer cancel()
-	as, _ := queryPeers(ctx, pr.p.nc, PeerQuery{ID: id}, 0, pr.p.log)
-	for _, a := range as {
-		if a.ID == id {
-			v.upsert(a, fromOther)
-		}
+	m, err := pr.p.nc.RequestWithContext(ctx, CallSubject(id, TagInfo), []byte("null"))
+	if err != nil || m.Header.Get(HeaderStatus) != "ok" || len(m.Data) > MaxInfoBytes {
+		return
 	}
+	var i Info
+	if err := json.Unmarshal(m.Data, &i); err != nil || i.ID != id || len(i.Tags) > MaxTags {
+		pr.warns.warn(pr.p.log, "presence: invalid info answer dropped", "peer", id)
+		return
+	}
+	v.upsert(announcement{Info: i, V: PresenceVersion, Rev: rev}, fromOther)
 }
 
 // onProbe handles the answer to a probe: a 503 status (no one serves the
@@ -598,11 +604,15 @@ func (v *view) loop() {
 		case now := <-tick.C:
 			var gone []Info
 			var probe []string
+			// Announcements or probe answers still queued here mean this
+			// view is behind, not that the peers are silent: reap none
+			// until it has caught up.
+			behind := v.behind()
 			pr.mu.Lock()
 			for id, e := range v.peers {
 				silent := now.Sub(e.seen)
 				switch {
-				case silent > goneAfter:
+				case silent > goneAfter && !behind && !e.probed.IsZero() && now.Sub(e.probed) >= hb/2:
 					delete(v.peers, id)
 					gone = append(gone, e.info)
 				case silent > hb+hb/2 && (e.probed.IsZero() || now.Sub(e.probed) > hb):
@@ -619,6 +629,16 @@ func (v *view) loop() {
 			}
 		}
 	}
+}
+
+// behind reports whether messages wait in the view's subscriptions.
+func (v *view) behind() bool {
+	for _, s := range v.subs {
+		if n, _, err := s.Pending(); err == nil && n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // list returns the peers of the view that pass q and the filters.
@@ -856,11 +876,20 @@ func queryPeers(ctx context.Context, nc *nats.Conn, q PeerQuery, quiet time.Dura
 		}
 		return out, err
 	}
+	// When to stop: no answer for the quiet time, stretched by what the
+	// bus shows of its load — the round trip to the server, the time the
+	// first answer took, the longest pause between answers so far — and
+	// never while answers wait in the subscription's queue.
 	start := time.Now()
 	wait := 3 * quiet
-	timer := time.NewTimer(wait)
+	fctx, fcancel := context.WithTimeout(ctx, max(time.Second, 3*quiet))
+	if err := nc.FlushWithContext(fctx); err == nil {
+		wait = max(wait, 10*time.Since(start))
+	}
+	fcancel()
+	timer := time.NewTimer(wait - time.Since(start))
 	defer timer.Stop()
-	first := true
+	first, last, longest := true, start, time.Duration(0)
 	for {
 		select {
 		case <-arrived:
@@ -873,14 +902,19 @@ func queryPeers(ctx context.Context, nc *nats.Conn, q PeerQuery, quiet time.Dura
 			if q.ID != "" && n > 0 {
 				return result(nil)
 			}
+			now := time.Now()
 			if first && n > 0 {
-				// A slow first answer means a loaded bus: wait longer
-				// between answers too.
 				first = false
-				wait = max(quiet, 2*time.Since(start))
+				wait = max(quiet, 2*now.Sub(start))
 			}
-			timer.Reset(wait)
+			longest = max(longest, now.Sub(last))
+			last = now
+			timer.Reset(max(wait, 2*longest))
 		case <-timer.C:
+			if pending, _, _ := sub.Pending(); pending > 0 {
+				timer.Reset(quiet / 4)
+				continue
+			}
 			return result(nil)
 		case <-ctx.Done():
 			mu.Lock()

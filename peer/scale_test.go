@@ -29,7 +29,7 @@ func startFleet(t *testing.T, n int, nodes []*bus.Node, opts ...peer.Option) *fl
 	t.Cleanup(f.close)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, 8)
 	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -176,6 +176,7 @@ func TestPresenceScale(t *testing.T) {
 	}
 	want := f.ids(all)
 	eachPeer(t, all, func(i int) error { return awaitPeers(f.peers[i], want, 20*time.Second) })
+	t.Logf("every peer lists all %d after %v", n, time.Since(start).Round(time.Millisecond))
 
 	// Watchers among the survivors (the last peers); the first peers die.
 	var logs []*goneLog
@@ -189,6 +190,7 @@ func TestPresenceScale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	t.Logf("watchers synced after %v", time.Since(start).Round(time.Millisecond))
 	dead := f.ids(all[:killed])
 	for i := range killed {
 		f.conns[i].Close() // the process dies: no leave
@@ -214,7 +216,9 @@ func TestPresenceScale(t *testing.T) {
 			t.Fatalf("watcher %d: gone %d (want exactly the %d dead), left %d", wi, len(gone), killed, len(left))
 		}
 	}
+	t.Logf("watchers saw the dead gone after %v", time.Since(start).Round(time.Millisecond))
 	eachPeer(t, survivors, func(i int) error { return awaitPeers(f.peers[i], alive, 20*time.Second) })
+	t.Logf("survivors list each other after %v", time.Since(start).Round(time.Millisecond))
 
 	// A fan-out call from a peer without a view reaches exactly the survivors.
 	caller := f.peers[killed]

@@ -65,15 +65,10 @@ func runPeers(cmd *cobra.Command, f *peersFlags) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	infos, err := peer.QueryPeers(ctx, nc, 0)
+	// The filters go with the query: only the matching peers answer.
+	kept, err := peer.QueryPeersMatching(ctx, nc, peer.PeerQuery{Group: f.group, Hub: f.hub, Tag: f.tag}, 0)
 	if err != nil {
 		return err
-	}
-	kept := make([]peer.Info, 0, len(infos))
-	for _, i := range infos {
-		if (f.group == "" || i.Group == f.group) && (!f.hub || i.Hub) && (f.tag == "" || i.HasTag(f.tag)) {
-			kept = append(kept, i)
-		}
 	}
 	return printPeerList(cmd, f.asJSON, kept, len(kept), func(out io.Writer) error {
 		return writePeerTable(out, kept, time.Now())
