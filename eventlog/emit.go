@@ -114,23 +114,30 @@ func (l *Log) eventMsg(buf *eventBuf, persist bool, name string, v any, opts []E
 		return nil, Ack{}, err
 	}
 	var ec emitConfig
-	for _, o := range opts {
-		if err := o(&ec); err != nil {
-			return nil, Ack{}, err
+	if len(opts) > 0 {
+		oc := new(emitConfig) // the options see it: on the heap only with options
+		for _, o := range opts {
+			if err := o(oc); err != nil {
+				return nil, Ack{}, err
+			}
 		}
+		ec = *oc
 	}
 	data, err := l.codec.Marshal(v)
 	if err != nil {
 		return nil, Ack{}, fmt.Errorf("eventlog: encode event %q: %w", name, err)
 	}
+	validID := true // a new id is
 	if ec.id == "" {
 		ec.id = newEventID()
+	} else {
+		validID = utf8.ValidString(ec.id)
 	}
 	ack := Ack{ID: ec.id, Time: time.Now().UTC()}
 	if buf == nil {
 		buf = &eventBuf{hdr: make(nats.Header, 4)}
 	}
-	if !persist && l.codec.Name() == peer.JSON.Name() && utf8.ValidString(ack.ID) {
+	if !persist && validID && l.jsonCodec {
 		return l.envelopeMsg(buf, subj.transient, ack, data)
 	}
 	// One backing array for the header values; the id slice is shared

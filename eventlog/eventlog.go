@@ -24,15 +24,17 @@ const DefaultCloseTimeout = peer.DefaultCloseTimeout
 // concurrent use. Close it when done, or close the peer: that closes the
 // Log too.
 type Log struct {
-	p       *peer.Peer
-	nc      *nats.Conn
-	id      string
-	group   string
-	codec   peer.Codec
-	timeout time.Duration // the peer's CallTimeout
-	logger  *slog.Logger
-	cfg     Config
-	js      jetstream.JetStream
+	p     *peer.Peer
+	nc    *nats.Conn
+	id    string
+	group string
+	codec peer.Codec
+	// jsonCodec: codec is JSON, whose transient events go in the envelope.
+	jsonCodec bool
+	timeout   time.Duration // the peer's CallTimeout
+	logger    *slog.Logger
+	cfg       Config
+	js        jetstream.JetStream
 
 	// ctx is the context of the Log's handlers, canceled by Close.
 	ctx    context.Context
@@ -42,7 +44,9 @@ type Log struct {
 	mu       sync.Mutex
 	closed   bool
 	closeErr error // ErrClosed, or errPeerClosed
-	subs     map[*Subscription]struct{}
+	// closing holds closeErr once set, for the emits to check without mu.
+	closing atomic.Pointer[error]
+	subs    map[*Subscription]struct{}
 
 	smu      sync.Mutex                    // serialises ensure
 	stream   atomic.Pointer[streamRef]     // set once the stream is known
@@ -81,7 +85,7 @@ func New(p *peer.Peer, opts ...Option) (*Log, error) {
 		return nil, fmt.Errorf("eventlog: jetstream: %w", err)
 	}
 	l := &Log{
-		p: p, nc: p.Conn(), id: p.ID(), group: po.Group, codec: po.Codec, timeout: po.CallTimeout,
+		p: p, nc: p.Conn(), id: p.ID(), group: po.Group, codec: po.Codec, jsonCodec: po.Codec.Name() == peer.JSON.Name(), timeout: po.CallTimeout,
 		logger: p.Logger(), cfg: o.Config, js: js,
 		subs: make(map[*Subscription]struct{}), kvs: make(map[string]jetstream.KeyValue),
 	}
@@ -130,6 +134,7 @@ func (l *Log) shutdown(ctx context.Context, reason error) error {
 		return nil
 	}
 	l.closed, l.closeErr = true, reason
+	l.closing.Store(&reason)
 	subs := make([]*Subscription, 0, len(l.subs))
 	for s := range l.subs {
 		subs = append(subs, s)
@@ -154,9 +159,10 @@ func (l *Log) shutdown(ctx context.Context, reason error) error {
 // closedErr returns the error of a use of a closed Log, nil while it is
 // open.
 func (l *Log) closedErr() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closeErr
+	if e := l.closing.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // track registers s as a subscription of the Log.

@@ -109,6 +109,12 @@ func FuzzLogTimeFormat(f *testing.F) {
 		if got, want := formatTime(tm), tm.UTC().Format(time.RFC3339Nano); got != want {
 			t.Fatalf("formatTime(%d, %d) = %q, want %q", sec, nsec, got, want)
 		}
+		// Another time of the same second (the formatter remembers the
+		// last second's text).
+		same := time.Unix(tm.Unix(), int64(tm.Nanosecond()/3))
+		if got, want := formatTime(same), same.UTC().Format(time.RFC3339Nano); got != want {
+			t.Fatalf("formatTime of %v after %v = %q, want %q", same, tm, got, want)
+		}
 	})
 }
 

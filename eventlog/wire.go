@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -142,29 +143,34 @@ func formatTime(t time.Time) string {
 
 // appendTime appends formatTime(t) to b.
 func appendTime(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	y, mo, d := t.Date()
-	if y < 0 || y > 9999 {
-		return t.AppendFormat(b, time.RFC3339Nano)
-	}
-	h, mi, s := t.Clock()
-	ns := t.Nanosecond()
-	two := func(v int) (byte, byte) { return byte('0' + v/10), byte('0' + v%10) }
 	var a [30]byte
-	a[0], a[1] = two(y / 100)
-	a[2], a[3] = two(y % 100)
-	a[4] = '-'
-	a[5], a[6] = two(int(mo))
-	a[7] = '-'
-	a[8], a[9] = two(d)
-	a[10] = 'T'
-	a[11], a[12] = two(h)
-	a[13] = ':'
-	a[14], a[15] = two(mi)
-	a[16] = ':'
-	a[17], a[18] = two(s)
+	sec := t.Unix()
+	if st := lastSecond.Load(); st != nil && st.sec == sec {
+		a = st.text
+	} else {
+		t := t.UTC()
+		y, mo, d := t.Date()
+		if y < 0 || y > 9999 {
+			return t.AppendFormat(b, time.RFC3339Nano)
+		}
+		h, mi, s := t.Clock()
+		two := func(v int) (byte, byte) { return byte('0' + v/10), byte('0' + v%10) }
+		a[0], a[1] = two(y / 100)
+		a[2], a[3] = two(y % 100)
+		a[4] = '-'
+		a[5], a[6] = two(int(mo))
+		a[7] = '-'
+		a[8], a[9] = two(d)
+		a[10] = 'T'
+		a[11], a[12] = two(h)
+		a[13] = ':'
+		a[14], a[15] = two(mi)
+		a[16] = ':'
+		a[17], a[18] = two(s)
+		lastSecond.Store(&secondText{sec: sec, text: a})
+	}
 	n := 19
-	if ns != 0 {
+	if ns := t.Nanosecond(); ns != 0 {
 		a[19] = '.'
 		for i := 28; i >= 20; i-- {
 			a[i] = byte('0' + ns%10)
@@ -178,6 +184,17 @@ func appendTime(b []byte, t time.Time) []byte {
 	a[n] = 'Z'
 	return append(b, a[:n+1]...)
 }
+
+// secondText is the text of a second's time up to the seconds
+// ("2006-01-02T15:04:05", UTC).
+type secondText struct {
+	sec  int64 // Unix time
+	text [30]byte
+}
+
+// lastSecond is the text of the second formatted last: the events of
+// one second format only their fraction.
+var lastSecond atomic.Pointer[secondText]
 
 // newEventID returns a random (version 4) uuid. Its bits come from the
 // runtime's ChaCha8 generator, seeded by the system: ids are unique and
