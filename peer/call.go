@@ -466,12 +466,22 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 		return nil, err
 	}
 	inbox := p.nc.NewRespInbox()
+	// Replies wait in the subscription's pending queue (nats.go's
+	// limits, 512k messages), not in a small channel that would drop the
+	// replies of a large fan-out as a slow consumer.
 	ch := make(chan *nats.Msg, 64)
-	sub, err := p.nc.ChanSubscribe(inbox, ch)
+	gathered := make(chan struct{})
+	sub, err := p.nc.Subscribe(inbox, func(m *nats.Msg) {
+		select {
+		case ch <- m:
+		case <-gathered:
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("peer: subscribe: %w", err)
 	}
 	defer sub.Unsubscribe()
+	defer close(gathered)
 	// The expected peers: from the live view when there is one, else
 	// from a query only the peers serving tag (in the group) answer,
 	// run while the replies come in.

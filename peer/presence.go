@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,6 +105,9 @@ func (q PeerQuery) Match(i Info) bool {
 type queryMsg struct {
 	V int `json:"v"`
 	PeerQuery
+	// Watch is set by a live view starting: every peer that gets it
+	// heartbeats at the full rate again.
+	Watch bool `json:"watch,omitempty"`
 }
 
 // checkInfo checks the limits of an Info.
@@ -160,6 +164,16 @@ type presence struct {
 	viewMu sync.Mutex // serializes starting and stopping the view
 	refs   int        // users of the view (watches)
 
+	// Heartbeat pacing: a heartbeat is sent as a request whose reply
+	// subject ends in the watch epoch; a 503 (no subscriber: no live view
+	// anywhere) for the current epoch slows the heartbeats down, a query
+	// with "watch" starts a new epoch at the full rate.
+	epoch   atomic.Uint64
+	slow    atomic.Bool
+	wake    chan struct{}
+	hbInbox string
+	hbSub   *nats.Subscription
+
 	stopCh   chan struct{}
 	wg       sync.WaitGroup
 	querySub *nats.Subscription
@@ -168,7 +182,7 @@ type presence struct {
 }
 
 func startPresence(p *Peer) (*presence, error) {
-	pr := &presence{p: p, watchers: map[int]func(PresenceEvent){}, stopCh: make(chan struct{})}
+	pr := &presence{p: p, watchers: map[int]func(PresenceEvent){}, stopCh: make(chan struct{}), wake: make(chan struct{}, 1)}
 	pr.rev.Store(1)
 	if p.opts.NoPresence {
 		return pr, nil
@@ -181,6 +195,11 @@ func startPresence(p *Peer) (*presence, error) {
 		return nil, fmt.Errorf("peer: subscribe presence: %w", err)
 	}
 	pr.querySub = q
+	pr.hbInbox = p.nc.NewInbox()
+	if pr.hbSub, err = p.nc.Subscribe(pr.hbInbox+".*", pr.onBeatStatus); err != nil {
+		_ = q.Unsubscribe()
+		return nil, fmt.Errorf("peer: subscribe presence: %w", err)
+	}
 	pr.announce(string(PeerJoined))
 	pr.wg.Add(1)
 	go pr.heartbeat()
@@ -237,8 +256,13 @@ func (pr *presence) onQuery(m *nats.Msg) {
 	}
 	if len(m.Data) > 0 {
 		var q queryMsg
-		if err := json.Unmarshal(m.Data, &q); err == nil && q.V >= 2 && !q.Match(pr.p.Info()) {
-			return
+		if err := json.Unmarshal(m.Data, &q); err == nil && q.V >= 2 {
+			if q.Watch {
+				pr.watched()
+			}
+			if !q.Match(pr.p.Info()) {
+				return
+			}
 		}
 	}
 	if data := pr.announcement(); data != nil {
@@ -246,9 +270,38 @@ func (pr *presence) onQuery(m *nats.Msg) {
 	}
 }
 
-// heartbeat publishes {"rev":N} every Heartbeat, starting at a random
-// point of the first interval so that peers started together do not beat
-// together.
+// SlowBeats is how many heartbeat intervals apart a peer heartbeats
+// while no live view subscribes to heartbeats anywhere on the bus.
+const SlowBeats = 20
+
+// watched starts a new watch epoch at the full heartbeat rate.
+func (pr *presence) watched() {
+	pr.epoch.Add(1)
+	if pr.slow.Swap(false) {
+		select {
+		case pr.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// onBeatStatus handles the answer to a heartbeat: only a 503 comes,
+// when nobody subscribes to heartbeats; for the current epoch it slows
+// the heartbeats down.
+func (pr *presence) onBeatStatus(m *nats.Msg) {
+	if m.Header.Get("Status") != "503" {
+		return
+	}
+	e := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if e == strconv.FormatUint(pr.epoch.Load(), 10) {
+		pr.slow.Store(true)
+	}
+}
+
+// heartbeat publishes {"rev":N} every Heartbeat while a live view
+// listens, and every SlowBeats heartbeats while none does, starting at
+// a random point of the first interval so that peers started together
+// do not beat together.
 func (pr *presence) heartbeat() {
 	defer pr.wg.Done()
 	hb := pr.p.opts.Heartbeat
@@ -259,10 +312,23 @@ func (pr *presence) heartbeat() {
 		select {
 		case <-pr.stopCh:
 			return
+		case <-pr.wake:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
+			t.Reset(rand.N(hb) + 1)
 		case <-t.C:
-			t.Reset(hb)
+			if pr.slow.Load() {
+				t.Reset(SlowBeats * hb)
+			} else {
+				t.Reset(hb)
+			}
 			data, _ := json.Marshal(beat{Rev: pr.rev.Load()})
-			if err := pr.p.nc.Publish(subject, data); err != nil {
+			reply := pr.hbInbox + "." + strconv.FormatUint(pr.epoch.Load(), 10)
+			if err := pr.p.nc.PublishRequest(subject, reply, data); err != nil {
 				pr.p.log.Debug("presence heartbeat failed", "err", err)
 			}
 		}
@@ -277,6 +343,9 @@ func (pr *presence) stop(leave bool) {
 		}
 		if pr.querySub != nil {
 			_ = pr.querySub.Unsubscribe()
+		}
+		if pr.hbSub != nil {
+			_ = pr.hbSub.Unsubscribe()
 		}
 		pr.viewMu.Lock()
 		pr.mu.Lock()
@@ -410,7 +479,7 @@ func startView(pr *presence) (*view, error) {
 		defer close(v.synced)
 		ctx, cancel := context.WithTimeout(v.ctx, 5*time.Second)
 		defer cancel()
-		as, _ := queryPeers(ctx, p.nc, PeerQuery{}, 0, p.log)
+		as, _ := watchQuery(ctx, p.nc, p.log)
 		for _, a := range as {
 			v.upsert(a, fromQuery)
 		}
@@ -813,10 +882,21 @@ const DefaultQueryQuiet = 150 * time.Millisecond
 
 // queryPeers runs a version 2 query and gathers the matching answers.
 func queryPeers(ctx context.Context, nc *nats.Conn, q PeerQuery, quiet time.Duration, log *slog.Logger) ([]announcement, error) {
+	return runQuery(ctx, nc, queryMsg{V: PresenceVersion, PeerQuery: q}, quiet, log)
+}
+
+// watchQuery is the query of a live view starting: it asks every peer
+// and tells them to heartbeat at the full rate.
+func watchQuery(ctx context.Context, nc *nats.Conn, log *slog.Logger) ([]announcement, error) {
+	return runQuery(ctx, nc, queryMsg{V: PresenceVersion, Watch: true}, 0, log)
+}
+
+func runQuery(ctx context.Context, nc *nats.Conn, qm queryMsg, quiet time.Duration, log *slog.Logger) ([]announcement, error) {
+	q := qm.PeerQuery
 	if quiet <= 0 {
 		quiet = DefaultQueryQuiet
 	}
-	body, err := json.Marshal(queryMsg{V: PresenceVersion, PeerQuery: q})
+	body, err := json.Marshal(qm)
 	if err != nil {
 		return nil, fmt.Errorf("peer: query peers: %w", err)
 	}

@@ -184,3 +184,39 @@ func hasPeer(infos []peer.Info, id string) bool {
 	}
 	return false
 }
+
+// TestHeartbeatsSlowWithoutViews checks that a peer heartbeats at the
+// full rate only while a live view exists somewhere on the bus.
+func TestHeartbeatsSlowWithoutViews(t *testing.T) {
+	n := single(t)
+	nc, err := nats.Connect(n.ClientURL(), nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	a, err := peer.New(nc, peer.WithPresence(25*time.Millisecond, 100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	sent := func() uint64 { return nc.Stats().OutMsgs }
+	// Unwatched: its first heartbeat finds no subscriber and the next
+	// ones come SlowBeats intervals (500 ms) apart: at most 3 in 1 s.
+	waitFor(t, "slow heartbeats", func() bool {
+		before := sent()
+		time.Sleep(time.Second)
+		return sent()-before <= 3
+	})
+	// A view on another peer: full rate again (40 per second).
+	b := newPeer(t, n)
+	w := b.WatchPresence(func(peer.PresenceEvent) {})
+	before := sent()
+	waitFor(t, "full-rate heartbeats", func() bool { return sent()-before >= 20 })
+	// The view ends: slow again.
+	w.Close()
+	waitFor(t, "slow heartbeats after the view", func() bool {
+		before := sent()
+		time.Sleep(time.Second)
+		return sent()-before <= 3
+	})
+}

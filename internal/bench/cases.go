@@ -8,5 +8,6 @@ func Cases() []Case {
 	out = append(out, pipeCases()...)
 	out = append(out, bridgeCases()...)
 	out = append(out, processCases()...)
+	out = append(out, presenceCases()...)
 	return out
 }
