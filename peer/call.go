@@ -452,7 +452,7 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 		if v := p.pres.currentView(); v != nil {
 			infos = v.list(PeerQuery{Group: cfg.group}, nil)
 		} else {
-			as, _ := queryPeers(ctx, p.nc, PeerQuery{Group: cfg.group}, 0, p.log)
+			as, _ := p.queryPeers(ctx, PeerQuery{Group: cfg.group})
 			for _, a := range as {
 				infos = append(infos, a.Info)
 			}
@@ -511,7 +511,7 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 	} else {
 		go func() {
 			defer close(qdone)
-			as, _ := queryPeers(qctx, p.nc, q, 0, p.log)
+			as, _ := p.queryPeers(qctx, q)
 			ids := make([]string, len(as))
 			for i, a := range as {
 				ids[i] = a.ID

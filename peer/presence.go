@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 )
 
 // Presence limits (see docs/PROTOCOL.md).
@@ -93,6 +94,12 @@ type PeerQuery struct {
 	Group string `json:"group,omitempty"`
 	// Hub keeps the hub peers.
 	Hub bool `json:"hub,omitempty"`
+	// Bound takes only the answers a peer sent on its own answer
+	// subject, which a bus with a policy lets no one else publish on
+	// (docs/PROTOCOL.md): answers on the reply inbox, which anyone may
+	// forge, are dropped. A peer with an identity always asks so. It is
+	// not sent.
+	Bound bool `json:"-"`
 }
 
 // Match reports whether i passes the query.
@@ -108,6 +115,9 @@ type queryMsg struct {
 	// Watch is set by a live view starting: every peer that gets it
 	// heartbeats at the full rate again.
 	Watch bool `json:"watch,omitempty"`
+	// Answer is the token of the query's answer subjects: a peer answers
+	// on AnswerSubject(Answer, its id) rather than on the reply inbox.
+	Answer string `json:"answer,omitempty"`
 }
 
 // checkInfo checks the limits of an Info.
@@ -254,20 +264,38 @@ func (pr *presence) onQuery(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	if len(m.Data) > 0 {
-		var q queryMsg
-		if err := json.Unmarshal(m.Data, &q); err == nil && q.V >= 2 {
-			if q.Watch {
-				pr.watched()
-			}
-			if !q.Match(pr.p.Info()) {
-				return
-			}
+	reply := m.Reply
+	if q, ok := decodeQuery(m.Data); ok {
+		if q.Watch {
+			pr.watched()
+		}
+		if !q.Match(pr.p.Info()) {
+			return
+		}
+		if q.Answer != "" && validToken(q.Answer) {
+			reply = AnswerSubject(q.Answer, pr.p.id)
 		}
 	}
 	if data := pr.announcement(); data != nil {
-		_ = pr.p.nc.Publish(m.Reply, data)
+		_ = pr.p.nc.Publish(reply, data)
 	}
+}
+
+// decodeQuery decodes a version 2 query; ok is false for a version 1
+// query (empty, or not a version 2 object), which every peer answers.
+func decodeQuery(data []byte) (q queryMsg, ok bool) {
+	if len(data) == 0 || len(data) > MaxInfoBytes {
+		return q, false
+	}
+	if err := json.Unmarshal(data, &q); err != nil || q.V < 2 {
+		return queryMsg{}, false
+	}
+	return q, true
+}
+
+// validToken reports whether t can be one token of a subject.
+func validToken(t string) bool {
+	return len(t) <= 64 && !strings.ContainsAny(t, ".*> \t\r\n")
 }
 
 // SlowBeats is how many heartbeat intervals apart a peer heartbeats
@@ -479,7 +507,7 @@ func startView(pr *presence) (*view, error) {
 		defer close(v.synced)
 		ctx, cancel := context.WithTimeout(v.ctx, 5*time.Second)
 		defer cancel()
-		as, _ := watchQuery(ctx, p.nc, p.log)
+		as, _ := runQuery(ctx, p.nc, queryMsg{V: PresenceVersion, PeerQuery: PeerQuery{Bound: p.bound()}, Watch: true}, p.id, 0, p.log)
 		for _, a := range as {
 			v.upsert(a, fromQuery)
 		}
@@ -701,14 +729,7 @@ func (v *view) loop() {
 }
 
 // behind reports whether messages wait in the view's subscriptions.
-func (v *view) behind() bool {
-	for _, s := range v.subs {
-		if n, _, err := s.Pending(); err == nil && n > 0 {
-			return true
-		}
-	}
-	return false
-}
+func (v *view) behind() bool { return queued(v.subs) }
 
 // list returns the peers of the view that pass q and the filters.
 func (v *view) list(q PeerQuery, filters []PeerFilter) []Info {
@@ -794,7 +815,7 @@ func (p *Peer) Peers(ctx context.Context, filters ...PeerFilter) ([]Info, error)
 		}
 		return v.list(q, filters), nil
 	}
-	as, err := queryPeers(ctx, p.nc, q, 0, p.log)
+	as, err := p.queryPeers(ctx, q)
 	out := make([]Info, 0, len(as))
 	for _, a := range as {
 		if matchAll(a.Info, filters) {
@@ -882,84 +903,145 @@ const DefaultQueryQuiet = 150 * time.Millisecond
 
 // queryPeers runs a version 2 query and gathers the matching answers.
 func queryPeers(ctx context.Context, nc *nats.Conn, q PeerQuery, quiet time.Duration, log *slog.Logger) ([]announcement, error) {
-	return runQuery(ctx, nc, queryMsg{V: PresenceVersion, PeerQuery: q}, quiet, log)
+	return runQuery(ctx, nc, queryMsg{V: PresenceVersion, PeerQuery: q}, "", quiet, log)
 }
 
-// watchQuery is the query of a live view starting: it asks every peer
-// and tells them to heartbeat at the full rate.
-func watchQuery(ctx context.Context, nc *nats.Conn, log *slog.Logger) ([]announcement, error) {
-	return runQuery(ctx, nc, queryMsg{V: PresenceVersion, Watch: true}, 0, log)
+// queryPeers is queryPeers for p: a peer with an identity takes only
+// bound answers.
+func (p *Peer) queryPeers(ctx context.Context, q PeerQuery) ([]announcement, error) {
+	q.Bound = q.Bound || p.bound()
+	return runQuery(ctx, p.nc, queryMsg{V: PresenceVersion, PeerQuery: q}, p.id, 0, p.log)
 }
 
-func runQuery(ctx context.Context, nc *nats.Conn, qm queryMsg, quiet time.Duration, log *slog.Logger) ([]announcement, error) {
-	q := qm.PeerQuery
+// bound reports whether p takes only bound presence answers.
+func (p *Peer) bound() bool { return p.opts.Identity != nil }
+
+func runQuery(ctx context.Context, nc *nats.Conn, qm queryMsg, self string, quiet time.Duration, log *slog.Logger) ([]announcement, error) {
 	if quiet <= 0 {
 		quiet = DefaultQueryQuiet
 	}
+	qm.Answer = nuid.Next()
 	body, err := json.Marshal(qm)
 	if err != nil {
 		return nil, fmt.Errorf("peer: query peers: %w", err)
 	}
-	var (
-		mu      sync.Mutex
-		seen    = map[string]announcement{}
-		noone   bool
-		full    bool
-		arrived = make(chan struct{}, 1)
-	)
+	g := &gatherer{q: qm.PeerQuery, self: self, log: log, seen: map[string]announcement{}, arrived: make(chan struct{}, 1)}
 	inbox := nc.NewRespInbox()
-	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
-		if m.Header.Get("Status") == "503" {
-			mu.Lock()
-			noone = true
-			mu.Unlock()
-		} else {
-			if len(m.Data) > MaxInfoBytes+64 {
-				return
-			}
-			var a announcement
-			if err := json.Unmarshal(m.Data, &a); err != nil || a.ID == "" || len(a.Tags) > MaxTags || !q.Match(a.Info) {
-				if log != nil && err != nil {
-					log.Debug("presence: malformed query answer dropped", "err", err)
-				}
-				return
-			}
-			mu.Lock()
-			if _, ok := seen[a.ID]; ok || len(seen) < MaxPeers {
-				seen[a.ID] = a
-			} else {
-				full = true
-			}
-			mu.Unlock()
-		}
-		select {
-		case arrived <- struct{}{}:
-		default:
-		}
-	})
+	sub, err := nc.Subscribe(inbox, g.onInbox)
 	if err != nil {
 		return nil, fmt.Errorf("peer: query peers: %w", err)
 	}
 	defer sub.Unsubscribe()
+	bsub, err := nc.Subscribe(AnswerSubject(qm.Answer, "*"), g.onBound)
+	if err != nil {
+		return nil, fmt.Errorf("peer: query peers: %w", err)
+	}
+	defer bsub.Unsubscribe()
 	if err := nc.PublishRequest(PresenceQuerySubject, inbox, body); err != nil {
 		return nil, fmt.Errorf("peer: query peers: %w", err)
 	}
-	result := func(err error) ([]announcement, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		out := make([]announcement, 0, len(seen))
-		for _, a := range seen {
-			out = append(out, a)
-		}
-		if full {
-			err = fmt.Errorf("%w: a query gathers at most %d", ErrTooManyPeers, MaxPeers)
-		}
-		return out, err
+	return g.wait(ctx, nc, quiet, sub, bsub)
+}
+
+// AnswerSubject is the subject on which the peer id answers the query
+// with the answer token: under a policy only that peer may publish on
+// it, so such an answer cannot be forged (docs/PROTOCOL.md).
+func AnswerSubject(token, id string) string { return subjPresence + "ans." + token + "." + id }
+
+// gatherer collects the answers to one query.
+type gatherer struct {
+	q       PeerQuery
+	self    string // the asker's own peer id: its answer says nothing of the bus's load
+	log     *slog.Logger
+	arrived chan struct{}
+
+	mu    sync.Mutex
+	seen   map[string]announcement
+	others int // answers not from self
+	noone  bool
+	full  bool
+}
+
+// onInbox takes an answer on the reply inbox: from a peer that does not
+// bind its answers (version 1, or another implementation), or a 503.
+// A query with Bound takes neither: anyone may publish there.
+func (g *gatherer) onInbox(m *nats.Msg) {
+	if g.q.Bound {
+		return
 	}
-	// When to stop: no answer for the quiet time, stretched by what the
-	// bus shows of its load — the round trip to the server, the time the
-	// first answer took, the longest pause between answers so far — and
-	// never while answers wait in the subscription's queue.
+	if m.Header.Get("Status") == "503" {
+		g.mu.Lock()
+		g.noone = true
+		g.mu.Unlock()
+		g.signal()
+		return
+	}
+	g.take(m.Data, "")
+}
+
+// onBound takes an answer on its peer's answer subject.
+func (g *gatherer) onBound(m *nats.Msg) {
+	g.take(m.Data, m.Subject[strings.LastIndexByte(m.Subject, '.')+1:])
+}
+
+// take records an answer; a bound answer must be of the peer its
+// subject names.
+func (g *gatherer) take(data []byte, id string) {
+	if len(data) > MaxInfoBytes+64 {
+		return
+	}
+	var a announcement
+	if err := json.Unmarshal(data, &a); err != nil || a.ID == "" || (id != "" && a.ID != id) || len(a.Tags) > MaxTags || !g.q.Match(a.Info) {
+		if g.log != nil && err != nil {
+			g.log.Debug("presence: malformed query answer dropped", "err", err)
+		}
+		return
+	}
+	g.mu.Lock()
+	if _, ok := g.seen[a.ID]; ok || len(g.seen) < MaxPeers {
+		if !ok && a.ID != g.self {
+			g.others++
+		}
+		g.seen[a.ID] = a
+	} else {
+		g.full = true
+	}
+	g.mu.Unlock()
+	g.signal()
+}
+
+func (g *gatherer) signal() {
+	select {
+	case g.arrived <- struct{}{}:
+	default:
+	}
+}
+
+func (g *gatherer) result() ([]announcement, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]announcement, 0, len(g.seen))
+	for _, a := range g.seen {
+		out = append(out, a)
+	}
+	if g.full {
+		return out, fmt.Errorf("%w: a query gathers at most %d", ErrTooManyPeers, MaxPeers)
+	}
+	return out, nil
+}
+
+func (g *gatherer) count() (n, others int, noone bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.seen), g.others, g.noone
+}
+
+// wait returns the answers once they stopped: no answer for the quiet
+// time, stretched by what the bus shows of its load — the round trip to
+// the server, the time the first answer took, the longest pause between
+// answers so far — and never while answers wait in the subscriptions'
+// queues.
+func (g *gatherer) wait(ctx context.Context, nc *nats.Conn, quiet time.Duration, subs ...*nats.Subscription) ([]announcement, error) {
 	start := time.Now()
 	wait := 3 * quiet
 	fctx, fcancel := context.WithTimeout(ctx, max(time.Second, 3*quiet))
@@ -972,18 +1054,16 @@ func runQuery(ctx context.Context, nc *nats.Conn, qm queryMsg, quiet time.Durati
 	first, last, longest := true, start, time.Duration(0)
 	for {
 		select {
-		case <-arrived:
-			mu.Lock()
-			n, none := len(seen), noone
-			mu.Unlock()
+		case <-g.arrived:
+			n, others, none := g.count()
 			if none && n == 0 {
 				return nil, nil // no peer on the bus
 			}
-			if q.ID != "" && n > 0 {
-				return result(nil)
+			if g.q.ID != "" && n > 0 {
+				return g.result()
 			}
 			now := time.Now()
-			if first && n > 0 {
+			if first && others > 0 {
 				first = false
 				wait = max(quiet, 2*now.Sub(start))
 			}
@@ -991,19 +1071,34 @@ func runQuery(ctx context.Context, nc *nats.Conn, qm queryMsg, quiet time.Durati
 			last = now
 			timer.Reset(max(wait, 2*longest))
 		case <-timer.C:
-			if pending, _, _ := sub.Pending(); pending > 0 {
-				timer.Reset(quiet / 4)
+			// Quiet: but answers the server already sent may still sit
+			// unread in the socket (a process that was descheduled wakes
+			// its timers first). A PING round trip brings them in: the
+			// PONG comes after them.
+			n, _, _ := g.count()
+			fctx, fcancel := context.WithTimeout(ctx, max(time.Second, 3*quiet))
+			_ = nc.FlushWithContext(fctx)
+			fcancel()
+			if m, _, _ := g.count(); m != n || queued(subs) {
+				timer.Reset(max(wait, 2*longest))
 				continue
 			}
-			return result(nil)
+			return g.result()
 		case <-ctx.Done():
-			mu.Lock()
-			n := len(seen)
-			mu.Unlock()
-			if n == 0 {
+			if n, _, _ := g.count(); n == 0 {
 				return nil, fmt.Errorf("peer: query peers: %w", ctx.Err())
 			}
-			return result(nil)
+			return g.result()
 		}
 	}
+}
+
+// queued reports whether messages wait in any of subs.
+func queued(subs []*nats.Subscription) bool {
+	for _, s := range subs {
+		if n, _, err := s.Pending(); err == nil && n > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -262,6 +263,40 @@ func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bu
 	// The reflection attack: a request whose reply subject is the
 	// JetStream API gets no answer with the API's permissions.
 	pub("reply onto the JetStream API", "$JS.API.STREAM.PURGE.PEERBUS_EVENTS", "")
+
+	// Forged presence: answers to every query on its reply inbox, with a
+	// phantom peer and with alice's id serving a tag she does not, and
+	// an answer on alice's bound answer subject.
+	phantom := `{"v":2,"rev":9,"id":"00000000-0000-4000-8000-000000000666","name":"phantom","tags":["calc.add","info","ping"]}`
+	fakeAlice := `{"v":2,"rev":9,"id":"` + alice.PeerID() + `","name":"fake","tags":["calc.add","calc.mul","info","ping"]}`
+	if _, err := m.nc.Subscribe("peerbus.presence.query", func(q *nats.Msg) {
+		_ = m.nc.Publish(q.Reply, []byte(phantom))
+		_ = m.nc.Publish(q.Reply, []byte(fakeAlice))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	pub("answer a query as alice", peer.AnswerSubject("tok", alice.PeerID()), fakeAlice)
+	infos, err := bp.Peers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range infos {
+		if i.Name == "phantom" || i.Name == "fake" || i.HasTag("calc.mul") {
+			t.Fatalf("bob lists a forged peer: %+v", i)
+		}
+	}
+	if !slices.ContainsFunc(infos, func(i peer.Info) bool { return i.ID == alice.PeerID() && i.HasTag("calc.add") }) {
+		t.Fatalf("bob does not list alice: %v", infos)
+	}
+	// A fan-out waits for alice alone and gets her answer, not a timeout
+	// for a phantom.
+	replies, err := bp.CallAll(ctx, "calc.add", []byte("[1,2]"), peer.Timeout(20*time.Second))
+	if err != nil || len(replies) != 1 || replies[0].Peer != alice.PeerID() || replies[0].Err != nil {
+		t.Fatalf("bob's fan-out with forged presence: %+v, %v", replies, err)
+	}
 
 	// Bob may read order.>, through a consumer filtered to it only.
 	for _, subj := range []string{

@@ -247,7 +247,7 @@ func (u User) Permissions() *server.Permissions {
 	// Reply inboxes: its own to subscribe; every inbox to reply to.
 	sub = append(sub, identity.InboxPrefix(id)+".>")
 	// Presence: announce its own id, hear every peer, ask.
-	sub = append(sub, subjPresence+"*.*")
+	sub = append(sub, subjPresence+"*.*", subjPresence+"ans.*.*")
 	pub = append(pub, subjQuery)
 	// Reading events, live and from the log.
 	stream := names.LogStream
@@ -274,7 +274,7 @@ func (u User) Permissions() *server.Permissions {
 		pub = append(pub, jsAPI+">")
 	}
 	if u.Role == RolePeer {
-		pub = append(pub, identity.InboxRoot+".>", subjPresence+"*."+id)
+		pub = append(pub, identity.InboxRoot+".>", subjPresence+"*."+id, subjPresence+"ans.*."+id)
 		sub = append(sub, subjQuery, subjCall+id+".>")
 		// Micro discovery, answered by every serving peer.
 		sub = append(sub, "$SRV.*", "$SRV.*.peerbus", "$SRV.*.peerbus."+id)

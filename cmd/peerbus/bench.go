@@ -22,6 +22,7 @@ type benchFlags struct {
 	rounds   int
 	asJSON   bool
 	only     []string
+	peers    int
 }
 
 func init() { rootCmd.AddCommand(newBenchCmd()) }
@@ -62,6 +63,7 @@ Cases:
 	fl.IntVar(&f.rounds, "rounds", bench.DefaultRounds, "rounds per side (the median is reported)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the report as JSON")
 	fl.StringSliceVar(&f.only, "only", nil, "run only these cases (comma separated)")
+	fl.IntVar(&f.peers, "peers", bench.PresencePeers, "peers of the presence-* cases, each on its own connection (about 2 file descriptors each)")
 
 	var dataDir string
 	base := &cobra.Command{
@@ -91,6 +93,10 @@ func runBench(cmd *cobra.Command, f *benchFlags) error {
 	if f.rounds <= 0 {
 		return fmt.Errorf("--rounds must be positive, not %d", f.rounds)
 	}
+	if f.peers < 2 || f.peers > 100_000 {
+		return fmt.Errorf("--peers must be between 2 and 100000, not %d", f.peers)
+	}
+	bench.PresencePeers = f.peers
 	if _, err := bench.Select(f.only); err != nil {
 		return err
 	}

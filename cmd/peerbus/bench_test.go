@@ -87,6 +87,7 @@ func TestBenchFlags(t *testing.T) {
 		{"bench", "--only", "nosuchcase"},
 		{"bench", "--duration", "0s"},
 		{"bench", "--rounds", "0"},
+		{"bench", "--peers", "1"},
 	} {
 		cmd := newBenchCmd()
 		cmd.SetArgs(args[1:])

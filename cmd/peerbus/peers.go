@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -66,7 +67,14 @@ func runPeers(cmd *cobra.Command, f *peersFlags) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	// The filters go with the query: only the matching peers answer.
-	kept, err := peer.QueryPeersMatching(ctx, nc, peer.PeerQuery{Group: f.group, Hub: f.hub, Tag: f.tag}, 0)
+	// With an identity the bus has a policy: take only the answers
+	// bound to their peer's id (docs/PROTOCOL.md, "Bound answers").
+	id, err := cliCreds.loadIdentity(os.Getenv)
+	if err != nil {
+		return err
+	}
+	q := peer.PeerQuery{Group: f.group, Hub: f.hub, Tag: f.tag, Bound: id != nil}
+	kept, err := peer.QueryPeersMatching(ctx, nc, q, 0)
 	if err != nil {
 		return err
 	}
