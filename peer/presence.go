@@ -955,11 +955,11 @@ type gatherer struct {
 	log     *slog.Logger
 	arrived chan struct{}
 
-	mu    sync.Mutex
+	mu     sync.Mutex
 	seen   map[string]announcement
 	others int // answers not from self
 	noone  bool
-	full  bool
+	full   bool
 }
 
 // onInbox takes an answer on the reply inbox: from a peer that does not
