@@ -219,8 +219,17 @@ func (l *Log) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, erro
 
 // publishAfter is publish; ambiguous says that an earlier attempt may
 // have stored m (no answer in time).
-func (l *Log) publishAfter(ctx context.Context, m *nats.Msg, ambiguous bool) (*jetstream.PubAck, error) {
+func (l *Log) publishAfter(ctx context.Context, m *nats.Msg, ambiguous bool) (pa *jetstream.PubAck, err error) {
 	start := time.Now()
+	// A publish the server refuses (a policy without this event name)
+	// fails at once with peer.ErrPermission, not at the timeout.
+	ctx, stop := l.p.PermissionContext(ctx, m.Subject)
+	defer stop()
+	defer func() {
+		if perr := peer.PermissionCause(ctx); err != nil && perr != nil {
+			pa, err = nil, fmt.Errorf("eventlog: emit: %w", perr)
+		}
+	}()
 	if l.stream.Load() != nil {
 		actx, cancel := attemptContext(ctx)
 		pa, err := l.js.PublishMsg(actx, m)
@@ -238,8 +247,7 @@ func (l *Log) publishAfter(ctx context.Context, m *nats.Msg, ambiguous bool) (*j
 	}
 	ctx, cancel := context.WithDeadline(ctx, start.Add(l.timeout))
 	defer cancel()
-	var pa *jetstream.PubAck
-	err := l.retry(ctx, func(ctx context.Context) error {
+	err = l.retry(ctx, func(ctx context.Context) error {
 		if _, err := l.ensure(ctx); err != nil {
 			return err
 		}

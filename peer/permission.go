@@ -136,3 +136,16 @@ func permissionCause(ctx context.Context) error {
 	}
 	return nil
 }
+
+// PermissionContext returns a context that is canceled, with an
+// ErrPermission cause naming the subject, when the NATS server refuses a
+// publish to subject on the peer's connection; stop ends the watch. Use
+// PermissionCause on the context after a failed operation: a publish the
+// server refused otherwise shows only as a missing answer (a timeout).
+func (p *Peer) PermissionContext(ctx context.Context, subject string) (_ context.Context, stop func()) {
+	return p.perm.wait(ctx, subject)
+}
+
+// PermissionCause returns the ErrPermission that ended a context of
+// PermissionContext, or nil.
+func PermissionCause(ctx context.Context) error { return permissionCause(ctx) }

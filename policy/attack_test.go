@@ -332,6 +332,11 @@ func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bu
 	if _, err := mp.CallAll(cctx, "calc.mul", nil); !errors.Is(err, peer.ErrPermission) {
 		t.Fatalf("fan-out call of a tag not granted: %v, want ErrPermission", err)
 	}
+	// An event name alice was not granted fails with ErrPermission
+	// naming the subject, not with a timeout or an unknown outcome.
+	if _, err := alog.Emit(cctx, "payment.done", nil); !errors.Is(err, peer.ErrPermission) || !strings.Contains(err.Error(), "payment.done") {
+		t.Fatalf("emit of a name not granted: %v, want ErrPermission naming the subject", err)
+	}
 	legit(2)
 	for i := 3; i < 8; i++ {
 		legit(i)
