@@ -38,9 +38,6 @@ func forgedOffer(t testing.TB, proto string, sts ...Strategy) offer {
 		Nonce: sec.nonce[:], FP: id.fp, Peer: "attacker", Strategies: sts,
 		KeepAliveMS: 1000, SetupMS: 5000,
 	}
-	if proto == "udp" {
-		o.Key = sec.key
-	}
 	if _, o.Noise, err = noiseInitiator(o.Session); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pion/dtls/v3"
 )
 
 // Attempt is the record of one strategy tried by Dial.
@@ -171,27 +173,30 @@ func (c *PacketConn) Result() DialResult { return c.res }
 
 var _ net.Conn = (*PacketConn)(nil)
 
-// udpPath is the dialer's end of a raw UDP path: data datagrams carry a
-// type byte, and only the chosen remote's are taken.
+// udpPath is the dialer's end of a raw UDP path: a DTLS connection on
+// the path socket, whose reader (udpMux) runs until Close. Each message
+// inside DTLS starts with its type; only data ones are returned.
 type udpPath struct {
-	conn      *net.UDPConn
-	remote    netip.AddrPort
-	sec       *secret
-	peerNonce []byte
+	c          *dtls.Conn
+	sock       *net.UDPConn
+	remote     netip.AddrPort
+	readerDone chan struct{} // closed when the socket's reader returned
 
-	rmu  sync.Mutex
-	rbuf []byte
-	wmu  sync.Mutex
-	wbuf []byte
+	rmu     sync.Mutex
+	rbuf    []byte
+	pending []byte // a datagram that came with the path's selection
+	wmu     sync.Mutex
+	wbuf    []byte
 
 	lastSent atomic.Int64
+	closed   atomic.Bool
 	done     chan struct{}
 	once     sync.Once
 	wg       sync.WaitGroup
 }
 
-func newUDPPath(conn *net.UDPConn, remote netip.AddrPort, sec *secret, peerNonce []byte) *udpPath {
-	u := &udpPath{conn: conn, remote: remote, sec: sec, peerNonce: peerNonce,
+func newUDPPath(w udpWin, sock *net.UDPConn, readerDone chan struct{}) *udpPath {
+	u := &udpPath{c: w.c, sock: sock, remote: w.remote, readerDone: readerDone, pending: w.pending,
 		rbuf: make([]byte, 65536), done: make(chan struct{})}
 	u.lastSent.Store(time.Now().UnixNano())
 	u.wg.Add(1)
@@ -211,82 +216,89 @@ func (u *udpPath) keepalive() {
 		case now := <-tick.C:
 			if now.Sub(time.Unix(0, u.lastSent.Load())) > udpKeepaliveInterval {
 				u.lastSent.Store(now.UnixNano())
-				_, _ = u.conn.WriteToUDPAddrPort([]byte{udpKeepalive}, u.remote)
+				u.wmu.Lock()
+				_, _ = u.c.Write([]byte{udpKeepalive})
+				u.wmu.Unlock()
 			}
 		}
 	}
 }
 
+// mapErr maps an error of the DTLS connection.
+func (u *udpPath) mapErr(op string, err error) error {
+	if u.closed.Load() {
+		return fmt.Errorf("bridge: %s: %w", op, ErrClosed)
+	}
+	if errors.Is(err, dtls.ErrConnClosed) {
+		err = io.EOF // closed by the peer's close_notify
+	}
+	return mapNetErr(op, err)
+}
+
 func (u *udpPath) Read(b []byte) (int, error) {
 	u.rmu.Lock()
 	defer u.rmu.Unlock()
+	if u.pending != nil {
+		n := copy(b, u.pending)
+		u.pending = nil
+		return n, nil
+	}
 	for {
-		n, from, err := u.conn.ReadFromUDPAddrPort(u.rbuf)
+		n, err := u.c.Read(u.rbuf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return 0, fmt.Errorf("bridge: read: %w", ErrClosed)
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return 0, fmt.Errorf("bridge: read: %w", ErrTimeout)
-			}
-			return 0, err
+			return 0, u.mapErr("read", err)
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if n == 0 || from != u.remote {
+		if n == 0 {
 			continue
 		}
 		switch u.rbuf[0] {
 		case udpData:
 			return copy(b, u.rbuf[1:n]), nil
 		case udpClose:
-			if c, ok := u.sec.parseUDPCtl(u.rbuf[:n]); ok && c.peerNonce == u.sec.nonce {
-				return 0, ErrPeerClosed
-			}
+			return 0, fmt.Errorf("bridge: read: %w", ErrPeerClosed)
 		}
 	}
 }
 
 func (u *udpPath) Write(b []byte) (int, error) {
+	if len(b) > maxUDPPathDatagram {
+		return 0, fmt.Errorf("%w: datagram of %d bytes exceeds the raw UDP path's %d", ErrProtocol, len(b), maxUDPPathDatagram)
+	}
 	u.wmu.Lock()
 	defer u.wmu.Unlock()
 	u.wbuf = append(append(u.wbuf[:0], udpData), b...)
-	if _, err := u.conn.WriteToUDPAddrPort(u.wbuf, u.remote); err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return 0, fmt.Errorf("bridge: write: %w", ErrTimeout)
-		}
-		if errors.Is(err, net.ErrClosed) {
-			return 0, fmt.Errorf("bridge: write: %w", ErrClosed)
-		}
-		return 0, err
+	if _, err := u.c.Write(u.wbuf); err != nil {
+		return 0, u.mapErr("write", err)
 	}
 	u.lastSent.Store(time.Now().UnixNano())
 	return len(b), nil
 }
 
-// Close tells the exposer (twice, it is UDP) and closes the socket.
+// Close tells the exposer (twice, it is UDP, then with the DTLS
+// close_notify) and closes the socket.
 func (u *udpPath) Close() error {
 	err := fmt.Errorf("bridge: close: %w", ErrClosed)
 	u.once.Do(func() {
+		u.closed.Store(true)
 		close(u.done)
-		pkt := u.sec.appendUDPCtl(nil, udpClose, u.peerNonce)
+		u.wmu.Lock()
 		for range 2 {
-			_, _ = u.conn.WriteToUDPAddrPort(pkt, u.remote)
+			_, _ = u.c.Write([]byte{udpClose})
 		}
-		err = u.conn.Close()
+		u.wmu.Unlock()
+		_ = u.c.Close()
+		err = u.sock.Close()
+		<-u.readerDone
 		u.wg.Wait()
 	})
 	return err
 }
 
-func (u *udpPath) LocalAddr() net.Addr               { return u.conn.LocalAddr() }
-func (u *udpPath) RemoteAddr() net.Addr              { return net.UDPAddrFromAddrPort(u.remote) }
-func (u *udpPath) SetDeadline(t time.Time) error     { return u.conn.SetDeadline(t) }
-func (u *udpPath) SetReadDeadline(t time.Time) error { return u.conn.SetReadDeadline(t) }
-func (u *udpPath) SetWriteDeadline(t time.Time) error {
-	return u.conn.SetWriteDeadline(t)
-}
+func (u *udpPath) LocalAddr() net.Addr                { return u.sock.LocalAddr() }
+func (u *udpPath) RemoteAddr() net.Addr               { return net.UDPAddrFromAddrPort(u.remote) }
+func (u *udpPath) SetDeadline(t time.Time) error      { return u.c.SetDeadline(t) }
+func (u *udpPath) SetReadDeadline(t time.Time) error  { return u.c.SetReadDeadline(t) }
+func (u *udpPath) SetWriteDeadline(t time.Time) error { return u.c.SetWriteDeadline(t) }
 
 // maxFramedDatagram is the largest datagram carried over a TCP path.
 const maxFramedDatagram = 65535

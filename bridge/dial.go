@@ -15,6 +15,7 @@ import (
 
 	"github.com/flynn/noise"
 	"github.com/nats-io/nats.go"
+	"github.com/pion/dtls/v3"
 
 	"github.com/peerbus/peerbus/peer"
 )
@@ -83,16 +84,27 @@ type dialer struct {
 	udpCands []Candidate
 	localNAT *NATInfo
 
-	found chan net.Conn // authenticated raw TCP connections
-	won   chan netip.AddrPort
+	found  chan net.Conn // authenticated raw TCP connections
+	mux    *udpMux       // the DTLS connections on udp
+	udpWon chan udpWin   // an authenticated, selected raw UDP path
+
+	pathChosen atomic.Bool // the raw UDP path is chosen: probes are over
 
 	mu         sync.Mutex
 	finished   bool
 	selectable map[netip.AddrPort]bool
 	errs       []string
 
-	readerStop atomic.Bool
-	readerDone chan struct{}
+	readerDone chan struct{} // closed when udp's reader returned
+}
+
+// udpWin is a raw UDP path the exposer acknowledged: its DTLS connection,
+// remote and the datagram that came in place of the acknowledgement, if
+// one did.
+type udpWin struct {
+	c       *dtls.Conn
+	remote  netip.AddrPort
+	pending []byte
 }
 
 func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *config) (net.Conn, DialResult, error) {
@@ -121,7 +133,7 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		p: p, nc: p.Conn(), cfg: cfg, sec: sec, id: id, hs: hs, noiseMsg: noiseMsg, proto: proto, name: name,
 		log:        cfg.log.With("session", res.Session, "service", name),
 		found:      make(chan net.Conn, 16),
-		won:        make(chan netip.AddrPort, 1),
+		udpWon:     make(chan udpWin, 1),
 		selectable: map[netip.AddrPort]bool{},
 	}
 	d.setup, d.endSetup = context.WithCancel(ctx)
@@ -143,8 +155,11 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		d.goSafe(d.acceptLoop)
 	}
 	if d.udp != nil {
+		// The reader outlives the setup when the socket becomes the
+		// path: it is not one of d.wg's goroutines.
+		d.mux = newUDPMux(d.sock)
 		d.readerDone = make(chan struct{})
-		d.goSafe(d.udpReader)
+		go d.udpReader()
 	}
 
 	if c, k := d.tryStrategies(ctx, &res, start); c != nil {
@@ -190,10 +205,9 @@ func (d *dialer) tryStrategies(ctx context.Context, res *DialResult, start time.
 		if st != Relay {
 			res.Local, res.Remote = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
 		}
-		if u, ok := c.(*udpPathConn); ok {
-			// The raw UDP path: the socket stays, wrapped.
+		if u, ok := c.(*udpPath); ok {
+			// The raw UDP path: the socket stays.
 			keep = u
-			c = newUDPPath(u.UDPConn, u.remote, d.sec, d.ans.Nonce)
 		} else if d.proto == "udp" && st != Relay {
 			// Datagrams over a TCP path.
 			c = &tcpPacket{Conn: c}
@@ -290,9 +304,6 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 		Host: hostProof(roleDialer, d.sec.idHex()),
 	}
 	o.Peer = d.p.ID()
-	if d.proto == "udp" {
-		o.Key = d.sec.key // for the raw UDP path's control packets
-	}
 	fn, err := peer.Stub[offer, answer](d.p, OpenTag(d.name))
 	if err != nil {
 		return fmt.Errorf("bridge: open %q: %w", d.name, err)
@@ -579,96 +590,151 @@ func (d *dialer) waitTCP(ctx context.Context, timeout time.Duration, failed <-ch
 	}
 }
 
-// udpReader reads the path socket during the setup: it answers probes
-// and notes every address the exposer's valid packets come from.
+// udpReader reads the path socket until it closes: during the setup it
+// answers probes and starts a DTLS handshake with every address the
+// exposer's probes and acks come from; DTLS records go to their
+// connection.
 func (d *dialer) udpReader() {
 	defer close(d.readerDone)
-	buf := make([]byte, 2048)
+	buf := make([]byte, 65536)
+	ack := d.sec.appendUDPCtl(nil, udpAck, d.ans.Nonce)
 	for {
 		n, from, err := d.udp.ReadFromUDPAddrPort(buf)
-		if d.readerStop.Load() {
-			return
-		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		c, ok := d.sec.parseUDPCtl(buf[:n])
-		if !ok || c.peerNonce != d.sec.nonce || string(c.nonce[:]) != string(d.ans.Nonce) {
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if isDTLS(buf[:n]) {
+			d.mux.deliver(buf[:n], from)
 			continue
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		switch c.typ {
-		case udpProbe:
-			d.sock.send(d.sec.appendUDPCtl(nil, udpAck, d.ans.Nonce), from)
-			d.markSelectable(from)
-		case udpAck:
-			d.markSelectable(from)
-		case udpSelectAck:
-			select {
-			case d.won <- from:
-			default:
-			}
+		if d.pathChosen.Load() {
+			continue
 		}
+		typ, ok := d.sec.parseUDPCtl(buf[:n], d.ans.Nonce)
+		if !ok {
+			continue
+		}
+		if typ == udpProbe {
+			d.sock.send(ack, from)
+		}
+		d.markSelectable(from)
 	}
 }
 
 // markSelectable records an address the exposer reached us from and
-// selects it at once.
+// starts a DTLS handshake with it.
 func (d *dialer) markSelectable(a netip.AddrPort) {
 	d.mu.Lock()
-	isNew := !d.selectable[a]
+	defer d.mu.Unlock()
+	if d.finished || d.selectable[a] {
+		return
+	}
+	mc := d.mux.open(a)
+	if mc == nil {
+		return // too many handshakes at once; a later probe retries
+	}
 	d.selectable[a] = true
-	d.mu.Unlock()
-	if isNew {
-		d.sock.send(d.sec.appendUDPCtl(nil, udpSelect, d.ans.Nonce), a)
+	d.wg.Add(1) // under d.mu: cleanup waits only once finished is set
+	go func() {
+		defer d.wg.Done()
+		d.handshakeUDP(mc)
+	}()
+}
+
+// handshakeUDP authenticates the exposer at mc's remote, selects the
+// path there and hands it to the waiting strategy.
+func (d *dialer) handshakeUDP(mc *muxConn) {
+	forget := func(err error) {
+		if d.setup.Err() == nil {
+			d.noteErr(fmt.Errorf("%s: %w", mc.remote, err))
+		}
+		d.mu.Lock()
+		delete(d.selectable, mc.remote)
+		d.mu.Unlock()
+	}
+	c, err := secureUDP(d.setup, mc, mc.addr, d.id, d.ans.FP, false, time.Now().Add(handshakeTimeout))
+	if err != nil {
+		forget(err)
+		return
+	}
+	pending, err := d.selectUDP(c)
+	if err != nil {
+		_ = c.Close()
+		forget(err)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.finished {
+		_ = c.Close()
+		return
+	}
+	select {
+	case d.udpWon <- udpWin{c: c, remote: mc.remote, pending: pending}:
+	default:
+		_ = c.Close()
 	}
 }
 
-// udpStage probes cands (with punch: opening probes first) and selects
-// every address the exposer answered or probed from, until one select is
-// acknowledged.
-func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, cands []Candidate, punch bool) (net.Conn, error) {
-	selPkt := d.sec.appendUDPCtl(nil, udpSelect, d.ans.Nonce)
-	reselect := func() {
-		d.mu.Lock()
-		sel := make([]netip.AddrPort, 0, len(d.selectable))
-		for a := range d.selectable {
-			sel = append(sel, a)
+// selectUDP asks the exposer, inside DTLS, to make c the path, until it
+// acknowledges (or sends a datagram, returned) or the attempt times out.
+func (d *dialer) selectUDP(c *dtls.Conn) ([]byte, error) {
+	deadline := time.Now().Add(handshakeTimeout)
+	buf := make([]byte, 65536)
+	for time.Now().Before(deadline) {
+		if d.setup.Err() != nil {
+			return nil, ctxErr(d.setup, "select")
 		}
-		d.mu.Unlock()
-		for _, a := range sel {
-			d.sock.send(selPkt, a)
+		if _, err := c.Write([]byte{udpSelect}); err != nil {
+			return nil, err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(probeInterval))
+		for {
+			n, err := c.Read(buf)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("select: %w", err)
+			}
+			if n == 0 {
+				continue
+			}
+			switch buf[0] {
+			case udpSelectAck:
+				_ = c.SetReadDeadline(time.Time{})
+				return nil, nil
+			case udpData:
+				_ = c.SetReadDeadline(time.Time{})
+				return append([]byte(nil), buf[1:n]...), nil
+			}
 		}
 	}
+	return nil, errors.New("the exposer did not acknowledge the selection")
+}
+
+// udpStage probes cands (with punch: opening probes first) until a raw
+// UDP path is authenticated and selected.
+func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, cands []Candidate, punch bool) (net.Conn, error) {
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
 	d.goSafe(func() {
-		probeLoop(pctx, d.sock, d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce), cands, punch, nil, reselect)
+		probeLoop(pctx, d.sock, d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce), cands, punch, nil, nil)
 	})
 	select {
-	case a := <-d.won:
+	case w := <-d.udpWon:
 		stop()
-		// Stop the setup reader; the socket becomes the path.
-		d.readerStop.Store(true)
-		_ = d.udp.SetReadDeadline(time.Now())
-		<-d.readerDone
-		_ = d.udp.SetReadDeadline(time.Time{})
-		return &udpPathConn{UDPConn: d.udp, remote: a}, nil
+		d.pathChosen.Store(true)
+		return newUDPPath(w, d.udp, d.readerDone), nil
 	case <-ctx.Done():
 		return nil, d.stageErr(ctx, timeout)
 	}
 }
-
-// udpPathConn carries the chosen remote out of udpStage.
-type udpPathConn struct {
-	*net.UDPConn
-	remote netip.AddrPort
-}
-
-func (u *udpPathConn) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(u.remote) }
 
 // relay asks the exposer for a relay and starts this side's.
 func (d *dialer) relay(ctx context.Context, timeout time.Duration) (net.Conn, error) {
@@ -700,22 +766,21 @@ func (d *dialer) cleanup(keep net.Conn) {
 	if d.ln != nil {
 		_ = d.ln.Close()
 	}
-	if d.udp != nil && keep == nil {
-		_ = d.udp.Close()
-	}
-	if d.udp != nil && keep != nil && !d.readerStop.Load() {
-		d.readerStop.Store(true)
-		_ = d.udp.SetReadDeadline(time.Now())
-		<-d.readerDone
-		_ = d.udp.SetReadDeadline(time.Time{})
-	}
 	d.wg.Wait()
-	for {
+	for drained := false; !drained; {
 		select {
 		case c := <-d.found:
 			_ = c.Close()
+		case w := <-d.udpWon:
+			_ = w.c.Close()
 		default:
-			return
+			drained = true
+		}
+	}
+	if d.udp != nil && keep == nil {
+		_ = d.udp.Close()
+		if d.readerDone != nil {
+			<-d.readerDone
 		}
 	}
 }

@@ -37,10 +37,12 @@
 //
 // WithStrategies restricts the strategies; Conn.Path and Conn.Result tell
 // which one connected and how every attempt went. A raw (non-relayed)
-// connection is authenticated before use: each side proves it knows the
-// session key for a fresh nonce of the other, so a stray connection or
-// datagram cannot pass for the peer. There is no encryption beyond what
-// the service itself does.
+// connection is encrypted and authenticated before use: TLS 1.3 on TCP,
+// DTLS 1.2 on UDP, each side presenting a per-session certificate whose
+// fingerprint the other received in the offer or the answer, so a stray
+// or replayed connection or datagram cannot pass for the peer. Relay
+// frames are sealed with the keys of a Noise handshake. No key travels
+// on the bus.
 //
 // # Relay
 //

@@ -21,8 +21,9 @@ const (
 	// dialer).
 	SessionSubjectPrefix = "peerbus.bridge."
 	// protoVersion is the version of the open and control messages: 2
-	// since raw TCP paths are TLS.
-	protoVersion = 2
+	// since raw TCP paths are TLS, 3 since raw UDP paths are DTLS (the
+	// offer carries no session key any more).
+	protoVersion = 3
 )
 
 // OpenTag returns the tag under which a service name is opened.
@@ -38,10 +39,7 @@ type offer struct {
 	Session string `json:"session"`
 	Name    string `json:"name"`
 	Proto   string `json:"proto"`
-	// Key is the session key of a UDP service's raw path (absent for
-	// TCP services).
-	Key   []byte `json:"key,omitempty"`
-	Nonce []byte `json:"nonce"`
+	Nonce   []byte `json:"nonce"`
 	// Noise is the dialer's first relay handshake message (relaysec.go).
 	Noise []byte `json:"noise"`
 	// FP is the SHA-256 fingerprint of the dialer's session certificate.

@@ -70,10 +70,13 @@ func newPathSocket(c *net.UDPConn) *pathSocket {
 }
 
 // send writes one packet with the normal TTL.
-func (s *pathSocket) send(b []byte, to netip.AddrPort) {
+func (s *pathSocket) send(b []byte, to netip.AddrPort) { _, _ = s.sendErr(b, to) }
+
+// sendErr is send with its result.
+func (s *pathSocket) sendErr(b []byte, to netip.AddrPort) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, _ = s.WriteToUDPAddrPort(b, to)
+	return s.WriteToUDPAddrPort(b, to)
 }
 
 // sendOpening writes b to every address with the opening TTL.

@@ -85,10 +85,10 @@ func TestSecureTCPFingerprints(t *testing.T) {
 	}
 }
 
-// openByHand opens a direct session on the exposer the way Dial does,
-// with the dialer identity id, and returns the session id and the
-// answer.
-func openByHand(t *testing.T, pd *peer.Peer, exposer string, id *identity) (string, answer) {
+// openByHand opens a direct session on the exposer of the service name
+// ("echo", proto "tcp" or "udp") the way Dial does, with the dialer
+// identity id, and returns the dialer's secret and the answer.
+func openByHand(t *testing.T, pd *peer.Peer, exposer, proto string, id *identity) (*secret, answer) {
 	t.Helper()
 	sec, err := newSecret()
 	if err != nil {
@@ -102,13 +102,13 @@ func openByHand(t *testing.T, pd *peer.Peer, exposer string, id *identity) (stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	ans, err := open.Call(ctxT(t, 10*time.Second), offer{V: protoVersion, Session: sec.idHex(), Name: "echo", Proto: "tcp",
-		Nonce: sec.nonce[:], FP: id.fp, Noise: msg, Strategies: []Strategy{Direct}, SetupMS: 10000,
+	ans, err := open.Call(ctxT(t, 10*time.Second), offer{V: protoVersion, Session: sec.idHex(), Name: "echo", Proto: proto,
+		Nonce: sec.nonce[:], FP: id.fp, Noise: msg, Strategies: []Strategy{Direct}, SetupMS: 20000,
 		Host: hostProof(roleDialer, sec.idHex())}, peer.OnPeer(exposer))
-	if err != nil || ans.Code != "" || len(ans.TCP) == 0 {
+	if err != nil || ans.Code != "" || (proto == "tcp" && len(ans.TCP) == 0) || (proto == "udp" && len(ans.UDP) == 0) {
 		t.Fatalf("open: %+v, %v", ans, err)
 	}
-	return sec.idHex(), ans
+	return sec, ans
 }
 
 // recordingProxy forwards one connection to addr and records what the
@@ -188,7 +188,8 @@ func TestRawPathPrivateAndReplayProof(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	session, ans := openByHand(t, pd, pe.ID(), id)
+	sec, ans := openByHand(t, pd, pe.ID(), "tcp", id)
+	session := sec.idHex()
 	addr := ans.TCP[0].Addr.String()
 
 	// A stray client: another certificate.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/pion/dtls/v3"
 	"golang.org/x/time/rate"
 
 	"github.com/peerbus/peerbus/peer"
@@ -49,6 +50,10 @@ type ServiceStats struct {
 	// service sent to dialers' candidates (reverse and hole punching);
 	// Limits.AttemptRate bounds their rate.
 	Attempts uint64
+	// RawRefused counts raw path connections refused during a setup: TLS
+	// or DTLS handshakes that failed (garbled, replayed, truncated, timed
+	// out, or with a certificate other than the dialer's).
+	RawRefused uint64
 }
 
 // Service is a local TCP or UDP service exposed on the bus under a name
@@ -70,6 +75,7 @@ type Service struct {
 	attempts *rate.Limiter
 	seen     seenSessions
 	nAttempt atomic.Uint64
+	nRefused atomic.Uint64
 
 	mu        sync.Mutex
 	closed    bool
@@ -142,7 +148,8 @@ func (s *Service) Stats() ServiceStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := ServiceStats{Opened: s.opened, Active: len(s.sessions), Paths: map[Strategy]uint64{},
-		Pending: s.pending, Refused: s.refused, Attempts: s.nAttempt.Load()}
+		Pending: s.pending, Refused: s.refused, Attempts: s.nAttempt.Load(),
+		RawRefused: s.nRefused.Load()}
 	for k, v := range s.paths {
 		st.Paths[k] = v
 	}
@@ -190,15 +197,12 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	if o.Proto != s.proto {
 		return refuse(codeWrongProto, fmt.Errorf("service %q is %s, not %s", s.name, s.proto, o.Proto))
 	}
-	sec, err := exposerSecret(o.Session, o.Key)
+	sec, err := exposerSecret(o.Session)
 	if err != nil {
 		return refuse(codeBadRequest, err)
 	}
 	if len(o.FP) != fingerprintSize {
 		return refuse(codeBadRequest, errors.New("no certificate fingerprint"))
-	}
-	if o.Proto == "udp" && len(o.Key) != keySize {
-		return refuse(codeBadRequest, errors.New("no session key for a UDP service"))
 	}
 	rkeys, noiseReply, err := noiseRespond(o.Session, o.Noise)
 	if err != nil {
@@ -288,6 +292,7 @@ type exSession struct {
 	port   uint16
 	udp    *net.UDPConn
 	sock   *pathSocket // writes of udp
+	mux    *udpMux     // the DTLS connections on udp
 	ctl    *nats.Subscription
 
 	tcpCands, udpCands []Candidate
@@ -304,6 +309,9 @@ type exSession struct {
 	udpRemote netip.AddrPort
 	relay     *relay
 	conns     []net.Conn // raw connections being authenticated or used
+	// known are the addresses valid probes or acks came from: the only
+	// ones a DTLS handshake is accepted from.
+	known map[netip.AddrPort]bool
 
 	lastActive atomic.Int64 // unix nanoseconds, UDP sessions
 	lastSent   atomic.Int64
@@ -312,8 +320,9 @@ type exSession struct {
 func (s *Service) newSession(ctx context.Context, o offer, sec *secret, caller string, sameHost bool) (*exSession, error) {
 	ss := &exSession{
 		svc: s, sec: sec, o: o, nc: s.p.Conn(), stage: Direct, caller: caller,
-		log:  s.log.With("session", o.Session, "dialer", o.Peer),
-		peer: Addr{Peer: o.Peer, Service: s.name},
+		log:   s.log.With("session", o.Session, "dialer", o.Peer),
+		peer:  Addr{Peer: o.Peer, Service: s.name},
+		known: map[netip.AddrPort]bool{},
 	}
 	id, err := newIdentity()
 	if err != nil {
@@ -373,6 +382,7 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret, caller s
 		}
 		ss.udp = u
 		ss.sock = newPathSocket(u)
+		ss.mux = newUDPMux(ss.sock)
 		port := uint16(u.LocalAddr().(*net.UDPAddr).Port)
 		ss.udpCands = hostCandidates(port, loopback)
 		if len(s.cfg.stun.Servers) > 0 {
@@ -442,22 +452,31 @@ func (ss *exSession) teardown() {
 	if ss.ln != nil {
 		_ = ss.ln.Close()
 	}
+	ss.mu.Lock()
+	conns := ss.conns
+	ss.conns = nil
+	rl := ss.relay
+	ss.mu.Unlock()
+	// Raw connections first: a DTLS close_notify still leaves.
+	for _, c := range conns {
+		_ = c.Close()
+	}
 	if ss.udp != nil {
 		_ = ss.udp.Close()
 	}
 	if ss.target != nil {
 		_ = ss.target.Close()
 	}
-	ss.mu.Lock()
-	conns := ss.conns
-	ss.conns = nil
-	rl := ss.relay
-	ss.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
 	if rl != nil {
 		_ = rl.Close()
+	}
+}
+
+// refusedRaw counts a raw connection whose authentication failed while
+// the setup was on (not one given up because another became the path).
+func (ss *exSession) refusedRaw(error) {
+	if ss.setup.Err() == nil {
+		ss.svc.nRefused.Add(1)
 	}
 }
 
@@ -655,6 +674,7 @@ func (ss *exSession) acceptLoop() {
 func (ss *exSession) serveRaw(raw net.Conn) {
 	c, err := secureTCP(raw, ss.id, ss.o.FP, true, time.Now().Add(handshakeTimeout))
 	if err != nil {
+		ss.refusedRaw(err)
 		ss.log.Debug("raw connection refused", "remote", raw.RemoteAddr(), "err", err)
 		return
 	}
@@ -724,10 +744,14 @@ func (ss *exSession) probe(timeout time.Duration, cands []Candidate, punch bool)
 	probeLoop(ctx, ss.sock, ss.sec.appendUDPCtl(nil, udpProbe, ss.o.Nonce), cands, punch, ss.allowProbe, nil)
 }
 
-// udpReader reads the path socket for the whole session: control
-// packets during the setup, data from the chosen remote afterwards.
+// maxKnownAddrs bounds the addresses a session remembers probes from.
+const maxKnownAddrs = 64
+
+// udpReader reads the path socket for the whole session: probes and acks
+// during the setup, and the DTLS records of the raw connections.
 func (ss *exSession) udpReader() {
 	buf := make([]byte, 65536)
+	ack := ss.sec.appendUDPCtl(nil, udpAck, ss.o.Nonce)
 	for {
 		n, from, err := ss.udp.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -736,57 +760,120 @@ func (ss *exSession) udpReader() {
 			}
 			continue
 		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		pkt := buf[:n]
+		if isDTLS(pkt) {
+			if !ss.mux.deliver(pkt, from) {
+				ss.acceptUDP(pkt, from)
+			}
+			continue
+		}
+		typ, ok := ss.sec.parseUDPCtl(pkt, ss.o.Nonce)
+		if !ok || ss.setup.Err() != nil {
+			continue
+		}
+		ss.mu.Lock()
+		if len(ss.known) < maxKnownAddrs {
+			ss.known[from] = true
+		}
+		ss.mu.Unlock()
+		// Acks go to addresses no candidate named: they count against
+		// the attempt rate, so the socket reflects nothing at will.
+		if typ == udpProbe && ss.allowProbe() {
+			ss.sock.send(ack, from)
+		}
+	}
+}
+
+// acceptUDP starts the DTLS server side for the first record from
+// address from, if from is known and the session has no path yet.
+func (ss *exSession) acceptUDP(pkt []byte, from netip.AddrPort) {
+	ss.mu.Lock()
+	ok := ss.known[from] && !ss.chosen
+	ss.mu.Unlock()
+	if !ok || ss.setup.Err() != nil {
+		return
+	}
+	mc := ss.mux.open(from)
+	if mc == nil {
+		return // too many handshakes at once; the client retransmits
+	}
+	_, _ = mc.in.Write(pkt)
+	ss.goSafe(func() { ss.serveUDP(mc) })
+}
+
+// serveUDP authenticates the dialer over DTLS at mc's remote, waits for
+// it to select the connection and then carries the session over it.
+func (ss *exSession) serveUDP(mc *muxConn) {
+	c, err := secureUDP(ss.setup, mc, mc.addr, ss.id, ss.o.FP, true, time.Now().Add(handshakeTimeout))
+	if err != nil {
+		ss.refusedRaw(err)
+		ss.log.Debug("raw UDP handshake refused", "remote", mc.remote, "err", err)
+		return
+	}
+	if !ss.track(c) {
+		return
+	}
+	var mine atomic.Bool // this connection is the path
+	stop := context.AfterFunc(ss.setup, func() {
+		if !mine.Load() {
+			_ = c.Close()
+		}
+	})
+	defer stop()
+	buf := make([]byte, 65536)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			if mine.Load() {
+				ss.log.Debug("raw UDP path ended", "err", err)
+				ss.cancel()
+			}
+			_ = c.Close()
+			return
+		}
 		if n == 0 {
 			continue
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		ss.mu.Lock()
-		chosen, remote := ss.chosen, ss.udpRemote
-		ss.mu.Unlock()
 		switch buf[0] {
+		case udpSelect:
+			if !mine.Load() {
+				mine.Store(true)
+				if !ss.choose(ss.currentStage(), mc.remote) {
+					_ = c.Close()
+					return
+				}
+				_, _ = c.Write([]byte{udpSelectAck})
+				ss.goSafe(func() { ss.forwardUDPRaw(c) })
+				continue
+			}
+			_, _ = c.Write([]byte{udpSelectAck}) // a repeated select
 		case udpData:
-			if chosen && from == remote {
+			if mine.Load() {
 				ss.touch()
 				_, _ = ss.target.Write(buf[1:n])
 			}
-			continue
-		case udpKeepalive:
-			continue
-		}
-		c, ok := ss.sec.parseUDPCtl(buf[:n])
-		if !ok || c.peerNonce != ss.sec.nonce || string(c.nonce[:]) != string(ss.o.Nonce) {
-			continue
-		}
-		switch c.typ {
-		case udpProbe:
-			ss.sock.send(ss.sec.appendUDPCtl(nil, udpAck, ss.o.Nonce), from)
-		case udpSelect:
-			if !chosen {
-				if !ss.choose(ss.currentStage(), from) {
-					continue
-				}
-				ss.goSafe(ss.forwardUDPRaw)
-				chosen, remote = true, from
-			}
-			if from == remote {
-				ss.sock.send(ss.sec.appendUDPCtl(nil, udpSelectAck, ss.o.Nonce), from)
-			}
 		case udpClose:
-			if chosen && from == remote {
+			if mine.Load() {
 				ss.cancel()
+				_ = c.Close()
 				return
 			}
 		}
 	}
 }
 
-// forwardUDPRaw sends the target's datagrams to the chosen remote and
+// forwardUDPRaw sends the target's datagrams over the raw UDP path c and
 // keeps the session alive until idle.
-func (ss *exSession) forwardUDPRaw() {
-	ss.mu.Lock()
-	remote := ss.udpRemote
-	ss.mu.Unlock()
-	ss.goSafe(func() { ss.idleWatch(func() { ss.sock.send([]byte{udpKeepalive}, remote) }) })
+func (ss *exSession) forwardUDPRaw(c *dtls.Conn) {
+	var wmu sync.Mutex
+	write := func(b []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_, err := c.Write(b)
+		return err
+	}
+	ss.goSafe(func() { ss.idleWatch(func() { _ = write([]byte{udpKeepalive}) }) })
 	buf := make([]byte, 65536)
 	for {
 		n, err := ss.target.Read(buf[1:])
@@ -796,10 +883,16 @@ func (ss *exSession) forwardUDPRaw() {
 			}
 			continue // e.g. ICMP port unreachable from the target
 		}
+		if n > maxUDPPathDatagram {
+			ss.log.Debug("datagram too large for the raw UDP path dropped", "size", n)
+			continue
+		}
 		buf[0] = udpData
 		ss.touch()
 		ss.lastSent.Store(time.Now().UnixNano())
-		ss.sock.send(buf[:1+n], remote)
+		if err := write(buf[:1+n]); err != nil && (ss.ctx.Err() != nil || errors.Is(err, dtls.ErrConnClosed)) {
+			return
+		}
 	}
 }
 
