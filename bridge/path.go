@@ -15,6 +15,10 @@ import (
 // make few, full relay frames.
 const copyBufSize = 256 << 10
 
+// readAheadSize is the ring of a pump that reads a TLS path ahead
+// (copyAhead).
+const readAheadSize = 1 << 20
+
 // punchAttempt bounds one simultaneous-open attempt; the kernel
 // retransmits a SYN after one second, so this covers one retransmission.
 const punchAttempt = 2 * time.Second
@@ -116,8 +120,15 @@ func Join(ctx context.Context, a, b net.Conn) {
 	errc := make(chan error, 2)
 	half := func(dst, src net.Conn) {
 		defer wg.Done()
-		buf := make([]byte, copyBufSize)
-		_, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, buf)
+		var err error
+		if readsRecords(src) {
+			var wait func()
+			_, wait, err = copyAhead(writerOnly{dst}, src, readAheadSize)
+			defer wait()
+		} else {
+			buf := make([]byte, copyBufSize)
+			_, err = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, buf)
+		}
 		if err == nil {
 			if cw, ok := dst.(closeWriter); ok {
 				err = cw.CloseWrite()

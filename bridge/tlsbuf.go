@@ -3,6 +3,7 @@ package bridge
 import (
 	"bufio"
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 )
@@ -86,4 +87,96 @@ func (c *batchedTLS) Write(b []byte) (int, error) {
 		return n, ferr
 	}
 	return n, err
+}
+
+// readsRecords reports whether r is a raw path's TLS connection, whose
+// Read returns at most one TLS record (16 KiB) at a time.
+func readsRecords(r io.Reader) bool {
+	switch r := r.(type) {
+	case *batchedTLS:
+		return true
+	case *Conn:
+		_, ok := r.c.(*batchedTLS)
+		return ok
+	}
+	return false
+}
+
+// copyAhead copies src to dst as io.CopyBuffer does, but a goroutine
+// reads src ahead into a ring of size bytes while dst's writes are under
+// way, and each write takes all that piled up (up to the end of the
+// ring). From a TLS connection that turns a write per 16 KiB record into
+// few large writes; with light traffic each write still goes out as soon
+// as its bytes arrived. The copy returns on src's EOF (err nil), src's
+// other errors or dst's; wait, which must be called after, returns once
+// the reader goroutine has (it may still be in src.Read until src is
+// closed).
+func copyAhead(dst io.Writer, src io.Reader, size int) (written int64, wait func(), err error) {
+	var (
+		mu   sync.Mutex
+		cond = sync.NewCond(&mu)
+		buf  = make([]byte, size)
+		r, w int64 // bytes read into buf and written from it, in all
+		rerr error
+		stop bool
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			mu.Lock()
+			for r-w == int64(size) && !stop {
+				cond.Wait()
+			}
+			if stop {
+				mu.Unlock()
+				return
+			}
+			pos := int(r % int64(size))
+			n := min(size-pos, size-int(r-w))
+			mu.Unlock()
+			k, err := src.Read(buf[pos : pos+n])
+			mu.Lock()
+			r += int64(k)
+			rerr = err
+			cond.Broadcast()
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	wait = func() { <-done }
+	for {
+		mu.Lock()
+		for r == w && rerr == nil {
+			cond.Wait()
+		}
+		if r == w {
+			err := rerr
+			mu.Unlock()
+			if err == io.EOF {
+				err = nil
+			}
+			return written, wait, err
+		}
+		pos := int(w % int64(size))
+		n := min(size-pos, int(r-w))
+		mu.Unlock()
+		k, err := dst.Write(buf[pos : pos+n])
+		written += int64(k)
+		mu.Lock()
+		w += int64(k)
+		if err == nil && k < n {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			stop = true
+		}
+		cond.Broadcast()
+		mu.Unlock()
+		if err != nil {
+			return written, wait, err
+		}
+	}
 }
