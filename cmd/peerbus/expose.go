@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -24,6 +26,16 @@ type exposeFlags struct {
 	udpIdle  time.Duration
 	noLoop   bool
 	logLevel string
+
+	// Limits (bridge.Limits); zero values mean the default.
+	maxCandidates   int
+	strategyTimeout time.Duration
+	setupTimeout    time.Duration
+	maxPending      int
+	maxPendingPeer  int
+	maxSessions     int
+	punchRate       int
+	allowNets       []string
 }
 
 func init() { rootCmd.AddCommand(newExposeCmd()) }
@@ -53,7 +65,19 @@ it took (direct, reverse, punch-udp, punch-tcp or relay) on stderr.
 Peers first try to connect directly, then through NATs (hole punching),
 and fall back to relaying the bytes over the bus. Give --stun with the
 STUN servers to use (for example a rendezvous node running "peerbus
-stun-server"); none is contacted otherwise.`,
+stun-server"); none is contacted otherwise.
+
+What dialers can make the exposer do is bounded (bridge.Limits; the
+defaults in brackets): candidates per offer (--max-candidates), how long
+one strategy and the whole setup of a session may take
+(--max-strategy-timeout, --setup-timeout), sessions still without a
+path (--max-pending, --max-pending-per-peer, by the dialing peer's id),
+sessions in all (--max-sessions), connection attempts and probes per
+second towards dialers (--punch-rate), and the networks it connects or
+sends probes to for reverse paths and hole punching (--allow-net,
+repeatable; loopback and link-local addresses only between peers on one
+host, whatever the list). An offer beyond a limit is refused; the dialer
+gets bridge.ErrLimit.`,
 		Example: `  peerbus expose web tcp://127.0.0.1:8080
   peerbus expose --server nats://rendezvous:4222 --stun rendezvous:3478 ssh tcp://127.0.0.1:22
   peerbus expose dns udp://127.0.0.1:53 web tcp://127.0.0.1:8080`,
@@ -72,6 +96,15 @@ stun-server"); none is contacted otherwise.`,
 	fl.DurationVar(&f.udpIdle, "udp-idle", bridge.DefaultUDPIdleTimeout, "end a UDP session after this long without a datagram")
 	fl.BoolVar(&f.noLoop, "no-loopback", false, "do not offer loopback addresses to dialers")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
+	d := bridge.DefaultLimits()
+	fl.IntVar(&f.maxCandidates, "max-candidates", d.MaxCandidates, "most TCP and most UDP candidates an offer may carry (1 to 256)")
+	fl.DurationVar(&f.strategyTimeout, "max-strategy-timeout", d.MaxStrategyTimeout, "longest a dialer may ask the exposer to connect, probe or punch for one strategy (100ms to 2m)")
+	fl.DurationVar(&f.setupTimeout, "setup-timeout", d.MaxSetup, "longest a session may stay without a path (1s to 5m)")
+	fl.IntVar(&f.maxPending, "max-pending", d.MaxPending, "most sessions without a path per service")
+	fl.IntVar(&f.maxPendingPeer, "max-pending-per-peer", d.MaxPendingPerPeer, "most sessions without a path per service from one dialing peer (at most --max-pending)")
+	fl.IntVar(&f.maxSessions, "max-sessions", d.MaxSessions, "most sessions per service, with or without a path (at least --max-pending)")
+	fl.IntVar(&f.punchRate, "punch-rate", d.AttemptRate, "most connection attempts and UDP probes per second towards dialers, per service (1 to 100000)")
+	fl.StringArrayVar(&f.allowNets, "allow-net", nil, "connect or probe back only to dialer addresses in this `CIDR` (repeatable; default any)")
 	addServerFlag(cmd, &f.server)
 	return cmd
 }
@@ -90,6 +123,10 @@ func stayConnected() nats.Option {
 // runExpose runs "peerbus expose".
 func runExpose(cmd *cobra.Command, f *exposeFlags, args []string) error {
 	log, _, err := newLogger(cmd.ErrOrStderr(), f.logLevel)
+	if err != nil {
+		return err
+	}
+	limits, err := exposeLimits(f)
 	if err != nil {
 		return err
 	}
@@ -125,7 +162,7 @@ func runExpose(cmd *cobra.Command, f *exposeFlags, args []string) error {
 
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
-	opts := exposeOptions(f, log)
+	opts := append(exposeOptions(f, log), bridge.WithLimits(limits))
 	var services []*bridge.Service
 	defer func() {
 		for _, s := range services {
@@ -177,4 +214,40 @@ func exposeOptions(f *exposeFlags, log *slog.Logger) []bridge.ExposeOption {
 		opts = append(opts, bridge.WithoutLoopback())
 	}
 	return opts
+}
+
+// limitFlags names the flag of each bridge.Limits field, for errors.
+var limitFlags = strings.NewReplacer(
+	"MaxCandidates", "--max-candidates",
+	"MaxStrategyTimeout", "--max-strategy-timeout",
+	"MaxSetup", "--setup-timeout",
+	"MaxPendingPerPeer", "--max-pending-per-peer",
+	"MaxPending", "--max-pending",
+	"MaxSessions", "--max-sessions",
+	"AttemptRate", "--punch-rate",
+)
+
+// exposeLimits maps the limit flags of "peerbus expose" to
+// bridge.Limits and checks them.
+func exposeLimits(f *exposeFlags) (bridge.Limits, error) {
+	l := bridge.Limits{
+		MaxCandidates:      f.maxCandidates,
+		MaxStrategyTimeout: f.strategyTimeout,
+		MaxSetup:           f.setupTimeout,
+		MaxPending:         f.maxPending,
+		MaxPendingPerPeer:  f.maxPendingPeer,
+		MaxSessions:        f.maxSessions,
+		AttemptRate:        f.punchRate,
+	}
+	for _, s := range f.allowNets {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			return l, fmt.Errorf("--allow-net %q: want an IPv4 network in CIDR notation, like 192.0.2.0/24", s)
+		}
+		l.Networks = append(l.Networks, p.Masked())
+	}
+	if err := l.Validate(); err != nil {
+		return l, errors.New(strings.TrimPrefix(limitFlags.Replace(err.Error()), "bridge: invalid option: limits: "))
+	}
+	return l, nil
 }

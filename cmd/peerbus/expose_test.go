@@ -256,3 +256,57 @@ func TestExposeProcessAcrossCluster(t *testing.T) {
 		t.Logf("noticed in %v: %v", time.Since(start).Round(time.Millisecond), err)
 	})
 }
+
+// TestExposeLimitFlags runs the built binary: limit flags out of range,
+// or a network that is not IPv4 CIDR, fail before it connects, naming
+// the flag; in-range limits bind the exposer, whose second session
+// beyond --max-sessions 1 is refused with bridge.ErrLimit.
+func TestExposeLimitFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-candidates", "0"}, "--max-candidates 0 (want 1 to 256)"},
+		{[]string{"--max-strategy-timeout", "10ms"}, "--max-strategy-timeout 10ms (want 100ms to 2m)"},
+		{[]string{"--setup-timeout", "10m"}, "--setup-timeout 10m0s (want 1s to 5m)"},
+		{[]string{"--max-pending", "0"}, "--max-pending 0 (want at least 1)"},
+		{[]string{"--max-pending-per-peer", "200"}, "--max-pending-per-peer 200 (want 1 to --max-pending, 128)"},
+		{[]string{"--max-sessions", "10"}, "--max-sessions 10 (want at least --max-pending, 128)"},
+		{[]string{"--punch-rate", "0"}, "--punch-rate 0 (want 1 to 100000)"},
+		{[]string{"--allow-net", "10.0.0.0/33"}, `--allow-net "10.0.0.0/33": want an IPv4 network in CIDR notation`},
+		{[]string{"--allow-net", "fd00::/8"}, `--allow-net "fd00::/8": want an IPv4 network`},
+		{[]string{"--max-candidates", "x"}, `invalid argument "x" for "--max-candidates"`},
+	} {
+		// The server does not exist: the flags fail first.
+		r := runCLI(t, "", append(append([]string{"expose", "--server", "nats://127.0.0.1:1"}, tc.args...), "echo", "tcp://127.0.0.1:1")...)
+		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("expose %v: exit %d, stderr %q; want exit 1 and %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+
+	n := startNodeProc(t, "node", "--listen", "127.0.0.1:-1", "--no-jetstream")
+	n.waitReady(t, 30*time.Second)
+	ex := startExpose(t, n.info["client"], "--max-sessions", "1", "--max-pending", "1", "--max-pending-per-peer", "1",
+		"--max-candidates", "4", "--setup-timeout", "20s", "--punch-rate", "50", "--allow-net", "10.0.0.0/8", "--allow-net", "192.0.2.0/24",
+		"echo", echotest.TCP(t))
+	p := bridgeClient(t, n.info["client"])
+	c := dialWhenReady(t, p, ex.peer, "echo", bridge.WithStrategies(bridge.Relay))
+	defer c.Close()
+	msg := []byte("within the limits")
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if c2, err := bridge.Dial(ctx, p, ex.peer, "echo", bridge.WithStrategies(bridge.Relay)); !errors.Is(err, bridge.ErrLimit) {
+		if c2 != nil {
+			c2.Close()
+		}
+		t.Fatalf("a second session beyond --max-sessions 1: %v", err)
+	}
+}
