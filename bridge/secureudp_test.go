@@ -83,13 +83,15 @@ func secureUDPPair(t *testing.T, d, e *identity, efp, dfp []byte) (errD, errE er
 	go func() {
 		c, err := secureUDP(context.Background(), mb, mb.addr, e, dfp, true, time.Now().Add(2*time.Second))
 		if err == nil {
-			_ = c.Close()
+			t.Cleanup(func() { _ = c.Close() })
 		}
 		done <- err
 	}()
 	c, errD := secureUDP(context.Background(), ma, ma.addr, d, efp, false, time.Now().Add(2*time.Second))
 	if errD == nil {
-		_ = c.Close()
+		// Closed only after the server's result: a close_notify that
+		// overtakes the server's end of the handshake fails it.
+		t.Cleanup(func() { _ = c.Close() })
 	}
 	return errD, <-done, b
 }
