@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,8 +23,13 @@ import (
 // hard limit with `ulimit -Hn` for 5,000 peers and more).
 var PresencePeers = 1000
 
-// presenceIdle is how long an idle fleet is measured.
-const presenceIdle = 2 * time.Second
+// An idle fleet is measured for presenceIdle, presenceSettle after it
+// started: a whole period of the slow heartbeats of a bus without live
+// views (peer.SlowBeats heartbeat intervals) and a second more.
+const (
+	presenceIdle   = peer.SlowBeats*peer.DefaultHeartbeat + time.Second
+	presenceSettle = 2 * time.Second
+)
 
 // A raw peer of the baselines has the subscriptions a peer needs to be
 // reachable (its direct subject, the presence query, the fan-out of
@@ -55,8 +61,8 @@ func presenceCases() []Case {
 			},
 		},
 		{
-			Name: "presence-idle", Kind: Sample, Unit: "% core", LowerIsBetter: true, MaxRounds: 3,
-			What:     "CPU of the whole process (server and clients) over 2 s with " + n + " idle peers, 1 s after they started",
+			Name: "presence-idle", Kind: Sample, Unit: "% core", LowerIsBetter: true, MaxRounds: 1,
+			What:     "CPU of the whole process (server and clients) over " + presenceIdle.String() + " (a period of the slow heartbeats) with " + n + " idle peers, 2 s after they started",
 			Baseline: "the same with " + n + " idle nats.go connections holding the same subscriptions",
 			Setup: func(ctx context.Context, env *Env) (Side, Side, func(), error) {
 				node, err := presenceNode(ctx, env)
@@ -70,9 +76,11 @@ func presenceCases() []Case {
 						if err != nil {
 							return 0, err
 						}
-						if err := sleepCtx(ctx, time.Second); err != nil {
+						if err := sleepCtx(ctx, presenceSettle); err != nil {
 							return 0, err
 						}
+						// The garbage of the start is not idle work.
+						runtime.GC()
 						c0, t0 := processCPU(), time.Now()
 						if err := sleepCtx(ctx, presenceIdle); err != nil {
 							return 0, err
