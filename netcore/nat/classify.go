@@ -16,9 +16,12 @@ import (
 // All probes run in parallel where the RFC 5780 tests allow it: test I
 // against every server, the filtering tests on their own socket, and the
 // port samples on fresh sockets; only mapping tests II and III wait for
-// test I's OTHER-ADDRESS. On a loss-free link classification therefore
-// takes a few round trips, plus one Timeout when the NAT filters (a
-// filtering test is negative only once its timeout expired).
+// test I's OTHER-ADDRESS, and then run together. On a loss-free link
+// classification therefore takes a few round trips, plus one no-answer
+// timeout when the NAT filters (a filtering test is negative only once
+// its timeout expired). That timeout is derived from the first round
+// trip to the primary server (Config.RTTFactor, Config.MinTimeout,
+// bounded by Config.Timeout).
 //
 // If no server answers, Classify returns a Result whose Classic is
 // Blocked together with an error wrapping ErrNoResponse. If too few
@@ -160,7 +163,9 @@ func classifyResult(ctx context.Context, c *config, res *Result) (*Result, error
 	return res, nil
 }
 
-// mapping runs mapping tests II and III after test I's answer t1.
+// mapping runs mapping tests II and III after test I's answer t1. Both
+// need only test I's OTHER-ADDRESS, so they run at once; test III's
+// answer matters only if test II's mapping differs from test I's.
 func (r *run) mapping(primary server, s *socket, t1 answer, natted bool) Behavior {
 	if !natted {
 		return EndpointIndependent // no NAT: nothing to map
@@ -169,15 +174,18 @@ func (r *run) mapping(primary server, s *socket, t1 answer, natted bool) Behavio
 	if !other.IsValid() || other.Addr() == primary.addr.Addr() {
 		return BehaviorUnknown // the server does not do RFC 5780
 	}
-	t2, ok := r.start("mapping-2", primary, s,
-		netip.AddrPortFrom(other.Addr(), primary.addr.Port()), 0).wait()
+	p2 := r.start("mapping-2", primary, s, netip.AddrPortFrom(other.Addr(), primary.addr.Port()), 0)
+	p3 := r.start("mapping-3", primary, s, other, 0)
+	t2, ok := p2.wait()
 	if !ok || t2.errCode != 0 || !t2.mapped.IsValid() {
+		p3.stop()
 		return BehaviorUnknown
 	}
 	if t2.mapped == t1.mapped {
+		p3.stop()
 		return EndpointIndependent
 	}
-	t3, ok := r.start("mapping-3", primary, s, other, 0).wait()
+	t3, ok := p3.wait()
 	if !ok || t3.errCode != 0 || !t3.mapped.IsValid() {
 		return BehaviorUnknown
 	}

@@ -3,8 +3,10 @@ package nat
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -322,11 +324,119 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("no servers: %v, want ErrNoServers", err)
 	}
 	for _, c := range []Config{
+		{Servers: []string{"a"}, RTTFactor: 1, MinTimeout: DefaultTimeout},
+		{Servers: []string{"a"}, Timeout: time.Second, MinTimeout: time.Second},
+		{Servers: []string{"a"}, Timeout: 50 * time.Millisecond}, // floor follows
+	} {
+		if err := c.Validate(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	for _, c := range []Config{
 		{Servers: []string{"a"}, Timeout: -1},
 		{Servers: []string{"a"}, Quorum: 2},
+		{Servers: []string{"a"}, MinTimeout: -1},
+		{Servers: []string{"a"}, MinTimeout: DefaultTimeout + 1},
+		{Servers: []string{"a"}, Timeout: time.Second, MinTimeout: 2 * time.Second},
+		{Servers: []string{"a"}, RTTFactor: -1},
+		{Servers: []string{"a"}, RTTFactor: 0.5},
+		{Servers: []string{"a"}, RTTFactor: math.NaN()},
+		{Servers: []string{"a"}, RTTFactor: math.Inf(1)},
 	} {
 		if err := c.Validate(); !errors.Is(err, ErrInvalidOption) || !errors.Is(err, ErrBadConfig) {
 			t.Errorf("%+v: %v, want ErrInvalidOption", c, err)
+		}
+	}
+}
+
+func TestNoAnswerTimeout(t *testing.T) {
+	c, err := Config{Servers: []string{"127.0.0.1"}}.resolve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ rtt, want time.Duration }{
+		{0, DefaultMinTimeout},
+		{time.Millisecond, DefaultMinTimeout},
+		{20 * time.Millisecond, 200 * time.Millisecond},
+		{40 * time.Millisecond, 400 * time.Millisecond},
+		{time.Second, DefaultTimeout},
+		{time.Duration(math.MaxInt64), DefaultTimeout},
+	} {
+		if got := c.noAnswer(tc.rtt); got != tc.want {
+			t.Errorf("noAnswer(%v) = %v, want %v", tc.rtt, got, tc.want)
+		}
+	}
+	c, err = Config{Servers: []string{"127.0.0.1"}, Timeout: 30 * time.Millisecond}.resolve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.noAnswer(time.Millisecond); got != 30*time.Millisecond {
+		t.Errorf("with a 30ms timeout: noAnswer(1ms) = %v, want the timeout", got)
+	}
+}
+
+// filteringConn drops every datagram that does not come from the
+// address it was first sent to, as a port-restricted NAT would.
+type filteringConn struct {
+	net.PacketConn
+	first atomic.Pointer[string]
+}
+
+func (c *filteringConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	s := addr.String()
+	c.first.CompareAndSwap(nil, &s)
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+func (c *filteringConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, from, err
+		}
+		if first := c.first.Load(); first != nil && *first == from.String() {
+			return n, from, nil
+		}
+	}
+}
+
+// TestClassifyFilteredTimeout checks that the filtering tests the NAT
+// filters give up after the timeout derived from the first round trip,
+// not after Config.Timeout, and retransmit before.
+func TestClassifyFilteredTimeout(t *testing.T) {
+	s := startServer(t, ServerConfig{AltIP: loAltIP})
+	lc := &net.ListenConfig{}
+	res, err := Classify(context.Background(), Config{
+		Servers:    []string{s.Addr().String()},
+		Timeout:    10 * time.Second,
+		RTTFactor:  1,
+		MinTimeout: 100 * time.Millisecond,
+		ListenPacket: func(ctx context.Context, network, address string) (net.PacketConn, error) {
+			c, err := lc.ListenPacket(ctx, network, address)
+			if err != nil {
+				return nil, err
+			}
+			return &filteringConn{PacketConn: c}, nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("Classify: %v", err)
+	}
+	if res.Filtering != AddressAndPortDependent || res.Classic != SymmetricUDPFirewall {
+		t.Errorf("filtering %s classic %s, want address-and-port-dependent, symmetric UDP firewall",
+			res.Filtering, res.Classic)
+	}
+	for _, tc := range res.Tests {
+		if tc.Name != "filtering-2" && tc.Name != "filtering-3" {
+			continue
+		}
+		// The first round trip on loopback is usually far below 100ms,
+		// so the floor applies; 10s would mean no derived timeout.
+		_, after, _ := strings.Cut(tc.Error, " in ")
+		waited, perr := time.ParseDuration(after)
+		if tc.Answered || perr != nil || waited < 100*time.Millisecond || waited >= 10*time.Second || tc.Attempts < 3 {
+			t.Errorf("%s: answered %v after %d attempts, error %q; want no answer after 3 attempts in the derived timeout",
+				tc.Name, tc.Answered, tc.Attempts, tc.Error)
 		}
 	}
 }

@@ -1,10 +1,12 @@
 package nat
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -17,14 +19,22 @@ const DefaultPort = 3478
 
 // Defaults for the zero values of Config fields.
 const (
-	// DefaultTimeout is how long one probe waits for an answer, across
-	// all its retransmissions. A filtering test that gets no answer (the
-	// NAT filters) costs this much, so it bounds the classification time
-	// on a loss-free link.
+	// DefaultTimeout is the most one probe waits for an answer, across
+	// all its retransmissions: the wait before any round trip to its
+	// server is known, and the upper bound of the wait derived from that
+	// round trip (see RTTFactor).
 	DefaultTimeout = 500 * time.Millisecond
 	// DefaultRetransmit is the first retransmission interval; it doubles
 	// after each retransmission (100ms, 200ms, ... until the timeout).
 	DefaultRetransmit = 100 * time.Millisecond
+	// DefaultRTTFactor multiplies the first measured round trip to a
+	// server into the no-answer timeout of its other probes.
+	DefaultRTTFactor = 10
+	// DefaultMinTimeout is the floor of the no-answer timeout derived
+	// from the round trip. A filtering test that gets no answer (the NAT
+	// filters) costs this much on a fast link, so it bounds the
+	// classification time there.
+	DefaultMinTimeout = 100 * time.Millisecond
 	// DefaultPortSamples is how many fresh sockets observe port
 	// allocation.
 	DefaultPortSamples = 4
@@ -51,12 +61,30 @@ type Config struct {
 	Quorum int
 
 	// Timeout bounds each probe, retransmissions included. Zero means
-	// DefaultTimeout.
+	// DefaultTimeout. A probe waits this long while no round trip to its
+	// server is known; once one is, the probes to that server still
+	// waiting give up after RTTFactor times that round trip (counted from
+	// their own first send), but not before MinTimeout and never after
+	// Timeout.
 	Timeout time.Duration
 
 	// Retransmit is the first retransmission interval, doubled after each
-	// retransmission. Zero means DefaultRetransmit.
+	// retransmission. Zero means DefaultRetransmit. Once a probe's
+	// timeout is derived from the round trip, its interval is at most a
+	// quarter of that timeout, so it is still retransmitted within it.
 	Retransmit time.Duration
+
+	// RTTFactor multiplies the first round trip measured to a server (the
+	// first answer of any probe to it, usually test I) into the
+	// no-answer timeout of its other probes. Zero means DefaultRTTFactor;
+	// otherwise it must be a finite number of at least 1.
+	RTTFactor float64
+
+	// MinTimeout is the floor of the timeout derived from the round trip.
+	// Zero means DefaultMinTimeout, or Timeout if that is shorter;
+	// otherwise it must not exceed Timeout. Setting it to Timeout turns
+	// the derived timeout off.
+	MinTimeout time.Duration
 
 	// PortSamples is how many fresh sockets are used to observe port
 	// allocation. Zero means DefaultPortSamples; negative disables it.
@@ -91,8 +119,9 @@ type config struct {
 
 // server is one resolved STUN server.
 type server struct {
-	name string
-	addr netip.AddrPort
+	index int // in Config.Servers
+	name  string
+	addr  netip.AddrPort
 }
 
 // DefaultConfig returns a Config with the servers given and every other
@@ -104,14 +133,17 @@ func DefaultConfig(servers ...string) Config {
 		Quorum:      len(servers)/2 + 1,
 		Timeout:     DefaultTimeout,
 		Retransmit:  DefaultRetransmit,
+		RTTFactor:   DefaultRTTFactor,
+		MinTimeout:  DefaultMinTimeout,
 		PortSamples: DefaultPortSamples,
 	}
 }
 
 // Validate checks the fields that need no network: at least one server
-// (else ErrNoServers), no negative timeout, retransmit interval or
-// quorum, and a quorum no larger than the servers (else an error
-// wrapping ErrInvalidOption). Classify and ExternalAddress validate
+// (else ErrNoServers), no negative timeout, retransmit interval,
+// minimum timeout or quorum, a quorum no larger than the servers, an
+// RTTFactor of zero or a finite number of at least 1 and a MinTimeout no
+// longer than the Timeout (else an error wrapping ErrInvalidOption). Classify and ExternalAddress validate
 // their Config; the servers' addresses are checked when they are
 // resolved.
 func (c Config) Validate() error {
@@ -124,7 +156,27 @@ func (c Config) Validate() error {
 	if c.Quorum > len(c.Servers) {
 		return fmt.Errorf("%w: quorum %d exceeds %d servers", ErrInvalidOption, c.Quorum, len(c.Servers))
 	}
+	if c.MinTimeout < 0 {
+		return fmt.Errorf("%w: negative minimum timeout %v", ErrInvalidOption, c.MinTimeout)
+	}
+	if timeout := cmp.Or(c.Timeout, DefaultTimeout); c.MinTimeout > timeout {
+		return fmt.Errorf("%w: minimum timeout %v exceeds timeout %v", ErrInvalidOption, c.MinTimeout, timeout)
+	}
+	if f := c.RTTFactor; f != 0 && (math.IsNaN(f) || math.IsInf(f, 0) || f < 1) {
+		return fmt.Errorf("%w: RTT factor %v is not a finite number of at least 1", ErrInvalidOption, f)
+	}
 	return nil
+}
+
+// noAnswer returns the no-answer timeout of a probe to a server whose
+// round trip rtt is known: RTTFactor times rtt, within MinTimeout and
+// Timeout.
+func (c *config) noAnswer(rtt time.Duration) time.Duration {
+	w := time.Duration(float64(rtt) * c.RTTFactor)
+	if float64(rtt)*c.RTTFactor > float64(c.Timeout) {
+		w = c.Timeout // also guards the conversion against overflow
+	}
+	return min(max(w, c.MinTimeout), c.Timeout)
 }
 
 func (c Config) resolve(ctx context.Context) (*config, error) {
@@ -141,6 +193,12 @@ func (c Config) resolve(ctx context.Context) (*config, error) {
 	if out.PortSamples == 0 {
 		out.PortSamples = DefaultPortSamples
 	}
+	if out.RTTFactor == 0 {
+		out.RTTFactor = DefaultRTTFactor
+	}
+	if out.MinTimeout == 0 {
+		out.MinTimeout = min(DefaultMinTimeout, out.Timeout)
+	}
 	out.quorum = c.Quorum
 	if out.quorum == 0 {
 		out.quorum = len(c.Servers)/2 + 1
@@ -152,12 +210,12 @@ func (c Config) resolve(ctx context.Context) (*config, error) {
 	if out.ListenPacket == nil {
 		out.ListenPacket = (&net.ListenConfig{}).ListenPacket
 	}
-	for _, s := range c.Servers {
+	for i, s := range c.Servers {
 		addr, err := resolveServer(ctx, s)
 		if err != nil {
 			return nil, err
 		}
-		out.servers = append(out.servers, server{name: s, addr: addr})
+		out.servers = append(out.servers, server{index: i, name: s, addr: addr})
 	}
 	primary := out.servers[0].addr
 	out.network = "udp4"

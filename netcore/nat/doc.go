@@ -22,12 +22,19 @@
 //     which hole punching uses to predict ports;
 //   - every STUN transaction made (Result.Tests) and the total duration.
 //
-// Probes run in parallel wherever the tests allow, each with its own
-// retransmissions (Config.Retransmit, doubling) inside a short timeout
-// (Config.Timeout, 500ms by default). On a loss-free link classification
-// costs a few round trips, plus one timeout when the NAT filters, since a
-// filtering test is only negative once its timeout expired: a few
-// milliseconds on loopback, about half a second behind a filtering NAT.
+// Probes run in parallel wherever the tests allow (mapping tests II and
+// III together once test I named the server's other address, the three
+// filtering tests together from the start), each with its own
+// retransmissions (Config.Retransmit, doubling) inside a short timeout.
+// Until a server has answered once, a probe waits at most Config.Timeout
+// (500ms by default); after that, the probes to it still waiting give up
+// after Config.RTTFactor times that first round trip (10 by default),
+// but not before Config.MinTimeout (100ms) and never after
+// Config.Timeout, and retransmit at least every quarter of that. On a
+// loss-free link classification costs a few round trips, plus one such
+// timeout when the NAT filters, since a filtering test is only negative
+// once its timeout expired: a few milliseconds on loopback, about 0.1s
+// behind a filtering NAT on a fast link.
 //
 // ExternalAddress is the cheap part alone: one Binding request to every
 // server, returning as soon as a quorum agrees.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,7 +110,7 @@ func startCoturn(t *testing.T, host *netlab.Host) *netlab.Process {
 
 // waitSTUN waits until a STUN server answers at addr, asking from inside
 // ns with an in-process socket.
-func waitSTUN(t *testing.T, ns *netlab.Namespace, addr netip.AddrPort) {
+func waitSTUN(t testing.TB, ns *netlab.Namespace, addr netip.AddrPort) {
 	t.Helper()
 	lc := &net.ListenConfig{}
 	cfg := Config{
@@ -279,4 +280,57 @@ func runLabCase(t *testing.T, tc labCase) {
 			name, r.Classic, r.Mapping, r.Filtering, r.PortAllocation, r.PortSamples, took.Round(time.Millisecond))
 	}
 	t.Logf("natdiscovery vs coturn: %+v; vs ours: %+v", coturnVsCoturn, coturnVsOurs)
+}
+
+// BenchmarkClassifyLab times Classify in each lab mode, run in-process
+// with its sockets in the client's namespace, against our server on the
+// STUN host's two addresses. It reports the median and the slowest
+// classification of the b.N runs besides the mean (ns/op):
+//
+//	go test -run '^$' -bench ClassifyLab -benchtime 10x ./netcore/nat/
+func BenchmarkClassifyLab(b *testing.B) {
+	netlab.Require(b)
+	for _, tc := range labCases {
+		b.Run(string(tc.kind), func(b *testing.B) {
+			lab := netlab.New(b)
+			stunHost := lab.AddPublicHost("stun", 2)
+			client := lab.AddRouter("router", tc.kind).AddHost("client")
+			oursAddr := netip.AddrPortFrom(stunHost.Addrs[0], oursPort)
+			srv := stunHost.StartHelper("stun-server", "-listen", oursAddr.String(),
+				"-alt-ip", stunHost.Addrs[1].String(), "-alt-port", strconv.Itoa(oursAltPort))
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := srv.WaitOutput(ctx, "READY"); err != nil {
+				b.Fatal(err)
+			}
+			waitSTUN(b, stunHost.Namespace, oursAddr)
+			lc := &net.ListenConfig{}
+			cfg := Config{
+				Servers: []string{oursAddr.String()},
+				Local:   netip.AddrPortFrom(client.Addr(), 0),
+				ListenPacket: func(ctx context.Context, network, address string) (net.PacketConn, error) {
+					var c net.PacketConn
+					err := client.Do(func() (err error) {
+						c, err = lc.ListenPacket(ctx, network, address)
+						return err
+					})
+					return c, err
+				},
+			}
+			var took []time.Duration
+			for b.Loop() {
+				r, err := Classify(ctx, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if r.Classic != tc.classic {
+					b.Fatalf("classified %s, want %s", r.Classic, tc.classic)
+				}
+				took = append(took, r.Duration)
+			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2])/float64(time.Millisecond), "ms-median")
+			b.ReportMetric(float64(took[len(took)-1])/float64(time.Millisecond), "ms-max")
+		})
+	}
 }

@@ -193,14 +193,35 @@ type run struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	rtts []*firstRTT // per server, by index
+
 	mu      sync.Mutex
 	sockets []*socket
 	tests   []Test
 }
 
+// firstRTT is the first round trip measured to one server; known is
+// closed once it is set.
+type firstRTT struct {
+	once  sync.Once
+	known chan struct{}
+	rtt   time.Duration
+}
+
+func (f *firstRTT) set(rtt time.Duration) {
+	f.once.Do(func() {
+		f.rtt = rtt
+		close(f.known)
+	})
+}
+
 func newRun(ctx context.Context, cfg *config) *run {
 	ctx, cancel := context.WithCancel(ctx)
-	return &run{cfg: cfg, ctx: ctx, cancel: cancel}
+	r := &run{cfg: cfg, ctx: ctx, cancel: cancel}
+	for range cfg.servers {
+		r.rtts = append(r.rtts, &firstRTT{known: make(chan struct{})})
+	}
+	return r
 }
 
 // open opens a probe socket bound to local and starts its reader.
@@ -340,24 +361,31 @@ func (r *run) start(name string, srv server, s *socket, dst netip.AddrPort, chan
 			p.test.Error = fmt.Sprintf("send: %v", sendErr)
 			return
 		}
-		recordIt = r.await(ctx, p, s, msg.Raw, udpDst, begin, ch)
+		recordIt = r.await(ctx, p, s, msg.Raw, udpDst, begin, ch, r.rtts[srv.index])
 	}()
 	return p
 }
 
 // await waits for the answer to p's request raw, sent from s to dst at
 // begin, retransmitting it with a doubling interval until the timeout.
-// It fills p's test and reports whether it is to be recorded (not when
-// the probe was stopped).
-func (r *run) await(ctx context.Context, p *probe, s *socket, raw []byte, dst *net.UDPAddr, begin time.Time, ch chan answer) bool {
-	deadline := begin.Add(r.cfg.Timeout)
+// The timeout is the configured one until the server's first round trip
+// is known (srv), then the one derived from it (config.noAnswer), and
+// the interval at most a quarter of that. An answer sets the server's
+// first round trip, if none was known. It fills p's test and reports
+// whether it is to be recorded (not when the probe was stopped).
+func (r *run) await(ctx context.Context, p *probe, s *socket, raw []byte, dst *net.UDPAddr, begin time.Time, ch chan answer, srv *firstRTT) bool {
+	timeout := r.cfg.Timeout
+	deadline := begin.Add(timeout)
 	rto := r.cfg.Retransmit
-	next := begin.Add(rto)
+	sent := begin
+	next := sent.Add(rto)
 	timer := time.NewTimer(time.Until(minTime(next, deadline)))
 	defer timer.Stop()
+	known := srv.known
 	for {
 		select {
 		case a := <-ch:
+			srv.set(a.at.Sub(begin))
 			p.ans = a
 			p.test.Answered = true
 			p.test.RTT = a.at.Sub(begin)
@@ -373,16 +401,31 @@ func (r *run) await(ctx context.Context, p *probe, s *socket, raw []byte, dst *n
 			// (or the caller's context) ended.
 			p.test.Error = "canceled"
 			return false
+		case <-known:
+			known = nil
+			if w := r.cfg.noAnswer(srv.rtt); w < timeout {
+				timeout, deadline = w, begin.Add(w)
+			}
+			if q := timeout / 4; q < rto {
+				rto = q
+				next = minTime(next, sent.Add(rto))
+			}
+			timer.Reset(time.Until(minTime(next, deadline)))
 		case now := <-timer.C:
 			if !now.Before(deadline) {
-				p.test.Error = fmt.Sprintf("no response after %d attempts in %v", p.test.Attempts, r.cfg.Timeout)
+				p.test.Error = fmt.Sprintf("no response after %d attempts in %v", p.test.Attempts, timeout)
 				return true
+			}
+			if now.Before(next) {
+				timer.Reset(time.Until(minTime(next, deadline)))
+				continue
 			}
 			if _, err := s.conn.WriteTo(raw, dst); err != nil {
 				p.test.Error = fmt.Sprintf("send: %v", err)
 				return true
 			}
 			p.test.Attempts++
+			sent = now
 			rto *= 2
 			next = now.Add(rto)
 			timer.Reset(time.Until(minTime(next, deadline)))
