@@ -68,7 +68,7 @@ printed when there is one.`,
 	fl := cmd.Flags()
 	fl.StringArrayVarP(&f.stun, "stun", "s", nil, "STUN server HOST[:PORT] (port 3478 by default); repeat for several")
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON")
-	fl.DurationVarP(&f.timeout, "timeout", "t", nat.DefaultTimeout, "how long each probe waits, retransmissions included")
+	fl.DurationVarP(&f.timeout, "timeout", "t", nat.DefaultTimeout, "the longest a probe waits, retransmissions included (once the server answered, a probe waits 10 round trips, at least 100ms)")
 	fl.IntVar(&f.quorum, "quorum", 0, "servers that must agree on the mapped IP (0: a majority)")
 	fl.StringVar(&f.local, "local", "", "local IP[:PORT] to probe from (default: the route's source address)")
 	fl.IntVar(&f.samples, "port-samples", nat.DefaultPortSamples, "fresh sockets used to observe port allocation (0: none)")
