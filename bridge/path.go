@@ -17,7 +17,7 @@ const copyBufSize = 256 << 10
 
 // readAheadSize is the ring of a pump that reads a TLS path ahead
 // (copyAhead).
-const readAheadSize = 1 << 20
+const readAheadSize = 256 << 10
 
 // punchAttempt bounds one simultaneous-open attempt; the kernel
 // retransmits a SYN after one second, so this covers one retransmission.
