@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -55,46 +54,60 @@ func checkFingerprint(raw [][]byte, want []byte) error {
 	return nil
 }
 
-// dtlsConfig is the DTLS configuration of one side: it presents own and
-// accepts only the certificate with fingerprint peer, checked both when
+// dtlsOptions are the DTLS options both sides share: present own and
+// accept only the certificate with fingerprint peer, checked both when
 // the certificate arrives and once the handshake is verified.
 // InsecureSkipVerify only skips the certificate chain check, which the
 // fingerprint check replaces.
-func dtlsConfig(own *identity, peer []byte, server bool) *dtls.Config {
-	c := &dtls.Config{
-		Certificates:         []tls.Certificate{own.cert},
-		CipherSuites:         []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
-		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-		InsecureSkipVerify:   true,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+func dtlsOptions(own *identity, peer []byte) []dtls.Option {
+	return []dtls.Option{
+		dtls.WithCertificates(own.cert),
+		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		dtls.WithInsecureSkipVerify(true),
+		dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
 			return checkFingerprint(raw, peer)
-		},
-		VerifyConnection: func(st *dtls.State) error {
+		}),
+		dtls.WithVerifyConnection(func(st *dtls.State) error {
 			return checkFingerprint(st.PeerCertificates, peer)
-		},
-		SupportedProtocols: []string{tlsALPN},
-		FlightInterval:     100 * time.Millisecond,
-		LoggerFactory:      dtlsLog,
+		}),
+		dtls.WithSupportedProtocols(tlsALPN),
+		dtls.WithFlightInterval(100 * time.Millisecond),
+		dtls.WithLoggerFactory(dtlsLog),
 	}
-	if server {
-		c.ClientAuth = dtls.RequireAnyClientCert
-	} else {
-		c.ServerName = "peerbus-bridge"
+}
+
+// dtlsServer is the exposer's side of a DTLS path: it requires the
+// dialer's certificate. extra options follow the shared ones.
+func dtlsServer(pc net.PacketConn, remote net.Addr, own *identity, peer []byte, extra ...dtls.ServerOption) (*dtls.Conn, error) {
+	var opts []dtls.ServerOption
+	for _, o := range dtlsOptions(own, peer) {
+		opts = append(opts, o)
 	}
-	return c
+	opts = append(opts, dtls.WithClientAuth(dtls.RequireAnyClientCert))
+	return dtls.ServerWithOptions(pc, remote, append(opts, extra...)...)
+}
+
+// dtlsClient is the dialer's side of a DTLS path.
+func dtlsClient(pc net.PacketConn, remote net.Addr, own *identity, peer []byte) (*dtls.Conn, error) {
+	var opts []dtls.ClientOption
+	for _, o := range dtlsOptions(own, peer) {
+		opts = append(opts, o)
+	}
+	opts = append(opts, dtls.WithServerName("peerbus-bridge"))
+	return dtls.ClientWithOptions(pc, remote, opts...)
 }
 
 // secureUDP runs the DTLS handshake with remote over pc until deadline
 // or until ctx ends: as client on the dialer's side, as server on the
 // exposer's. On error pc is closed; the error wraps ErrAuth.
 func secureUDP(ctx context.Context, pc net.PacketConn, remote net.Addr, own *identity, peer []byte, server bool, deadline time.Time) (*dtls.Conn, error) {
-	cfg := dtlsConfig(own, peer, server)
 	var c *dtls.Conn
 	var err error
 	if server {
-		c, err = dtls.Server(pc, remote, cfg)
+		c, err = dtlsServer(pc, remote, own, peer)
 	} else {
-		c, err = dtls.Client(pc, remote, cfg)
+		c, err = dtlsClient(pc, remote, own, peer)
 	}
 	if err != nil {
 		_ = pc.Close()
@@ -144,13 +157,6 @@ func (m *udpMux) open(remote netip.AddrPort) *muxConn {
 	c := &muxConn{mux: m, remote: remote, addr: net.UDPAddrFromAddrPort(remote), in: in}
 	m.conns[remote] = c
 	return c
-}
-
-// has reports whether remote has a conn.
-func (m *udpMux) has(remote netip.AddrPort) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.conns[remote] != nil
 }
 
 // deliver passes a DTLS record from remote to its conn; it reports false

@@ -76,7 +76,7 @@ func (e *udpEnd) received() [][]byte {
 // secureUDPPair runs secureUDP between two ends: the dialer (client)
 // with identity d expecting efp, the exposer (server) with e expecting
 // dfp. It returns the server's end too.
-func secureUDPPair(t *testing.T, d, e *identity, efp, dfp []byte) (errD, errE error, server *udpEnd) {
+func secureUDPPair(t *testing.T, d, e *identity, efp, dfp []byte) (server *udpEnd, errD, errE error) {
 	a, b := newUDPEnd(t), newUDPEnd(t)
 	ma, mb := a.mux.open(b.addr()), b.mux.open(a.addr())
 	done := make(chan error, 1)
@@ -93,7 +93,7 @@ func secureUDPPair(t *testing.T, d, e *identity, efp, dfp []byte) (errD, errE er
 		// overtakes the server's end of the handshake fails it.
 		t.Cleanup(func() { _ = c.Close() })
 	}
-	return errD, <-done, b
+	return b, errD, <-done
 }
 
 func TestSecureUDPFingerprints(t *testing.T) {
@@ -103,13 +103,13 @@ func TestSecureUDPFingerprints(t *testing.T) {
 	}
 	e, _ := newIdentity()
 	other, _ := newIdentity()
-	if ed, ee, _ := secureUDPPair(t, d, e, e.fp, d.fp); ed != nil || ee != nil {
+	if _, ed, ee := secureUDPPair(t, d, e, e.fp, d.fp); ed != nil || ee != nil {
 		t.Fatalf("matching fingerprints: %v / %v", ed, ee)
 	}
-	if ed, _, _ := secureUDPPair(t, d, other, e.fp, d.fp); !errors.Is(ed, ErrAuth) {
+	if _, ed, _ := secureUDPPair(t, d, other, e.fp, d.fp); !errors.Is(ed, ErrAuth) {
 		t.Fatalf("dialer accepted another exposer certificate: %v", ed)
 	}
-	if _, ee, _ := secureUDPPair(t, other, e, e.fp, d.fp); !errors.Is(ee, ErrAuth) {
+	if _, _, ee := secureUDPPair(t, other, e, e.fp, d.fp); !errors.Is(ee, ErrAuth) {
 		t.Fatalf("exposer accepted another dialer certificate: %v", ee)
 	}
 	// Garbage, and a truncated ClientHello: a typed error by the deadline.
@@ -132,7 +132,7 @@ func TestSecureUDPFingerprints(t *testing.T) {
 func TestSecureUDPReplay(t *testing.T) {
 	d, _ := newIdentity()
 	e, _ := newIdentity()
-	ed, ee, server := secureUDPPair(t, d, e, e.fp, d.fp)
+	server, ed, ee := secureUDPPair(t, d, e, e.fp, d.fp)
 	if ed != nil || ee != nil {
 		t.Fatalf("handshake: %v / %v", ed, ee)
 	}
@@ -147,9 +147,7 @@ func TestSecureUDPReplay(t *testing.T) {
 		mv := victim.mux.open(attacker.addr())
 		done := make(chan error, 1)
 		go func() {
-			cfg := dtlsConfig(e, d.fp, true)
-			cfg.InsecureSkipVerifyHello = noCookie
-			c, err := dtls.Server(mv, mv.addr, cfg)
+			c, err := dtlsServer(mv, mv.addr, e, d.fp, dtls.WithInsecureSkipVerifyHello(noCookie))
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				err = c.HandshakeContext(ctx)

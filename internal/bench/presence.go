@@ -93,6 +93,12 @@ func presenceCases() []Case {
 				return Side{Sample: sample(false)}, Side{Sample: sample(true)}, func() { node.Close() }, nil
 			},
 		},
+		{
+			Name: "presence-join", Kind: Sample, Unit: "ms", LowerIsBetter: true, MaxRounds: 5,
+			What:     "from connecting a new peer until a live view (WatchPresence) among " + n + " peers reports it joined",
+			Baseline: "from connecting a new nats.go connection until its first message reaches a subscriber on the same node",
+			Setup:    presenceJoinSetup,
+		},
 		fleetCase("presence-list", "Peers() of a peer without a live view: a presence query that all "+n+" answer",
 			"a scatter request to the same "+n+" connections, gathering exactly their "+n+" replies",
 			func(ctx context.Context, p *peer.Peer) (int, error) {
@@ -273,4 +279,87 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// presenceJoinSetup measures how soon a view sees a newcomer.
+func presenceJoinSetup(ctx context.Context, env *Env) (Side, Side, func(), error) {
+	node, err := presenceNode(ctx, env)
+	if err != nil {
+		return Side{}, Side{}, nil, err
+	}
+	f, err := startPresenceFleet(ctx, node, PresencePeers, false)
+	cleanup := func() { f.close(); node.Close() }
+	if err != nil {
+		cleanup()
+		return Side{}, Side{}, nil, err
+	}
+	joined := make(chan string, 4096)
+	w := f.peers[1].WatchPresence(func(e peer.PresenceEvent) {
+		if e.Kind == peer.PeerJoined {
+			select {
+			case joined <- e.Peer.ID:
+			default:
+			}
+		}
+	})
+	if _, err := f.peers[1].Peers(ctx); err != nil { // the view is synced
+		w.Close()
+		cleanup()
+		return Side{}, Side{}, nil, err
+	}
+	arrived := make(chan struct{}, 1)
+	sub, err := f.conns[1].Subscribe("bench.join", func(*nats.Msg) { arrived <- struct{}{} })
+	if err != nil {
+		w.Close()
+		cleanup()
+		return Side{}, Side{}, nil, err
+	}
+	pb := func(ctx context.Context) (float64, error) {
+		// Joins reported before this sample (the view's own start) are
+		// not this sample's.
+		for len(joined) > 0 {
+			<-joined
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		nc, err := nats.Connect(node.ClientURL(), nats.NoReconnect())
+		if err != nil {
+			return 0, err
+		}
+		defer nc.Close()
+		p, err := peer.New(nc)
+		if err != nil {
+			return 0, err
+		}
+		defer p.Close()
+		for {
+			select {
+			case id := <-joined:
+				if id == p.ID() {
+					return float64(time.Since(t0)) / float64(time.Millisecond), nil
+				}
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+	}
+	raw := func(ctx context.Context) (float64, error) {
+		t0 := time.Now()
+		nc, err := nats.Connect(node.ClientURL(), nats.NoReconnect())
+		if err != nil {
+			return 0, err
+		}
+		defer nc.Close()
+		if err := nc.Publish("bench.join", nil); err != nil {
+			return 0, err
+		}
+		select {
+		case <-arrived:
+			return float64(time.Since(t0)) / float64(time.Millisecond), nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return Side{Sample: pb}, Side{Sample: raw}, func() { _ = sub.Unsubscribe(); w.Close(); cleanup() }, nil
 }
