@@ -72,10 +72,10 @@ func sendOffer(t testing.TB, nc *nats.Conn, o offer, caller string) answer {
 }
 
 // sendCtl sends a control request to a session and decodes the reply.
-func sendCtl(t testing.TB, nc *nats.Conn, session, op string, timeout time.Duration) ctlReply {
+func sendCtl(t testing.TB, nc *nats.Conn, base, op string, timeout time.Duration) ctlReply {
 	t.Helper()
 	data, _ := json.Marshal(ctlRequest{Op: op, TimeoutMS: timeout.Milliseconds()})
-	m, err := nc.Request(ctlSubject(session), data, 10*time.Second)
+	m, err := nc.Request(ctlSubject(base), data, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestAttackReverseToArbitraryAddress(t *testing.T) {
 	if a := sendOffer(t, nc, o, ""); a.Code != "" {
 		t.Fatalf("forged offer refused (%s: %s); the attack needs a session", a.Code, a.Error)
 	}
-	if r := sendCtl(t, nc, o.Session, opReverse, time.Second); !r.OK {
+	if r := sendCtl(t, nc, sessionBase(o.Peer, pe.ID(), o.Session), opReverse, time.Second); !r.OK {
 		t.Logf("reverse refused: %s", r.Error)
 	}
 	// The same from a dialer on this host: the loopback candidate is
@@ -168,7 +168,7 @@ func TestAttackReverseToArbitraryAddress(t *testing.T) {
 	if a := sendOffer(t, nc, honest, ""); a.Code != "" {
 		t.Fatalf("offer with host proof refused: %s", a.Error)
 	}
-	if r := sendCtl(t, nc, honest.Session, opReverse, time.Second); !r.OK {
+	if r := sendCtl(t, nc, sessionBase(honest.Peer, pe.ID(), honest.Session), opReverse, time.Second); !r.OK {
 		t.Fatalf("reverse: %s", r.Error)
 	}
 	waitFor(t, "the same-host reverse connection", 5*time.Second, func() bool { return hits.Load() >= 1 })
@@ -182,7 +182,7 @@ func TestAttackReverseToArbitraryAddress(t *testing.T) {
 	if a := sendOffer(t, nc, replay, ""); a.Code != "" {
 		t.Fatalf("replayed offer refused: %s", a.Error)
 	}
-	_ = sendCtl(t, nc, replay.Session, opReverse, time.Second)
+	_ = sendCtl(t, nc, sessionBase(replay.Peer, pe.ID(), replay.Session), opReverse, time.Second)
 	waitFor(t, "sessions to end", 15*time.Second, func() bool { return svc.Stats().Active == 0 })
 	if n := hits.Load(); n != 1 {
 		t.Fatalf("%d connections to the loopback address after the replay, want 1", n)
@@ -220,7 +220,7 @@ func TestAttackOfferBeyondLimits(t *testing.T) {
 	if a := sendOffer(t, nc, o, ""); a.Code != "" || a.Peer != pe.ID() {
 		t.Fatalf("offer: %+v (exposer %s)", a, pe.ID())
 	}
-	if r := sendCtl(t, nc, o.Session, opPunchTCP, 60*time.Second); r.OK || !strings.Contains(r.Error, ErrLimit.Error()) {
+	if r := sendCtl(t, nc, sessionBase(o.Peer, pe.ID(), o.Session), opPunchTCP, 60*time.Second); r.OK || !strings.Contains(r.Error, ErrLimit.Error()) {
 		t.Errorf("punch for 60 s: %+v", r)
 	}
 	if st := svc.Stats(); st.Refused != 2 {
@@ -334,7 +334,7 @@ func TestAttackPunchAmplification(t *testing.T) {
 		t.Fatalf("offer: %s", a.Error)
 	}
 	start := time.Now()
-	if r := sendCtl(t, nc, o.Session, opPunchTCP, 3*time.Second); !r.OK {
+	if r := sendCtl(t, nc, sessionBase(o.Peer, pe.ID(), o.Session), opPunchTCP, 3*time.Second); !r.OK {
 		t.Fatalf("punch: %s", r.Error)
 	}
 	waitFor(t, "the session to end", 15*time.Second, func() bool { return svc.Stats().Active == 0 })
@@ -378,7 +378,7 @@ func TestAttackRelayJunk(t *testing.T) {
 			defer svc.Close()
 			// An observer records what crosses the session subjects.
 			recorded := make(chan *nats.Msg, 64)
-			obs, err := nc.Subscribe(SessionSubjectPrefix+"*.*", func(m *nats.Msg) {
+			obs, err := nc.Subscribe(SessionSubjectPrefix+">", func(m *nats.Msg) {
 				select {
 				case recorded <- m:
 				default:
@@ -440,7 +440,8 @@ func TestAttackRelayJunk(t *testing.T) {
 				bytes.Repeat([]byte{0xff}, 64),
 			}
 			junk = append(junk, replays...)
-			for _, subj := range []string{toDialer(session), toExposer(session)} {
+			base := sessionBase(pd.ID(), pe.ID(), session)
+			for _, subj := range []string{toDialer(base), toExposer(base)} {
 				for _, j := range junk {
 					if err := nc.Publish(subj, j); err != nil {
 						t.Fatal(err)
@@ -454,5 +455,29 @@ func TestAttackRelayJunk(t *testing.T) {
 			echo("after the junk")
 			echo("and more")
 		})
+	}
+}
+
+// An offer whose dialer id is not one subject token (it names the
+// session's subjects) is refused, wildcards included.
+func TestOfferDialerIDIsAToken(t *testing.T) {
+	nodes := startCluster(t, 1)
+	pe := newPeer(t, connect(t, nodes[0]))
+	nc := connect(t, nodes[0])
+	svc, err := Expose(ctxT(t, 5*time.Second), pe, "svc", echotest.TCP(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	flushed(t, pe)
+	for _, id := range []string{"", "*", ">", "a.b", "a b"} {
+		o := forgedOffer(t, "tcp", Direct)
+		o.Peer = id
+		if a := sendOffer(t, nc, o, ""); a.Code != codeBadRequest {
+			t.Errorf("dialer id %q: %+v, want %s", id, a, codeBadRequest)
+		}
+	}
+	if st := svc.Stats(); st.Active != 0 {
+		t.Fatalf("sessions opened: %+v", st)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/pion/dtls/v3"
 
+	"github.com/peerbus/peerbus/internal/names"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -338,7 +339,7 @@ func (d *dialer) open(ctx context.Context, peerID string) error {
 	default:
 		return fmt.Errorf("%w: open refused (%s): %s", ErrProtocol, ans.Code, ans.Error)
 	}
-	if len(ans.Nonce) != nonceSize || ans.Peer == "" || len(ans.FP) != fingerprintSize {
+	if len(ans.Nonce) != nonceSize || names.Token(ans.Peer) != nil || len(ans.FP) != fingerprintSize {
 		return fmt.Errorf("%w: malformed answer", ErrProtocol)
 	}
 	rk, err := noiseFinish(d.hs, ans.Noise)
@@ -455,10 +456,13 @@ func (d *dialer) try(ctx context.Context, st Strategy) (net.Conn, error) {
 	return nil, fmt.Errorf("%w: unknown strategy %q", ErrProtocol, st)
 }
 
+// base is the stem of the session's subjects (once answered).
+func (d *dialer) base() string { return sessionBase(d.p.ID(), d.ans.Peer, d.sec.idHex()) }
+
 // ctl sends a control request to the exposer's session.
 func (d *dialer) ctl(ctx context.Context, op string, timeout time.Duration) error {
 	data, _ := json.Marshal(ctlRequest{Op: op, TimeoutMS: timeout.Milliseconds()})
-	m, err := d.nc.RequestWithContext(ctx, ctlSubject(d.sec.idHex()), data)
+	m, err := d.nc.RequestWithContext(ctx, ctlSubject(d.base()), data)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("%w: the exposer's session is gone", ErrPeerGone)
@@ -481,7 +485,7 @@ func (d *dialer) notifyClose() {
 		return
 	}
 	data, _ := json.Marshal(ctlRequest{Op: opClose})
-	_ = d.nc.Publish(ctlSubject(d.sec.idHex()), data)
+	_ = d.nc.Publish(ctlSubject(d.base()), data)
 }
 
 func (d *dialer) noteErr(err error) {
@@ -738,10 +742,9 @@ func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, cands []Ca
 
 // relay asks the exposer for a relay and starts this side's.
 func (d *dialer) relay(ctx context.Context, timeout time.Duration) (net.Conn, error) {
-	id := d.sec.idHex()
 	local := Addr{Peer: d.p.ID(), Service: d.name}
 	remote := Addr{Peer: d.ans.Peer, Service: d.name}
-	rl, err := newRelay(d.nc, toDialer(id), toExposer(id), d.proto == "udp", d.cfg.relay, local, remote, d.rkeys)
+	rl, err := newRelay(d.nc, toDialer(d.base()), toExposer(d.base()), d.proto == "udp", d.cfg.relay, local, remote, d.rkeys)
 	if err != nil {
 		return nil, err
 	}

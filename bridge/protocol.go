@@ -16,22 +16,31 @@ const (
 	// peerbus.any.bridge.open.<name>).
 	OpenTagPrefix = "bridge.open."
 	// SessionSubjectPrefix starts a session's subjects:
-	// peerbus.bridge.<session>.ctl (control requests to the exposer),
-	// .e (relay frames to the exposer) and .d (relay frames to the
-	// dialer).
+	// peerbus.bridge.<dialer>.<exposer>.<session>.ctl (control requests
+	// to the exposer), .e (relay frames to the exposer) and .d (relay
+	// frames to the dialer), <dialer> and <exposer> being the two
+	// parties' peer ids, so that a policy lets only them use the session.
 	SessionSubjectPrefix = "peerbus.bridge."
 	// protoVersion is the version of the open and control messages: 2
 	// since raw TCP paths are TLS, 3 since raw UDP paths are DTLS (the
-	// offer carries no session key any more).
-	protoVersion = 3
+	// offer carries no session key any more), 4 since session subjects
+	// name both parties.
+	protoVersion = 4
 )
 
 // OpenTag returns the tag under which a service name is opened.
 func OpenTag(name string) string { return OpenTagPrefix + name }
 
-func ctlSubject(session string) string { return SessionSubjectPrefix + session + ".ctl" }
-func toExposer(session string) string  { return SessionSubjectPrefix + session + ".e" }
-func toDialer(session string) string   { return SessionSubjectPrefix + session + ".d" }
+// sessionBase returns the stem of a session's subjects,
+// peerbus.bridge.<dialer>.<exposer>.<session>; both ids are subject
+// tokens (checked where they are received: offer.Peer, answer.Peer).
+func sessionBase(dialer, exposer, session string) string {
+	return SessionSubjectPrefix + dialer + "." + exposer + "." + session
+}
+
+func ctlSubject(base string) string { return base + ".ctl" }
+func toExposer(base string) string  { return base + ".e" }
+func toDialer(base string) string   { return base + ".d" }
 
 // offer is the dialer's open request.
 type offer struct {

@@ -102,7 +102,7 @@ func openByHand(t *testing.T, pd *peer.Peer, exposer, proto string, id *identity
 	if err != nil {
 		t.Fatal(err)
 	}
-	ans, err := open.Call(ctxT(t, 10*time.Second), offer{V: protoVersion, Session: sec.idHex(), Name: "echo", Proto: proto,
+	ans, err := open.Call(ctxT(t, 10*time.Second), offer{V: protoVersion, Session: sec.idHex(), Name: "echo", Proto: proto, Peer: pd.ID(),
 		Nonce: sec.nonce[:], FP: id.fp, Noise: msg, Strategies: []Strategy{Direct}, SetupMS: 20000,
 		Host: hostProof(roleDialer, sec.idHex())}, peer.OnPeer(exposer))
 	if err != nil || ans.Code != "" || (proto == "tcp" && len(ans.TCP) == 0) || (proto == "udp" && len(ans.UDP) == 0) {
@@ -260,6 +260,6 @@ func TestRawPathPrivateAndReplayProof(t *testing.T) {
 	}
 	_ = real.Close()
 	data, _ := json.Marshal(ctlRequest{Op: opClose})
-	_ = pd.Conn().Publish(ctlSubject(session), data)
+	_ = pd.Conn().Publish(ctlSubject(sessionBase(pd.ID(), pe.ID(), session)), data)
 	waitFor(t, "the session to end", 5*time.Second, func() bool { return svc.Stats().Active == 0 })
 }

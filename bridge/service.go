@@ -17,6 +17,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"golang.org/x/time/rate"
 
+	"github.com/peerbus/peerbus/internal/names"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -194,6 +195,9 @@ func (s *Service) open(ctx context.Context, o offer) (answer, error) {
 	if o.V != protoVersion {
 		return refuse(codeBadRequest, fmt.Errorf("protocol version %d not supported (want %d)", o.V, protoVersion))
 	}
+	if err := names.Token(o.Peer); err != nil {
+		return refuse(codeBadRequest, fmt.Errorf("dialer peer id %q: %v", o.Peer, err))
+	}
 	if o.Proto != s.proto {
 		return refuse(codeWrongProto, fmt.Errorf("service %q is %s, not %s", s.name, s.proto, o.Proto))
 	}
@@ -317,6 +321,9 @@ type exSession struct {
 	lastSent   atomic.Int64
 }
 
+// base is the stem of the session's subjects.
+func (ss *exSession) base() string { return sessionBase(ss.o.Peer, ss.svc.p.ID(), ss.o.Session) }
+
 func (s *Service) newSession(ctx context.Context, o offer, sec *secret, caller string, sameHost bool) (*exSession, error) {
 	ss := &exSession{
 		svc: s, sec: sec, o: o, nc: s.p.Conn(), stage: Direct, caller: caller,
@@ -394,7 +401,7 @@ func (s *Service) newSession(ctx context.Context, o offer, sec *secret, caller s
 		}
 		sortCandidates(ss.udpCands)
 	}
-	sub, err := ss.nc.Subscribe(ctlSubject(o.Session), ss.onCtl)
+	sub, err := ss.nc.Subscribe(ctlSubject(ss.base()), ss.onCtl)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: subscribe: %w", err)
 	}
@@ -624,7 +631,7 @@ func (ss *exSession) openRelay() (*relay, error) {
 		cfg.keepalive = time.Duration(ss.o.KeepAliveMS) * time.Millisecond
 	}
 	local := Addr{Peer: ss.svc.p.ID(), Service: ss.svc.name}
-	rl, err := newRelay(ss.nc, toExposer(ss.o.Session), toDialer(ss.o.Session), ss.svc.proto == "udp", cfg, local, ss.peer, ss.rkeys)
+	rl, err := newRelay(ss.nc, toExposer(ss.base()), toDialer(ss.base()), ss.svc.proto == "udp", cfg, local, ss.peer, ss.rkeys)
 	if err != nil {
 		return nil, err
 	}

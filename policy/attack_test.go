@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -12,9 +14,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/peerbus/peerbus/bridge"
 	"github.com/peerbus/peerbus/bus"
 	"github.com/peerbus/peerbus/eventlog"
 	"github.com/peerbus/peerbus/identity"
+	"github.com/peerbus/peerbus/internal/echotest"
 	"github.com/peerbus/peerbus/peer"
 	"github.com/peerbus/peerbus/policy"
 )
@@ -85,35 +89,38 @@ func newID(t *testing.T) *identity.Identity {
 	return id
 }
 
-// attackPolicy is the policy of the attacker tests: alice serves and
-// emits, bob calls and reads, mallory may only call calc.add.
-func attackPolicy(t *testing.T) (alice, bob, mallory *identity.Identity, pol *policy.Policy) {
-	alice, bob, mallory = newID(t), newID(t), newID(t)
+// attackPolicy is the policy of the attacker tests: alice serves,
+// emits and exposes echo, bob calls, reads and dials echo, mallory may
+// only call calc.add, and eve may dial echo and expose a service of
+// her own.
+func attackPolicy(t *testing.T) (alice, bob, mallory, eve *identity.Identity, pol *policy.Policy) {
+	alice, bob, mallory, eve = newID(t), newID(t), newID(t), newID(t)
 	pol, err := policy.Parse([]byte(fmt.Sprintf(`
 users:
-  - {name: alice, key: %s, role: peer, group: shop, serve: [calc.add], emit: [order.*]}
-  - {name: bob, key: %s, role: peer, call: [calc.add], read: [order.>]}
+  - {name: alice, key: %s, role: peer, group: shop, serve: [calc.add], emit: [order.*], expose: [echo]}
+  - {name: bob, key: %s, role: peer, call: [calc.add], read: [order.>], dial: [echo]}
   - {name: mallory, key: %s, role: peer, call: [calc.add]}
-`, alice.PublicKey(), bob.PublicKey(), mallory.PublicKey())), "test.yaml")
+  - {name: eve, key: %s, role: peer, dial: [echo], expose: [spy]}
+`, alice.PublicKey(), bob.PublicKey(), mallory.PublicKey(), eve.PublicKey())), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return alice, bob, mallory, pol
+	return alice, bob, mallory, eve, pol
 }
 
 func TestAttackerFails(t *testing.T) {
-	alice, bob, mallory, pol := attackPolicy(t)
+	alice, bob, mallory, eve, pol := attackPolicy(t)
 	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n.Close() })
-	attack(t, alice, bob, mallory, n, n, n)
+	attack(t, alice, bob, mallory, eve, n, n, n)
 }
 
 // The same attacks on a 3-node cluster, each actor on its own node.
 func TestAttackerFailsOnCluster(t *testing.T) {
-	alice, bob, mallory, pol := attackPolicy(t)
+	alice, bob, mallory, eve, pol := attackPolicy(t)
 	nodes, err := bus.StartLocalCluster(context.Background(), 3, t.TempDir(), "att", bus.WithPolicy(pol))
 	if err != nil {
 		t.Fatal(err)
@@ -123,12 +130,12 @@ func TestAttackerFailsOnCluster(t *testing.T) {
 			_ = n.Close()
 		}
 	})
-	attack(t, alice, bob, mallory, nodes[0], nodes[1], nodes[2])
+	attack(t, alice, bob, mallory, eve, nodes[0], nodes[1], nodes[2])
 }
 
 // attack runs the legitimate peers (alice on na, bob on nb) and the
-// attacker mallory on nm.
-func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bus.Node) {
+// attackers mallory and eve on nm.
+func attack(t *testing.T, alice, bob, mallory, eve *identity.Identity, na, nb, nm *bus.Node) {
 	ctx := context.Background()
 	n := na
 
@@ -210,6 +217,32 @@ func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bu
 		}
 	}
 	legit(1)
+	// A relayed bridge session from bob to alice's echo, its frames on
+	// the bus.
+	svc, err := bridge.Expose(ctx, ap, "echo", echotest.TCP(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close() })
+	bc, err := bridge.Dial(ctx, bp, alice.PeerID(), "echo", bridge.WithStrategies(bridge.Relay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bc.Close() })
+	echo := func(c net.Conn, msg string) {
+		t.Helper()
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo %q over a bridge session: %q, %v", msg, buf, err)
+		}
+	}
+	echo(bc, "before")
+	// peerbus.bridge.<dialer>.<exposer>.<session>
+	session := bridge.SessionSubjectPrefix + bob.PeerID() + "." + alice.PeerID() + "." + bc.Result().Session
 
 	m := connect(t, nm.ClientURL(), mallory)
 	sub := func(what, subject string) {
@@ -258,8 +291,8 @@ func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bu
 	pub("emit in another group", "peerbus.evt.shop."+mallory.PeerID()+".order.created", "{}")
 	pub("emit", "peerbus.evt._."+mallory.PeerID()+".order.created", "{}")
 	// Bridge sessions.
-	pub("junk on a bridge session", "peerbus.bridge.s1.e", "junk")
-	sub("listen to a bridge session", "peerbus.bridge.s1.d")
+	pub("junk on a bridge session", session+".e", "junk")
+	sub("listen to a bridge session", session+".d")
 	// The reflection attack: a request whose reply subject is the
 	// JetStream API gets no answer with the API's permissions.
 	pub("reply onto the JetStream API", "$JS.API.STREAM.PURGE.PEERBUS_EVENTS", "")
@@ -340,6 +373,50 @@ func attack(t *testing.T, alice, bob, mallory *identity.Identity, na, nb, nm *bu
 	legit(2)
 	for i := 3; i < 8; i++ {
 		legit(i)
+	}
+	bridgeAttack(t, eve, nm, session, alice.PeerID())
+	echo(bc, "after the attacks")
+}
+
+// bridgeAttack has eve, who may dial and expose, try bob's session with
+// alice (subjects stem session), then dial alice's echo herself.
+func bridgeAttack(t *testing.T, eve *identity.Identity, nm *bus.Node, session, alice string) {
+	t.Helper()
+	e := connect(t, nm.ClientURL(), eve)
+	for _, subj := range []string{session + ".d", session + ".e", session + ".ctl", session + ".>",
+		"peerbus.bridge.*." + alice + ".>", "peerbus.bridge.>"} {
+		if _, err := e.nc.Subscribe(subj, func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		e.v.waitFor(t, "eve listens to a session she is not part of", subj)
+	}
+	for _, subj := range []string{session + ".d", session + ".e", session + ".ctl"} {
+		for _, data := range []string{"junk", `{"op":"close"}`, `{"op":"reverse","timeout_ms":1000}`} {
+			if err := e.nc.Publish(subj, []byte(data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.v.waitFor(t, "eve publishes on a session she is not part of", subj)
+	}
+	// Her own grant works: a session of her own with alice.
+	ep, err := peer.New(e.nc, peer.WithIdentity(eve), peer.AsClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ep.Close() })
+	ec, err := bridge.Dial(context.Background(), ep, alice, "echo", bridge.WithStrategies(bridge.Relay))
+	if err != nil {
+		t.Fatalf("eve dials echo, as granted: %v", err)
+	}
+	defer ec.Close()
+	msg := "eve's own session"
+	if _, err := ec.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(msg))
+	_ = ec.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(ec, buf); err != nil || string(buf) != msg {
+		t.Fatalf("eve's session: %q, %v", buf, err)
 	}
 }
 

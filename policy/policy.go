@@ -219,7 +219,7 @@ const (
 	subjQuery    = "peerbus.presence.query"
 	subjEvt      = "peerbus.evt."
 	subjTevt     = "peerbus.tevt."
-	subjBridge   = "peerbus.bridge.>"
+	subjBridge   = "peerbus.bridge."
 	bridgeOpen   = "bridge.open."
 	noGroup      = "_"
 	jsAPI        = "$JS.API."
@@ -298,9 +298,15 @@ func (u User) Permissions() *server.Permissions {
 		for _, n := range u.Emit {
 			pub = append(pub, subjEvt+g+"."+id+"."+n, subjTevt+g+"."+id+"."+n)
 		}
-		if len(u.Expose) > 0 || len(u.Dial) > 0 {
-			pub = append(pub, subjBridge)
-			sub = append(sub, subjBridge)
+		// Bridge sessions, peerbus.bridge.<dialer>.<exposer>.<session>.…:
+		// only those it is a party of.
+		if len(u.Dial) > 0 {
+			pub = append(pub, subjBridge+id+".*.>")
+			sub = append(sub, subjBridge+id+".*.>")
+		}
+		if len(u.Expose) > 0 {
+			pub = append(pub, subjBridge+"*."+id+".>")
+			sub = append(sub, subjBridge+"*."+id+".>")
 		}
 	}
 	return &server.Permissions{
