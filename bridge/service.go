@@ -290,6 +290,8 @@ type exSession struct {
 	setup    context.Context // until a path is chosen
 	endSetup context.CancelFunc
 	wg       sync.WaitGroup
+	wgMu     sync.Mutex // guards ended and wg.Add against run's wg.Wait
+	ended    bool
 
 	target net.Conn // *net.TCPConn, or a connected *net.UDPConn
 	ln     *pathListener
@@ -434,6 +436,9 @@ func (ss *exSession) run() {
 	<-ss.ctx.Done()
 	timer.Stop()
 	ss.teardown()
+	ss.wgMu.Lock()
+	ss.ended = true
+	ss.wgMu.Unlock()
 	ss.wg.Wait()
 	ss.release()
 	ss.svc.mu.Lock()
@@ -442,8 +447,17 @@ func (ss *exSession) run() {
 	ss.log.Debug("session ended")
 }
 
+// goSafe runs f in a goroutine of the session, unless the session has
+// ended (run waits for them): an Add after run's Wait started would be
+// a misuse of the WaitGroup.
 func (ss *exSession) goSafe(f func()) {
+	ss.wgMu.Lock()
+	if ss.ended {
+		ss.wgMu.Unlock()
+		return
+	}
 	ss.wg.Add(1)
+	ss.wgMu.Unlock()
 	go func() {
 		defer ss.wg.Done()
 		f()
