@@ -181,13 +181,14 @@ func (l *Log) retry(ctx context.Context, op func(ctx context.Context) error) err
 		}
 		kind, mapped := classify(err)
 		if ctx.Err() != nil {
-			kind = errFatal
+			// The deadline passed during this attempt: no more attempts.
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) {
 				return fmt.Errorf("%w: no answer from the event log: %w", peer.ErrTimeout, ctx.Err())
 			}
 			if !errors.Is(mapped, ErrNoLog) && (errors.Is(err, jetstream.ErrNoStreamResponse) || kind == errRetry) {
 				return fmt.Errorf("%w: JetStream did not become available: %v (%w)", ErrNoLog, err, ctx.Err())
 			}
+			kind = errFatal
 		}
 		switch kind {
 		case errFatal:

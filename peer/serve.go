@@ -106,6 +106,11 @@ func (p *Peer) addHandler(h *rawHandler) error {
 	}
 	subs, err := p.subscribeTag(h.tag)
 	if err != nil {
+		p.mu.Lock()
+		if p.handlers[h.tag] == h {
+			delete(p.handlers, h.tag)
+		}
+		p.mu.Unlock()
 		return err
 	}
 	p.mu.Lock()
@@ -143,7 +148,35 @@ func (p *Peer) subscribeTag(tag string) ([]*nats.Subscription, error) {
 	if err != nil {
 		return fail(err)
 	}
-	return append(subs, as), nil
+	subs = append(subs, as)
+	if err := p.refusedSubscription(subs); err != nil {
+		return fail(err)
+	}
+	return subs, nil
+}
+
+// refusedSubscription returns an ErrPermission when the server refused
+// one of subs. Only a peer with an identity (a node with a policy)
+// asks, with a round trip to the server: the server's -ERR for a refused
+// subscription comes before the PONG, and nats.go records it as the
+// connection's last error while reading it.
+func (p *Peer) refusedSubscription(subs []*nats.Subscription) error {
+	if p.opts.Identity == nil {
+		return nil
+	}
+	if err := p.nc.FlushTimeout(p.opts.CallTimeout); err != nil {
+		return err
+	}
+	last := p.nc.LastError()
+	if last == nil || !errors.Is(last, nats.ErrPermissionViolation) {
+		return nil
+	}
+	for _, s := range subs {
+		if strings.Contains(last.Error(), `Subscription to "`+s.Subject+`"`) {
+			return fmt.Errorf("%w: subscribe to %q (the policy does not grant serving it): %w", ErrPermission, s.Subject, last)
+		}
+	}
+	return nil
 }
 
 // SetTagConcurrency bounds the calls of tag that run at once to n (see

@@ -365,6 +365,19 @@ func attack(t *testing.T, alice, bob, mallory, eve *identity.Identity, na, nb, n
 	if _, err := mp.CallAll(cctx, "calc.mul", nil); !errors.Is(err, peer.ErrPermission) {
 		t.Fatalf("fan-out call of a tag not granted: %v, want ErrPermission", err)
 	}
+	// Serving a tag it was not granted fails at Register, naming the
+	// subject, rather than serving nothing in silence.
+	ms, err := peer.New(connect(t, nm.ClientURL(), mallory).nc, peer.WithIdentity(mallory))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ms.Close() })
+	if _, err := peer.Register(ms, "calc.add", func(context.Context, [2]int) (int, error) { return 666, nil }); !errors.Is(err, peer.ErrPermission) || !strings.Contains(err.Error(), `.calc.add" (the policy does not grant serving it)`) {
+		t.Fatalf("register of a tag not granted: %v, want ErrPermission naming the subject", err)
+	}
+	if ms.Info().HasTag("calc.add") {
+		t.Fatal("a refused tag is still listed as served")
+	}
 	// An event name alice was not granted fails with ErrPermission
 	// naming the subject, not with a timeout or an unknown outcome.
 	if _, err := alog.Emit(cctx, "payment.done", nil); !errors.Is(err, peer.ErrPermission) || !strings.Contains(err.Error(), "payment.done") {
