@@ -121,14 +121,8 @@ func fleetCase(name, what, baseline string, op func(context.Context, *peer.Peer)
 		Name: name, Kind: Sample, Unit: "ms", LowerIsBetter: true, MaxRounds: 5,
 		What: what, Baseline: baseline,
 		Setup: func(ctx context.Context, env *Env) (Side, Side, func(), error) {
-			node, err := presenceNode(ctx, env)
+			_, f, cleanup, err := presenceFleetOnNode(ctx, env)
 			if err != nil {
-				return Side{}, Side{}, nil, err
-			}
-			f, err := startPresenceFleet(ctx, node, PresencePeers, false)
-			cleanup := func() { f.close(); node.Close() }
-			if err != nil {
-				cleanup()
 				return Side{}, Side{}, nil, err
 			}
 			asker := f.peers[0]
@@ -159,6 +153,22 @@ func presenceNode(ctx context.Context, env *Env) (*bus.Node, error) {
 		return nil, fmt.Errorf("start node: %w", err)
 	}
 	return n, nil
+}
+
+// presenceFleetOnNode starts a node of its own and PresencePeers peers
+// on it; cleanup stops both.
+func presenceFleetOnNode(ctx context.Context, env *Env) (*bus.Node, *presenceFleet, func(), error) {
+	node, err := presenceNode(ctx, env)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	f, err := startPresenceFleet(ctx, node, PresencePeers, false)
+	cleanup := func() { f.close(); node.Close() }
+	if err != nil {
+		cleanup()
+		return nil, nil, nil, err
+	}
+	return node, f, cleanup, nil
 }
 
 type presenceFleet struct {
@@ -283,14 +293,8 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // presenceJoinSetup measures how soon a view sees a newcomer.
 func presenceJoinSetup(ctx context.Context, env *Env) (Side, Side, func(), error) {
-	node, err := presenceNode(ctx, env)
+	node, f, cleanup, err := presenceFleetOnNode(ctx, env)
 	if err != nil {
-		return Side{}, Side{}, nil, err
-	}
-	f, err := startPresenceFleet(ctx, node, PresencePeers, false)
-	cleanup := func() { f.close(); node.Close() }
-	if err != nil {
-		cleanup()
 		return Side{}, Side{}, nil, err
 	}
 	joined := make(chan string, 4096)
