@@ -15,6 +15,7 @@ import (
 
 	"github.com/flynn/noise"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 	"github.com/pion/dtls/v3"
 
 	"github.com/peerbus/peerbus/internal/names"
@@ -462,7 +463,7 @@ func (d *dialer) base() string { return sessionBase(d.p.ID(), d.ans.Peer, d.sec.
 // ctl sends a control request to the exposer's session.
 func (d *dialer) ctl(ctx context.Context, op string, timeout time.Duration) error {
 	data, _ := json.Marshal(ctlRequest{Op: op, TimeoutMS: timeout.Milliseconds()})
-	m, err := d.nc.RequestWithContext(ctx, ctlSubject(d.base()), data)
+	m, err := d.ctlRequest(ctx, data)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("%w: the exposer's session is gone", ErrPeerGone)
@@ -477,6 +478,30 @@ func (d *dialer) ctl(ctx context.Context, op string, timeout time.Duration) erro
 		return fmt.Errorf("bridge: control %s refused: %s", op, r.Error)
 	}
 	return nil
+}
+
+// ctlRequest sends a control request and waits for its reply, which
+// comes on a session subject (ctlReplySubject) that the policy lets only
+// the exposer publish on, not on an inbox any peer could reply to.
+func (d *dialer) ctlRequest(ctx context.Context, data []byte) (*nats.Msg, error) {
+	base := d.base()
+	reply := ctlReplySubject(base, nuid.Next())
+	sub, err := d.nc.SubscribeSync(reply)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := d.nc.PublishRequest(ctlSubject(base), reply, data); err != nil {
+		return nil, err
+	}
+	m, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		return nil, nats.ErrNoResponders
+	}
+	return m, nil
 }
 
 // notifyClose tells the exposer to drop the session (no reply awaited).

@@ -39,8 +39,12 @@ func sessionBase(dialer, exposer, session string) string {
 }
 
 func ctlSubject(base string) string { return base + ".ctl" }
-func toExposer(base string) string  { return base + ".e" }
-func toDialer(base string) string   { return base + ".d" }
+
+// ctlReplySubject is the reply subject of a control request: a session
+// subject, so that only the exposer may answer it.
+func ctlReplySubject(base, token string) string { return base + ".cr." + token }
+func toExposer(base string) string              { return base + ".e" }
+func toDialer(base string) string               { return base + ".d" }
 
 // offer is the dialer's open request.
 type offer struct {

@@ -350,16 +350,16 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 	if cfg.timeout > 0 {
 		timeout = cfg.timeout
 	}
-	var subject string
+	var subject, want string
 	switch {
 	case cfg.target == targetPeer:
-		subject = CallSubject(cfg.peer, tag)
+		subject, want = CallSubject(cfg.peer, tag), cfg.peer
 	case cfg.group != "":
 		subject = GroupAnySubject(cfg.group, tag)
 	default:
 		subject = AnySubject(tag)
 	}
-	resp, err := p.roundTrip(ctx, subject, args, timeout)
+	resp, err := p.roundTrip(ctx, subject, want, args, timeout)
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrPermission):
@@ -395,9 +395,14 @@ func (p *Peer) requestError(err error, tag string, cfg callConfig) error {
 	return fmt.Errorf("peer: call %q on %s: %w", tag, who, err)
 }
 
-// parseReply decodes a reply message: its data on success, a
-// *RemoteError on an error reply.
+// parseReply decodes a reply message: its data on success (a compact
+// reply has no headers), a *RemoteError on an error reply. The error's
+// Peer is the responder a bound reply's subject names, whatever its
+// payload says.
 func parseReply(m *nats.Msg) ([]byte, error) {
+	if len(m.Header) == 0 {
+		return m.Data, nil
+	}
 	if m.Header.Get("Status") == "503" {
 		return nil, ErrNoResponders
 	}
@@ -409,7 +414,9 @@ func parseReply(m *nats.Msg) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if re.Peer == "" {
+		if id, ok := BoundResponder(m.Subject); ok {
+			re.Peer = id
+		} else if re.Peer == "" {
 			re.Peer = m.Header.Get(HeaderPeer)
 		}
 		return nil, re
@@ -465,13 +472,22 @@ func (p *Peer) CallAll(ctx context.Context, tag string, args []byte, opts ...Cal
 	if err != nil {
 		return nil, err
 	}
-	inbox := p.nc.NewRespInbox()
+	// The replies come on inbox; with an identity, bound replies come on
+	// "<inbox>.<responder id>" and the server's no-responders status on
+	// inbox itself.
+	inbox, subj := p.nc.NewRespInbox(), ""
+	if p.opts.Identity != nil {
+		base := p.nc.NewInbox()
+		inbox, subj = base+"."+BoundReplyMark+"all", base+".>"
+	} else {
+		subj = inbox
+	}
 	// Replies wait in the subscription's pending queue (nats.go's
 	// limits, 512k messages), not in a small channel that would drop the
 	// replies of a large fan-out as a slow consumer.
 	ch := make(chan *nats.Msg, 64)
 	gathered := make(chan struct{})
-	sub, err := p.nc.Subscribe(inbox, func(m *nats.Msg) {
+	sub, err := p.nc.Subscribe(subj, func(m *nats.Msg) {
 		select {
 		case ch <- m:
 		case <-gathered:
@@ -573,7 +589,10 @@ func gatherReplies(ctx context.Context, tag string, ch <-chan *nats.Msg, expCh <
 				}
 				continue
 			}
-			id := r.Header.Get(HeaderPeer)
+			id, ok := BoundResponder(r.Subject)
+			if !ok {
+				id = r.Header.Get(HeaderPeer)
+			}
 			if seen[id] {
 				continue
 			}

@@ -122,7 +122,7 @@ func (p *Peer) handleMicro(m *nats.Msg) {
 		p.microError(m, "500", err.Error())
 		return
 	}
-	if err := m.Respond(data); err != nil {
+	if err := p.nc.Publish(ReplySubject(m.Reply, p.id), data); err != nil {
 		p.ReportError(fmt.Errorf("peer: micro reply: %w", err))
 	}
 }
@@ -130,7 +130,7 @@ func (p *Peer) handleMicro(m *nats.Msg) {
 // microError replies with a micro error: the description and code in the
 // headers, as micro services do.
 func (p *Peer) microError(m *nats.Msg, code, description string) {
-	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{micro.ErrorHeader: {description}, micro.ErrorCodeHeader: {code}}}
+	r := &nats.Msg{Subject: ReplySubject(m.Reply, p.id), Header: nats.Header{micro.ErrorHeader: {description}, micro.ErrorCodeHeader: {code}}}
 	if err := p.nc.PublishMsg(r); err != nil {
 		p.ReportError(fmt.Errorf("peer: micro reply: %w", err))
 	}

@@ -458,7 +458,7 @@ type view struct {
 	peers    map[string]*viewEntry
 	fetching map[string]bool
 	synced   chan struct{}
-	probes   string // probe replies come on probes + "." + peer id
+	probes   string // probe replies come on probes + ".pbb-" + peer id (see onProbe)
 	subs     []*nats.Subscription
 	stopCh   chan struct{}
 	ctx      context.Context
@@ -489,7 +489,7 @@ func startView(pr *presence) (*view, error) {
 		return fail(err)
 	}
 	v.subs = append(v.subs, sub)
-	ps, err := p.nc.Subscribe(v.probes+".*", v.onProbe)
+	ps, err := p.nc.Subscribe(v.probes+".>", v.onProbe)
 	if err != nil {
 		return fail(err)
 	}
@@ -650,12 +650,12 @@ func (v *view) fetch(id string, rev uint64) {
 	}()
 	ctx, cancel := context.WithTimeout(v.ctx, 2*time.Second)
 	defer cancel()
-	m, err := pr.p.nc.RequestWithContext(ctx, CallSubject(id, TagInfo), []byte("null"))
-	if err != nil || m.Header.Get(HeaderStatus) != "ok" || len(m.Data) > MaxInfoBytes {
+	data, err := pr.p.call(ctx, TagInfo, []byte("null"), callConfig{target: targetPeer, peer: id, timeout: 2 * time.Second})
+	if err != nil || len(data) > MaxInfoBytes {
 		return
 	}
 	var i Info
-	if err := json.Unmarshal(m.Data, &i); err != nil || i.ID != id || len(i.Tags) > MaxTags {
+	if err := json.Unmarshal(data, &i); err != nil || i.ID != id || len(i.Tags) > MaxTags {
 		pr.warns.warn(pr.p.log, "presence: invalid info answer dropped", "peer", id)
 		return
 	}
@@ -665,9 +665,21 @@ func (v *view) fetch(id string, rev uint64) {
 // onProbe handles the answer to a probe: a 503 status (no one serves the
 // peer's subject: its connection is gone) makes it gone at once; any
 // other answer shows it alive.
+//
+// The probe of peer id has the reply subject "<probes>.pbb-<id>": the
+// server's no-responders status comes on it, and the peer's bound answer
+// on "<probes>.pbb-<id>.<id>"; an answer naming another responder is
+// dropped.
 func (v *view) onProbe(m *nats.Msg) {
 	pr := v.pr
-	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	rest, ok := strings.CutPrefix(m.Subject, v.probes+"."+BoundReplyMark)
+	if !ok {
+		return
+	}
+	id, from, bound := strings.Cut(rest, ".")
+	if bound && from != id {
+		return
+	}
 	now := time.Now()
 	pr.mu.Lock()
 	e, ok := v.peers[id]
@@ -719,7 +731,7 @@ func (v *view) loop() {
 			}
 			pr.mu.Unlock()
 			for _, id := range probe {
-				_ = pr.p.nc.PublishMsg(&nats.Msg{Subject: CallSubject(id, TagPing), Reply: v.probes + "." + id})
+				_ = pr.p.nc.PublishMsg(&nats.Msg{Subject: CallSubject(id, TagPing), Reply: v.probes + "." + BoundReplyMark + id})
 			}
 			for _, i := range gone {
 				pr.notify(PresenceEvent{Kind: PeerGone, Peer: i, Time: now})

@@ -19,14 +19,18 @@ import (
 // "<inbox>.*": each call publishes its request with the reply subject
 // "<inbox>.pbc-<n>" (a caller that takes compact replies, see
 // isCompactReply), n a number in base 36 the mux never gives out
-// again, and waits on
-// a waiter taken from a pool. A waiter keeps its channel, timer, header
+// again, and waits on a waiter taken from a pool. A peer with an
+// identity asks for bound replies instead: its reply subjects are
+// "<inbox>.pbb-<n>", the responder answers on "<inbox>.pbb-<n>.<its id>"
+// (see ReplySubject), which a policy lets no other identity publish on,
+// and the mux subscribes "<inbox>.>". A waiter keeps its channel, timer, header
 // and message from call to call. A permission violation on a request's
 // subject (see permWatch), a lost connection and the peer's Close end
 // the calls waiting, as they end a nats.go request.
 type replyMux struct {
 	nc     *nats.Conn
-	prefix string // "<inbox>.pbc-"
+	prefix string // "<inbox>.pbc-", or "<inbox>.pbb-" for bound replies
+	bound  bool
 	sub    *nats.Subscription
 	status chan nats.Status
 	done   chan struct{}
@@ -42,6 +46,7 @@ type replyMux struct {
 type replyWaiter struct {
 	n       uint64
 	subject string         // the request's subject, which a permission violation names
+	want    string         // the only responder whose bound reply is taken ("": any)
 	ch      chan *nats.Msg // the reply, or nil with err set; sent to under replyMux.mu
 	err     error
 	timer   *time.Timer
@@ -51,11 +56,16 @@ type replyWaiter struct {
 	reply   []byte
 }
 
-// newReplyMux subscribes the reply subjects of a peer on nc.
-func newReplyMux(nc *nats.Conn) (*replyMux, error) {
+// newReplyMux subscribes the reply subjects of a peer on nc; bound
+// asks for bound replies.
+func newReplyMux(nc *nats.Conn, bound bool) (*replyMux, error) {
 	inbox := nc.NewInbox()
+	mark, wild := compactReplyMark, ".*"
+	if bound {
+		mark, wild = BoundReplyMark, ".>"
+	}
 	m := &replyMux{
-		nc: nc, prefix: inbox + "." + compactReplyMark, done: make(chan struct{}),
+		nc: nc, prefix: inbox + "." + mark, bound: bound, done: make(chan struct{}),
 		waiting: make(map[uint64]*replyWaiter),
 	}
 	m.pool.New = func() any {
@@ -64,7 +74,7 @@ func newReplyMux(nc *nats.Conn) (*replyMux, error) {
 		return &replyWaiter{ch: make(chan *nats.Msg, 1), timer: t, hdr: make(nats.Header, 4)}
 	}
 	m.status = nc.StatusChanged(nats.RECONNECTING, nats.DISCONNECTED, nats.CLOSED)
-	sub, err := nc.Subscribe(inbox+".*", m.onReply)
+	sub, err := nc.Subscribe(inbox+wild, m.onReply)
 	if err != nil {
 		nc.RemoveStatusListener(m.status)
 		return nil, err
@@ -140,18 +150,27 @@ func (m *replyMux) failLocked(match func(*replyWaiter) bool, err error) {
 }
 
 // onReply hands a reply to its waiter; one reply per call, later ones
-// are dropped.
+// are dropped. A bound reply of a call to one peer is taken only from
+// that peer. An unbound reply on a bound reply subject is the server's
+// no-responders status, or the reply of a peer that does not bind its
+// replies, where no policy is in force.
 func (m *replyMux) onReply(msg *nats.Msg) {
 	tok, ok := strings.CutPrefix(msg.Subject, m.prefix)
 	if !ok {
 		return
+	}
+	from := ""
+	if m.bound {
+		if i := strings.IndexByte(tok, '.'); i >= 0 {
+			tok, from = tok[:i], tok[i+1:]
+		}
 	}
 	n, err := strconv.ParseUint(tok, 36, 64)
 	if err != nil {
 		return
 	}
 	m.mu.Lock()
-	if w := m.waiting[n]; w != nil {
+	if w := m.waiting[n]; w != nil && (from == "" || w.want == "" || from == w.want) {
 		delete(m.waiting, n)
 		w.ch <- msg
 	}
@@ -159,10 +178,11 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 }
 
 // acquire returns a registered waiter for a request on subject, with
-// its reply subject set.
-func (m *replyMux) acquire(subject string) (*replyWaiter, error) {
+// its reply subject set; want is the one peer whose bound reply the
+// call takes ("": any peer).
+func (m *replyMux) acquire(subject, want string) (*replyWaiter, error) {
 	w := m.pool.Get().(*replyWaiter)
-	w.subject = subject
+	w.subject, w.want = subject, want
 	m.mu.Lock()
 	if m.err != nil {
 		err := m.err
@@ -198,7 +218,7 @@ func (m *replyMux) release(w *replyWaiter) {
 func (m *replyMux) put(w *replyWaiter) {
 	w.timer.Stop()
 	w.msg = nats.Msg{}
-	w.subject, w.err = "", nil
+	w.subject, w.want, w.err = "", "", nil
 	m.pool.Put(w)
 }
 
@@ -215,7 +235,7 @@ func (p *Peer) replies() (*replyMux, error) {
 	if m := p.rmux.Load(); m != nil {
 		return m, nil
 	}
-	m, err := newReplyMux(p.nc)
+	m, err := newReplyMux(p.nc, p.opts.Identity != nil)
 	if err != nil {
 		return nil, fmt.Errorf("peer: subscribe replies: %w", err)
 	}
@@ -240,7 +260,9 @@ func (p *Peer) closeReplies() {
 // ctx's error, context.DeadlineExceeded at the timeout, a nats.go error
 // (nats.ErrNoResponders, nats.ErrDisconnected, ...), ErrClosed, an
 // ErrPermission or an ErrPayloadTooLarge.
-func (p *Peer) roundTrip(ctx context.Context, subject string, args []byte, timeout time.Duration) (*nats.Msg, error) {
+//
+// want is the one peer whose bound reply the call takes ("": any).
+func (p *Peer) roundTrip(ctx context.Context, subject, want string, args []byte, timeout time.Duration) (*nats.Msg, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -253,7 +275,7 @@ func (p *Peer) roundTrip(ctx context.Context, subject string, args []byte, timeo
 	if err != nil {
 		return nil, err
 	}
-	w, err := m.acquire(subject)
+	w, err := m.acquire(subject, want)
 	if err != nil {
 		return nil, err
 	}
@@ -294,4 +316,42 @@ func (p *Peer) roundTrip(ctx context.Context, subject string, args []byte, timeo
 		m.release(w)
 		return nil, context.DeadlineExceeded
 	}
+}
+
+// BoundReplyMark starts the last token of the reply subject of a
+// request whose caller takes bound replies: a peer answers such a
+// request on ReplySubject(reply, its id), "<reply>.<its id>", a subject
+// that the policy lets only that peer publish on (see docs/PROTOCOL.md,
+// "Bound replies"). The reply is compact, as with compactReplyMark.
+const BoundReplyMark = "pbb-"
+
+// ReplySubject returns the subject on which the peer with id id
+// publishes its reply to a request whose reply subject is reply:
+// "<reply>.<id>" when the caller asked for a bound reply (the last token
+// of reply starts with BoundReplyMark), else reply.
+func ReplySubject(reply, id string) string {
+	if isBoundReply(reply) {
+		return reply + "." + id
+	}
+	return reply
+}
+
+// isBoundReply reports whether a request's reply subject asks for a
+// bound reply.
+func isBoundReply(reply string) bool {
+	i := strings.LastIndexByte(reply, '.')
+	return strings.HasPrefix(reply[i+1:], BoundReplyMark)
+}
+
+// BoundResponder returns the responder named by the subject of a bound
+// reply ("<reply>.<id>" where reply's last token starts with
+// BoundReplyMark): its id, bound by the policy to the key of the
+// connection that published it, and true; "", false for any other
+// subject.
+func BoundResponder(subject string) (string, bool) {
+	i := strings.LastIndexByte(subject, '.')
+	if i < 0 || !isBoundReply(subject[:i]) || i == len(subject)-1 {
+		return "", false
+	}
+	return subject[i+1:], true
 }

@@ -516,7 +516,7 @@ func (p *Peer) reply(m *nats.Msg, data []byte, tag string, st *tagStats, start t
 	st.end(start, "", "")
 	var err error
 	if compact {
-		err = p.nc.Publish(m.Reply, data)
+		err = p.nc.Publish(ReplySubject(m.Reply, p.id), data)
 	} else {
 		err = p.nc.PublishMsg(&nats.Msg{Subject: m.Reply, Header: p.okHeader, Data: data})
 	}
@@ -530,17 +530,17 @@ func (p *Peer) reply(m *nats.Msg, data []byte, tag string, st *tagStats, start t
 const compactReplyMark = "pbc-"
 
 // isCompactReply reports whether a request's reply subject asks for a
-// compact reply: a result without headers.
+// compact reply: a result without headers. Bound replies are compact.
 func isCompactReply(reply string) bool {
-	i := strings.LastIndexByte(reply, '.')
-	return strings.HasPrefix(reply[i+1:], compactReplyMark)
+	last := reply[strings.LastIndexByte(reply, '.')+1:]
+	return strings.HasPrefix(last, compactReplyMark) || strings.HasPrefix(last, BoundReplyMark)
 }
 
 func (p *Peer) replyError(m *nats.Msg, re *RemoteError) {
 	if m.Reply == "" {
 		return
 	}
-	r := &nats.Msg{Subject: m.Reply, Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.errorVal}}
+	r := &nats.Msg{Subject: ReplySubject(m.Reply, p.id), Header: nats.Header{HeaderPeer: p.idVal, HeaderStatus: p.errorVal}}
 	data, err := jsonMarshal(re)
 	if err == nil && len(data) > p.maxData(r.Header) {
 		re.Stack = ""

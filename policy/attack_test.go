@@ -511,3 +511,128 @@ func TestReloadRevokes(t *testing.T) {
 		t.Fatalf("an identity no longer listed connects: %v", err)
 	}
 }
+
+// TestReplyInAnothersName has trudy, granted to serve the same tag as
+// alice, answer bob's calls with a raw connection in alice's name: on
+// the caller's reply subject, on alice's bound reply subject, and on her
+// own with alice's id in the headers and the payload. The first two are
+// permissions violations; the third reaches bob as trudy's reply. She
+// cannot publish into bob's inboxes either (the delivery subjects of his
+// replays among them).
+func TestReplyInAnothersName(t *testing.T) {
+	alice, bob, trudy := newID(t), newID(t), newID(t)
+	pol, err := policy.Parse([]byte(fmt.Sprintf(`
+users:
+  - {name: alice, key: %s, role: peer, serve: [calc.add]}
+  - {name: bob, key: %s, role: peer, call: [calc.add]}
+  - {name: trudy, key: %s, role: peer, serve: [calc.add]}
+`, alice.PublicKey(), bob.PublicKey(), trudy.PublicKey())), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	ctx := context.Background()
+	ap, err := peer.New(connect(t, n.ClientURL(), alice).nc, peer.WithIdentity(alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ap.Close() })
+	if _, err := peer.Register(ap, "calc.add", func(_ context.Context, in [2]int) (int, error) { return in[0] + in[1], nil }); err != nil {
+		t.Fatal(err)
+	}
+	b := connect(t, n.ClientURL(), bob)
+	bp, err := peer.New(b.nc, peer.WithIdentity(bob), peer.AsClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bp.Close() })
+
+	tr := connect(t, n.ClientURL(), trudy)
+	forged := `{"peer":"` + alice.PeerID() + `","tag":"calc.add","code":"internal","message":"forged"}`
+	answer := func(msg *nats.Msg) {
+		for _, subj := range []string{msg.Reply, msg.Reply + "." + alice.PeerID(), peer.ReplySubject(msg.Reply, trudy.PeerID())} {
+			r := nats.NewMsg(subj)
+			r.Header.Set(peer.HeaderPeer, alice.PeerID())
+			r.Header.Set(peer.HeaderStatus, "error")
+			r.Data = []byte(forged)
+			_ = tr.nc.PublishMsg(r)
+		}
+	}
+	got := make(chan string, 1)
+	if _, err := tr.nc.QueueSubscribe("peerbus.any.calc.add", "peerbus", func(msg *nats.Msg) {
+		answer(msg)
+		select {
+		case got <- msg.Reply:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.nc.Subscribe("peerbus.all.calc.add", answer); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bob's calls on any peer: alice's answers are hers; trudy's reach
+	// him in trudy's name, whatever her headers and payload say.
+	var reply string
+	for i := 0; reply == ""; i++ {
+		if i == 200 {
+			t.Fatal("no call of bob's reached trudy in 200 calls")
+		}
+		out, err := bp.Call(ctx, "calc.add", []byte("[2,3]"), peer.OnAny())
+		var re *peer.RemoteError
+		switch {
+		case err == nil && string(out) == "5":
+		case errors.As(err, &re) && re.Peer == trudy.PeerID() && re.Message == "forged":
+		default:
+			t.Fatalf("call %d: %q, %v (as remote error: %+v); want alice's 5 or trudy's own error", i, out, err, re)
+		}
+		select {
+		case reply = <-got:
+		default:
+		}
+	}
+	tr.v.waitFor(t, "reply on the caller's reply subject", reply)
+	tr.v.waitFor(t, "reply on alice's bound reply subject", reply+"."+alice.PeerID())
+
+	// A fan-out: one reply from each, each in its own name.
+	replies, err := bp.CallAll(ctx, "calc.add", []byte("[1,2]"), peer.Timeout(20*time.Second))
+	if err != nil || len(replies) != 2 {
+		t.Fatalf("fan-out: %+v, %v; want 2 replies", replies, err)
+	}
+	for _, r := range replies {
+		var re *peer.RemoteError
+		switch r.Peer {
+		case alice.PeerID():
+			if r.Err != nil || string(r.Data) != "3" {
+				t.Fatalf("alice's fan-out reply: %q, %v", r.Data, r.Err)
+			}
+		case trudy.PeerID():
+			if !errors.As(r.Err, &re) || re.Peer != trudy.PeerID() {
+				t.Fatalf("trudy's fan-out reply: %q, %v", r.Data, r.Err)
+			}
+		default:
+			t.Fatalf("fan-out reply from %s", r.Peer)
+		}
+	}
+
+	// Bob's inboxes, the replay delivery subjects among them, and a bound
+	// reply in alice's name to a request trudy never saw.
+	for _, subj := range []string{
+		identity.InboxPrefix(bob.PeerID()) + ".x",
+		identity.InboxPrefix(bob.PeerID()) + ".x.y",
+		identity.InboxPrefix(bob.PeerID()) + ".x." + peer.BoundReplyMark + "1." + alice.PeerID(),
+	} {
+		if err := tr.nc.Publish(subj, []byte("5")); err != nil {
+			t.Fatal(err)
+		}
+		tr.v.waitFor(t, "publish into bob's inbox", subj)
+	}
+}

@@ -23,8 +23,11 @@
 // The peer id of an identity is identity.PeerID of its key: a user may
 // publish and subscribe only the subjects of that id (its direct call
 // subject, its presence, its events, its reply inboxes _INBOX.<id>.>),
-// so no connection can claim another's id. Reply inboxes are the only
-// subjects a user may publish replies on: response permissions
+// so no connection can claim another's id. A user publishes replies only
+// as bound replies, on _INBOX.<caller>.<inbox>.pbb-<n>.<its id> (see
+// peer.ReplySubject): a reply names its responder in a token the server
+// checks, and no user can publish into another's inbox, the delivery
+// subjects of its event replays among them. Response permissions
 // (allow_responses) are not used, because they let a user "reply" to a
 // request whose reply subject is any subject, a JetStream API subject
 // among them.
@@ -274,7 +277,8 @@ func (u User) Permissions() *server.Permissions {
 		pub = append(pub, jsAPI+">")
 	}
 	if u.Role == RolePeer {
-		pub = append(pub, identity.InboxRoot+".>", subjPresence+"*."+id, subjPresence+"ans.*."+id)
+		// Replies: bound replies only, "<caller's reply subject>.<id>".
+		pub = append(pub, identity.InboxRoot+".*.*.*."+id, subjPresence+"*."+id, subjPresence+"ans.*."+id)
 		sub = append(sub, subjQuery, subjCall+id+".>")
 		// Micro discovery, answered by every serving peer.
 		sub = append(sub, "$SRV.*", "$SRV.*.peerbus", "$SRV.*.peerbus."+id)

@@ -139,9 +139,13 @@ func runStats(cmd *cobra.Command, f *statsFlags) error {
 func gatherStats(ctx context.Context, nc *nats.Conn, f *statsFlags) ([]peerStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	inbox := nc.NewRespInbox()
+	// Bound replies (see peer.ReplySubject): each peer answers on
+	// "<inbox>.<its id>", the server's no-responders status comes on
+	// inbox, and a peer that does not bind its replies answers on inbox.
+	base := nc.NewInbox()
+	inbox := base + "." + peer.BoundReplyMark + "stats"
 	ch := make(chan *nats.Msg, 256)
-	sub, err := nc.ChanSubscribe(inbox, ch)
+	sub, err := nc.ChanSubscribe(base+".>", ch)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +164,9 @@ func gatherStats(ctx context.Context, nc *nats.Conn, f *statsFlags) ([]peerStats
 				return nil, nil // no peer serves anything
 			}
 			ps, ok := decodeStats(m.Data)
+			if from, bound := peer.BoundResponder(m.Subject); bound && from != ps.ID {
+				continue // a peer answering in another's name
+			}
 			if !ok || (f.group != "" && ps.Group != f.group) {
 				continue
 			}
