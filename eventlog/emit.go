@@ -54,7 +54,11 @@ func (l *Log) EmitTransient(ctx context.Context, name string, v any, opts ...Emi
 	if err != nil {
 		return Ack{}, err
 	}
-	err = l.nc.PublishMsg(m)
+	if es, ok := l.names.Load(name); ok {
+		err = l.publishTransient(ctx, es.(*eventSubjects), m)
+	} else {
+		err = l.nc.PublishMsg(m) // a name beyond the cache: unchecked
+	}
 	if cap(buf.env) > maxEnvelope {
 		buf.env = nil
 	}
@@ -82,7 +86,10 @@ func getEventBuf() *eventBuf { return eventBufs.Get().(*eventBuf) }
 const maxNames = 4096
 
 // eventSubjects are the subjects of the peer's events of one name.
-type eventSubjects struct{ persisted, transient string }
+type eventSubjects struct {
+	persisted, transient string
+	tcheck               transientCheck // whether the server takes transient events of the name
+}
 
 // subjects checks an event name and returns the subjects of the peer's
 // events of that name, remembering those of valid names.

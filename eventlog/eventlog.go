@@ -145,6 +145,7 @@ func (l *Log) shutdown(ctx context.Context, reason error) error {
 		_, _ = s.stop()
 	}
 	l.cancel()
+	l.stopTransientChecks()
 	var errs []error
 	for _, s := range subs {
 		if err := errors.Join(s.wait(ctx), s.waitHandler(ctx)); err != nil {

@@ -636,3 +636,78 @@ users:
 		tr.v.waitFor(t, "publish into bob's inbox", subj)
 	}
 }
+
+// A transient emit the policy does not grant fails with ErrPermission
+// naming the subject rather than vanishing: at once on the first emit of
+// the name, and on the emits after a reload that revokes a grant; a
+// reload that grants a refused name lets its emits through again.
+func TestTransientEmitRefused(t *testing.T) {
+	alice := newID(t)
+	parse := func(emit string) *policy.Policy {
+		t.Helper()
+		p, err := policy.Parse([]byte(fmt.Sprintf("users:\n  - {name: alice, key: %s, role: peer, emit: [%s]}\n", alice.PublicKey(), emit)), "p.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(parse("order.*")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	ap, err := peer.New(connect(t, n.ClientURL(), alice).nc, peer.WithIdentity(alice), peer.AsClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ap.Close() })
+	alog, err := eventlog.New(ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = alog.Close() })
+	ctx := context.Background()
+	refused := func(name string, err error) bool {
+		return errors.Is(err, peer.ErrPermission) && errors.Is(err, nats.ErrPermissionViolation) &&
+			strings.Contains(err.Error(), `"`+eventlog.TransientSubject("", alice.PeerID(), name)+`"`)
+	}
+	if _, err := alog.EmitTransient(ctx, "order.progress", 1); err != nil {
+		t.Fatalf("granted transient emit: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := alog.EmitTransient(ctx, "payment.done", 1); !refused("payment.done", err) {
+			t.Fatalf("transient emit %d of a name not granted: %v, want ErrPermission naming the subject", i, err)
+		}
+	}
+	// A revoked grant: the server's refusal of an emit reaches the next.
+	if err := n.ReloadPolicy(parse("payment.*")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := alog.EmitTransient(ctx, "order.progress", 2)
+		if refused("order.progress", err) {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("transient emits after the grant was revoked: %v, want ErrPermission", err)
+		}
+		if err := ap.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The name now granted goes through once its refusal is checked
+	// again.
+	for {
+		_, err := alog.EmitTransient(ctx, "payment.done", 2)
+		if err == nil {
+			break
+		}
+		if !refused("payment.done", err) || time.Now().After(deadline) {
+			t.Fatalf("transient emits of a name granted by a reload: %v", err)
+		}
+		if err := ap.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
