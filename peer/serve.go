@@ -576,7 +576,9 @@ func withCaller(ctx context.Context, id string) context.Context {
 }
 
 // CallerFrom returns the id of the peer that made the call being served
-// ("" for a local call or a caller without a peer id).
+// ("" for a local call or a caller without a peer id). It is the id the
+// caller claims (its Peerbus-Caller header): a policy binds who may call
+// a tag, not this id (see SECURITY.md).
 func CallerFrom(ctx context.Context) string {
 	s, _ := ctx.Value(callerKey{}).(string)
 	return s
