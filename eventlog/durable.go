@@ -112,7 +112,8 @@ type logSub struct {
 	s       *Subscription
 	h       Handler
 	cfg     readConfig
-	durable string // "" for a subscription that is not durable
+	durable string                    // "" for a subscription that is not durable
+	keep    func(subject string) bool // the events to hand out, nil: all (see readFilter)
 
 	ctx    context.Context // handlers' context, canceled by stop
 	cancel context.CancelFunc
@@ -251,6 +252,9 @@ func (s Start) orderedConfig(subjects []string) jetstream.OrderedConsumerConfig 
 func (l *Log) subscribeLog(pattern string, subjects []string, h Handler, cfg readConfig, durable string) (*Subscription, error) {
 	s := &Subscription{l: l}
 	ls := &logSub{l: l, s: s, h: h, cfg: cfg, durable: durable}
+	if durable == "" {
+		subjects, ls.keep = l.readFilter(pattern, subjects, cfg)
+	}
 	ls.ctx, ls.cancel = context.WithCancel(l.ctx)
 	s.log = ls
 	if err := l.track(s); err != nil {
@@ -390,6 +394,9 @@ func (ls *logSub) onConsumeErr(_ jetstream.ConsumeContext, err error) {
 func (ls *logSub) onMsg(msg jetstream.Msg) {
 	l := ls.l
 	durable := ls.durable != ""
+	if ls.keep != nil && !ls.keep(msg.Subject()) {
+		return // an ordered consumer's: no ack
+	}
 	if ls.s.closed.Load() || !ls.begin(true) {
 		if durable {
 			ls.begin(false)

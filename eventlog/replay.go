@@ -19,21 +19,21 @@ import (
 
 // replayConfig applies opts for a replay or a count: the filter
 // subjects and where to start (the start of the log by default).
-func replayConfig(pattern string, opts []ReplayOption) ([]string, Start, error) {
+func replayConfig(pattern string, opts []ReplayOption) ([]string, readConfig, error) {
 	var cfg readConfig
 	for _, o := range opts {
 		if err := o.applyReplay(&cfg); err != nil {
-			return nil, Start{}, err
+			return nil, cfg, err
 		}
 	}
 	subjects, err := FilterSubjects(pattern, cfg.groups, cfg.peers)
 	if err != nil {
-		return nil, Start{}, err
+		return nil, cfg, err
 	}
 	if cfg.start.kind == startLive {
 		cfg.start = FromStart()
 	}
-	return subjects, cfg.start, nil
+	return subjects, cfg, nil
 }
 
 // Replay returns the events of the log whose name matches pattern,
@@ -49,15 +49,16 @@ func replayConfig(pattern string, opts []ReplayOption) ([]string, Start, error) 
 //	}
 func (l *Log) Replay(ctx context.Context, pattern string, opts ...ReplayOption) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		subjects, start, err := replayConfig(pattern, opts)
+		subjects, cfg, err := replayConfig(pattern, opts)
 		if err != nil {
 			yield(Event{}, err)
 			return
 		}
+		subjects, keep := l.readFilter(pattern, subjects, cfg)
 		var cons jetstream.Consumer
 		err = l.call(ctx, func(ctx context.Context, _ jetstream.Stream) error {
 			var err error
-			cons, err = l.js.OrderedConsumer(ctx, Stream, start.orderedConfig(subjects))
+			cons, err = l.js.OrderedConsumer(ctx, Stream, cfg.start.orderedConfig(subjects))
 			return err
 		})
 		if err != nil {
@@ -65,7 +66,7 @@ func (l *Log) Replay(ctx context.Context, pattern string, opts ...ReplayOption) 
 			return
 		}
 		defer l.deleteConsumer(context.WithoutCancel(ctx), cons) // also when ctx ended
-		if err := l.replay(ctx, cons, yield); err != nil {
+		if err := l.replay(ctx, cons, keep, yield); err != nil {
 			yield(Event{}, fmt.Errorf("eventlog: replay %q: %w", pattern, err))
 		}
 	}
@@ -73,8 +74,9 @@ func (l *Log) Replay(ctx context.Context, pattern string, opts ...ReplayOption) 
 
 // replay hands out the events cons had pending when it was created, and
 // returns the error that ended it early (nil when yield stopped it, or
-// every event was handed out or deleted meanwhile).
-func (l *Log) replay(ctx context.Context, cons jetstream.Consumer, yield func(Event, error) bool) error {
+// every event was handed out or deleted meanwhile); keep, when not nil,
+// selects the events to hand out by subject (see readFilter).
+func (l *Log) replay(ctx context.Context, cons jetstream.Consumer, keep func(string) bool, yield func(Event, error) bool) error {
 	total := cons.CachedInfo().NumPending
 	if total == 0 {
 		return nil
@@ -110,7 +112,7 @@ func (l *Log) replay(ctx context.Context, cons jetstream.Consumer, yield func(Ev
 		}
 		e.codec, e.Deliveries = l.codec, 0
 		last.Store(&md)
-		if !yield(e, nil) {
+		if (keep == nil || keep(msg.Subject())) && !yield(e, nil) {
 			return nil
 		}
 		if md.pending == 0 {
@@ -185,10 +187,30 @@ func (l *Log) watchReplay(ctx context.Context, cons jetstream.Consumer, it jetst
 // and start options (FromPeers, FromGroups, FromSeq, FromTime), counted
 // by the server.
 func (l *Log) Count(ctx context.Context, pattern string, opts ...ReplayOption) (uint64, error) {
-	subjects, start, err := replayConfig(pattern, opts)
+	subjects, cfg, err := replayConfig(pattern, opts)
 	if err != nil {
 		return 0, err
 	}
+	var n uint64
+	if each := l.countSubjects(subjects); each != nil {
+		for _, subj := range each {
+			c, err := l.count(ctx, []string{subj}, cfg.start)
+			if err != nil {
+				return 0, fmt.Errorf("eventlog: count %q: %w", pattern, err)
+			}
+			n += c
+		}
+		return n, nil
+	}
+	if n, err = l.count(ctx, subjects, cfg.start); err != nil {
+		return 0, fmt.Errorf("eventlog: count %q: %w", pattern, err)
+	}
+	return n, nil
+}
+
+// count counts the events of the filter subjects from start with a
+// consumer made for it.
+func (l *Log) count(ctx context.Context, subjects []string, start Start) (uint64, error) {
 	dp, seq, t := start.consumerStart()
 	cc := jetstream.ConsumerConfig{
 		DeliverPolicy: dp, OptStartSeq: seq, OptStartTime: t,
@@ -197,7 +219,7 @@ func (l *Log) Count(ctx context.Context, pattern string, opts ...ReplayOption) (
 	}
 	setFilters(&cc, subjects)
 	var n uint64
-	err = l.call(ctx, func(ctx context.Context, st jetstream.Stream) error {
+	err := l.call(ctx, func(ctx context.Context, st jetstream.Stream) error {
 		c, err := st.CreateConsumer(ctx, cc)
 		if err != nil {
 			return err
@@ -206,10 +228,7 @@ func (l *Log) Count(ctx context.Context, pattern string, opts ...ReplayOption) (
 		_ = st.DeleteConsumer(ctx, c.CachedInfo().Name)
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("eventlog: count %q: %w", pattern, err)
-	}
-	return n, nil
+	return n, err
 }
 
 // ackMeta is what a JetStream ack reply subject tells about a delivered

@@ -711,3 +711,122 @@ func TestTransientEmitRefused(t *testing.T) {
 		}
 	}
 }
+
+// A reader granted only event names replays, counts and subscribes
+// from several peers or groups at once: the server gets one filter
+// within its grant, and the reader keeps the peers and groups asked for.
+func TestMultiFilterReadWithoutLogAdmin(t *testing.T) {
+	alice, carol, dave, bob := newID(t), newID(t), newID(t), newID(t)
+	pol, err := policy.Parse([]byte(fmt.Sprintf(`
+users:
+  - {name: alice, key: %s, role: peer, group: shop, emit: [order.*]}
+  - {name: carol, key: %s, role: peer, emit: [order.*]}
+  - {name: dave, key: %s, role: peer, group: depot, emit: [order.*]}
+  - {name: bob, key: %s, role: peer, read: [order.>]}
+`, alice.PublicKey(), carol.PublicKey(), dave.PublicKey(), bob.PublicKey())), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	ctx := context.Background()
+	np, err := peer.New(n.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = np.Close() })
+	nlog, err := eventlog.New(np)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nlog.Emit(ctx, "node.started", nil); err != nil { // the node's peer creates the log
+		t.Fatal(err)
+	}
+	logOf := func(id *identity.Identity, group string) *eventlog.Log {
+		t.Helper()
+		p, err := peer.New(connect(t, n.ClientURL(), id).nc, peer.WithIdentity(id), peer.WithGroup(group), peer.AsClient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Close() })
+		l, err := eventlog.New(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	emitters := map[string]*eventlog.Log{
+		alice.PeerID(): logOf(alice, "shop"), carol.PeerID(): logOf(carol, ""), dave.PeerID(): logOf(dave, "depot"),
+	}
+	emitted := map[string]int{}
+	emit := func(id string) {
+		t.Helper()
+		if _, err := emitters[id].Emit(ctx, "order.created", nil); err != nil {
+			t.Fatal(err)
+		}
+		emitted[id]++
+	}
+	for range 3 {
+		for id := range emitters {
+			emit(id)
+		}
+	}
+	blog := logOf(bob, "")
+	for _, tc := range []struct {
+		name   string
+		filter eventlog.Filter
+		want   map[string]bool
+	}{
+		{"peers", eventlog.FromPeers(alice.PeerID(), carol.PeerID()), map[string]bool{alice.PeerID(): true, carol.PeerID(): true}},
+		{"groups", eventlog.FromGroups("shop", ""), map[string]bool{alice.PeerID(): true, carol.PeerID(): true}},
+		{"groups and peers", eventlog.FromGroups("shop", "depot"), map[string]bool{alice.PeerID(): true, dave.PeerID(): true}},
+	} {
+		want := 0
+		for id := range tc.want {
+			want += emitted[id]
+		}
+		got := 0
+		for e, err := range blog.Replay(ctx, "order.>", eventlog.FromStart(), tc.filter) {
+			if err != nil {
+				t.Fatalf("%s: replay: %v", tc.name, err)
+			}
+			if !tc.want[e.Peer] {
+				t.Fatalf("%s: replay gave an event of %s", tc.name, e.Peer)
+			}
+			got++
+		}
+		if got != want {
+			t.Fatalf("%s: replayed %d events, want %d", tc.name, got, want)
+		}
+		if c, err := blog.Count(ctx, "order.>", tc.filter); err != nil || c != uint64(want) {
+			t.Fatalf("%s: count %d, %v; want %d", tc.name, c, err, want)
+		}
+		seen := make(chan string, 64)
+		sub, err := blog.Subscribe("order.>", func(_ context.Context, e eventlog.Event) error {
+			seen <- e.Peer
+			return nil
+		}, eventlog.FromStart(), tc.filter)
+		if err != nil {
+			t.Fatalf("%s: subscribe: %v", tc.name, err)
+		}
+		for range want {
+			if p := <-seen; !tc.want[p] {
+				t.Fatalf("%s: subscription gave an event of %s", tc.name, p)
+			}
+		}
+		// Later events: of a peer not asked for (none, unless asked for)
+		// then of one asked for, which comes next.
+		emit(carol.PeerID())
+		for id := range tc.want {
+			emit(id)
+			if p := <-seen; !tc.want[p] {
+				t.Fatalf("%s: subscription gave a live event of %s", tc.name, p)
+			}
+			break
+		}
+		_ = sub.Close()
+	}
+}

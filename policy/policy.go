@@ -234,9 +234,10 @@ var builtinTags = []string{"info", "ping"}
 // Permissions returns the nats-server permissions of u (nil for an
 // admin: everything). A reader may create consumers of the event log
 // only in the filtered form ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>)
-// with a filter within its read grants, so reads filtered by several
-// groups or peers at once (which use the unfiltered form) need the
-// admin role or log_admin.
+// with a filter within its read grants: package eventlog reads from
+// several groups or peers at once through the one subject covering them,
+// and a durable filtered by several (the unfiltered form) needs the admin
+// role or log_admin.
 func (u User) Permissions() *server.Permissions {
 	if u.Role == RoleAdmin {
 		return nil
