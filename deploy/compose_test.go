@@ -176,7 +176,12 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	return time.Since(start)
 }
 
-func TestCompose(t *testing.T) {
+// newDeployment prepares a compose project of its own for the test, with
+// node 1's port published on a free port of 127.0.0.1 and env added to
+// the environment of its commands, builds the binaries and the image,
+// and takes everything down when the test ends.
+func newDeployment(t *testing.T, env ...string) (*deployment, int) {
+	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +192,7 @@ func TestCompose(t *testing.T) {
 	port := freePort(t)
 	d := &deployment{t: t, root: root, project: "pbtest" + hex.EncodeToString(rnd[:])}
 	d.env = append(os.Environ(), "COMPOSE_PROJECT_NAME="+d.project, "PEERBUS_COMPOSE_PORT="+strconv.Itoa(port))
+	d.env = append(d.env, env...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := d.run(time.Minute, "deploy/compose.sh", "logs", "--no-color", "--tail", "60")
@@ -199,24 +205,33 @@ func TestCompose(t *testing.T) {
 			t.Errorf("left behind after compose down: %v", left)
 		}
 	})
-
 	start := time.Now()
 	d.must(10*time.Minute, "deploy/build.sh")
 	t.Logf("static binaries built in %v", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
-	d.compose("build", "--quiet")
-	t.Logf("image built in %v", time.Since(start).Round(time.Millisecond))
+	return d, port
+}
 
-	// Cluster readiness: every node prints "ready" once its JetStream is
-	// current with a meta leader.
-	start = time.Now()
+// build builds the image.
+func (d *deployment) build() {
+	d.t.Helper()
+	start := time.Now()
+	d.compose("build", "--quiet")
+	d.t.Logf("image built in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// upAndReady starts the project and waits until the three nodes print
+// "ready" (JetStream current with a meta leader) and their healthchecks
+// pass; it returns the nodes' container ids.
+func (d *deployment) upAndReady(nodes []string) map[string]string {
+	t := d.t
+	t.Helper()
+	start := time.Now()
 	d.compose("up", "-d")
-	nodes := []string{"node1", "node2", "node3"}
 	ids := map[string]string{}
 	for _, n := range nodes {
 		ids[n] = d.container(n)
 	}
-	ready := waitFor(t, "three nodes ready", 90*time.Second, func() bool {
+	waitFor(t, "three nodes ready", 90*time.Second, func() bool {
 		for _, n := range nodes {
 			out, _ := d.run(time.Minute, "docker", "logs", ids[n])
 			if !strings.Contains(out, "\nready\n") {
@@ -226,7 +241,6 @@ func TestCompose(t *testing.T) {
 		return true
 	})
 	t.Logf("MEASURE compose: 3-node cluster ready %v after compose up", (time.Since(start)).Round(time.Millisecond))
-	_ = ready
 	// The healthcheck ("peerbus health", the image has no shell) passes
 	// on every node; calc waits for it (depends_on with condition
 	// service_healthy).
@@ -243,6 +257,15 @@ func TestCompose(t *testing.T) {
 		return true
 	})
 	t.Logf("MEASURE compose: 3 nodes healthy %v after compose up", (time.Since(start)).Round(time.Millisecond))
+	return ids
+}
+
+func TestCompose(t *testing.T) {
+	d, port := newDeployment(t)
+	d.build()
+	nodes := []string{"node1", "node2", "node3"}
+	ids := d.upAndReady(nodes)
+	var err error
 
 	// The host talks to node 1 through its port published on 127.0.0.1.
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)

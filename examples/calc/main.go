@@ -4,7 +4,9 @@
 // runs its own embedded node (on PEERBUS_LISTEN, default
 // 127.0.0.1:4222), or joins the node that already listens there; with
 // PEERBUS_NATS_URL set it joins the node (or NATS server) at that URL
-// instead. From another process:
+// instead; with PEERBUS_IDENTITY set (a seed file of peerbus keygen) it
+// connects and serves under that identity, as a node enforcing a policy
+// requires. From another process:
 //
 //	peerbus call --peer any multiply '{"a":5,"b":10}'
 //
@@ -21,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/peerbus/peerbus/bus"
+	"github.com/peerbus/peerbus/identity"
 	"github.com/peerbus/peerbus/peer"
 )
 
@@ -70,12 +73,20 @@ func run() error {
 // client port is taken, as by the node of README's Quick start, it joins
 // the node on that port.
 func startNode(ctx context.Context) (*bus.Node, error) {
-	node, err := bus.Start(ctx, bus.WithName("calc-example"), bus.FromEnv())
+	env := []bus.Option{bus.FromEnv()}
+	if f := os.Getenv(peer.EnvIdentity); f != "" {
+		id, err := identity.Load(f)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, bus.WithIdentity(id))
+	}
+	node, err := bus.Start(ctx, append([]bus.Option{bus.WithName("calc-example")}, env...)...)
 	var inUse *bus.AddrInUseError
 	if !errors.As(err, &inUse) || inUse.Listener != "client" {
 		return node, err
 	}
-	joined, jerr := bus.Start(ctx, bus.FromEnv(), bus.WithExternalURL(inUse.JoinURL))
+	joined, jerr := bus.Start(ctx, append(env, bus.WithExternalURL(inUse.JoinURL))...)
 	if jerr != nil {
 		return nil, fmt.Errorf("%w; joining it failed: %w", err, jerr)
 	}
