@@ -512,6 +512,26 @@ func TestReloadRevokes(t *testing.T) {
 	}
 }
 
+// policyNode starts a node enforcing the policy users, a YAML list of
+// users whose %s are the public keys of ids.
+func policyNode(t *testing.T, users string, ids ...*identity.Identity) *bus.Node {
+	t.Helper()
+	keys := make([]any, len(ids))
+	for i, id := range ids {
+		keys[i] = id.PublicKey()
+	}
+	pol, err := policy.Parse([]byte("users:\n"+fmt.Sprintf(users, keys...)), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
 // TestReplyInAnothersName has trudy, granted to serve the same tag as
 // alice, answer bob's calls with a raw connection in alice's name: on
 // the caller's reply subject, on alice's bound reply subject, and on her
@@ -521,20 +541,11 @@ func TestReloadRevokes(t *testing.T) {
 // replays among them).
 func TestReplyInAnothersName(t *testing.T) {
 	alice, bob, trudy := newID(t), newID(t), newID(t)
-	pol, err := policy.Parse([]byte(fmt.Sprintf(`
-users:
+	n := policyNode(t, `
   - {name: alice, key: %s, role: peer, serve: [calc.add]}
   - {name: bob, key: %s, role: peer, call: [calc.add]}
   - {name: trudy, key: %s, role: peer, serve: [calc.add]}
-`, alice.PublicKey(), bob.PublicKey(), trudy.PublicKey())), "test.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
+`, alice, bob, trudy)
 	ctx := context.Background()
 	ap, err := peer.New(connect(t, n.ClientURL(), alice).nc, peer.WithIdentity(alice))
 	if err != nil {
@@ -717,21 +728,12 @@ func TestTransientEmitRefused(t *testing.T) {
 // within its grant, and the reader keeps the peers and groups asked for.
 func TestMultiFilterReadWithoutLogAdmin(t *testing.T) {
 	alice, carol, dave, bob := newID(t), newID(t), newID(t), newID(t)
-	pol, err := policy.Parse([]byte(fmt.Sprintf(`
-users:
+	n := policyNode(t, `
   - {name: alice, key: %s, role: peer, group: shop, emit: [order.*]}
   - {name: carol, key: %s, role: peer, emit: [order.*]}
   - {name: dave, key: %s, role: peer, group: depot, emit: [order.*]}
   - {name: bob, key: %s, role: peer, read: [order.>]}
-`, alice.PublicKey(), carol.PublicKey(), dave.PublicKey(), bob.PublicKey())), "test.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := bus.Start(context.Background(), bus.WithListen("127.0.0.1:-1"), bus.WithDataDir(t.TempDir()), bus.WithPolicy(pol))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
+`, alice, carol, dave, bob)
 	ctx := context.Background()
 	np, err := peer.New(n.Conn())
 	if err != nil {
