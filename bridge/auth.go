@@ -24,9 +24,41 @@ const (
 	idSize    = 16
 
 	// tcpSelect is the byte the dialer sends, inside TLS, on the raw TCP
-	// connection it uses.
+	// connection it uses, followed by the strategy's code (strategyCode).
 	tcpSelect byte = 1
 )
+
+// strategyCode is the byte after a select (TCP and UDP) that names the
+// strategy the dialer attributes the path to, so that both sides report
+// the same; 0 for none.
+func strategyCode(st Strategy) byte {
+	switch st {
+	case Direct:
+		return 1
+	case Reverse:
+		return 2
+	case PunchUDP:
+		return 3
+	case PunchTCP:
+		return 4
+	}
+	return 0
+}
+
+// codeStrategy is the raw-path strategy of a select's code.
+func codeStrategy(b byte) (Strategy, bool) {
+	switch b {
+	case 1:
+		return Direct, true
+	case 2:
+		return Reverse, true
+	case 3:
+		return PunchUDP, true
+	case 4:
+		return PunchTCP, true
+	}
+	return "", false
+}
 
 // secret is one side's view of a session's id and nonces.
 type secret struct {

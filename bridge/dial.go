@@ -86,23 +86,23 @@ type dialer struct {
 	udpCands []Candidate
 	localNAT *NATInfo
 
-	found  chan net.Conn // authenticated raw TCP connections
-	mux    *udpMux       // the DTLS connections on udp
-	udpWon chan udpWin   // an authenticated, selected raw UDP path
+	found    chan tcpWin // authenticated raw TCP connections, not selected
+	mux      *udpMux     // the DTLS connections on udp
+	udpReady chan udpWin // authenticated raw UDP connections, not selected
 
 	pathChosen atomic.Bool // the raw UDP path is chosen: probes are over
 
 	mu         sync.Mutex
 	finished   bool
 	selectable map[netip.AddrPort]bool
-	errs       []string
+	errs       map[Strategy][]string // by strategy; "" for raw UDP connections
 
 	readerDone chan struct{} // closed when udp's reader returned
 }
 
-// udpWin is a raw UDP path the exposer acknowledged: its DTLS connection,
-// remote and the datagram that came in place of the acknowledgement, if
-// one did.
+// udpWin is an authenticated raw UDP connection: its DTLS connection,
+// remote and, once selected, the datagram that came in place of the
+// acknowledgement, if one did.
 type udpWin struct {
 	c       *dtls.Conn
 	remote  netip.AddrPort
@@ -134,8 +134,9 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 	d := &dialer{
 		p: p, nc: p.Conn(), cfg: cfg, sec: sec, id: id, hs: hs, noiseMsg: noiseMsg, proto: proto, name: name,
 		log:        cfg.log.With("session", res.Session, "service", name),
-		found:      make(chan net.Conn, 16),
-		udpWon:     make(chan udpWin, 1),
+		found:      make(chan tcpWin, 16),
+		udpReady:   make(chan udpWin, 4),
+		errs:       map[Strategy][]string{},
 		selectable: map[netip.AddrPort]bool{},
 	}
 	d.setup, d.endSetup = context.WithCancel(ctx)
@@ -174,50 +175,6 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		return nil, res, fmt.Errorf("%w (%s)", ctxErr(ctx, "dial "+name), summarize(res.Attempts))
 	}
 	return nil, res, fmt.Errorf("%w: service %q on peer %s: %s", ErrNoPath, name, res.Peer, summarize(res.Attempts))
-}
-
-// tryStrategies tries the allowed strategies in the order of
-// DefaultStrategies, recording each attempt in res. It returns the
-// connection of the first that works (and the socket the cleanup must keep
-// open for it), or nil when none does.
-func (d *dialer) tryStrategies(ctx context.Context, res *DialResult, start time.Time) (conn, keep net.Conn) {
-	for _, st := range DefaultStrategies {
-		if !d.cfg.allowed(st) {
-			continue
-		}
-		if why := d.skip(st, res.RemoteNAT); why != "" {
-			res.Attempts = append(res.Attempts, Attempt{Strategy: st, Skipped: why})
-			d.log.Debug("strategy skipped", "strategy", st, "why", why)
-			continue
-		}
-		t0 := time.Now()
-		d.log.Debug("strategy", "strategy", st)
-		c, err := d.try(ctx, st)
-		att := Attempt{Strategy: st, Duration: time.Since(t0), Err: err}
-		res.Attempts = append(res.Attempts, att)
-		if err != nil {
-			d.log.Debug("strategy failed", "strategy", st, "err", err, "took", att.Duration)
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		res.Path = st
-		res.Setup = time.Since(start)
-		if st != Relay {
-			res.Local, res.Remote = addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
-		}
-		if u, ok := c.(*udpPath); ok {
-			// The raw UDP path: the socket stays.
-			keep = u
-		} else if d.proto == "udp" && st != Relay {
-			// Datagrams over a TCP path.
-			c = &tcpPacket{Conn: c}
-		}
-		d.log.Debug("connected", "peer", d.ans.Peer, "path", st, "remote", res.Remote, "took", res.Setup)
-		return c, keep
-	}
-	return nil, nil
 }
 
 func summarize(atts []Attempt) string {
@@ -395,68 +352,6 @@ func (d *dialer) skip(st Strategy, remote *NATInfo) string {
 	return ""
 }
 
-// try runs one strategy with its timeout.
-func (d *dialer) try(ctx context.Context, st Strategy) (net.Conn, error) {
-	timeout := d.cfg.timeouts[st]
-	sctx, cancel := context.WithTimeout(d.setup, timeout)
-	defer cancel()
-	d.mu.Lock()
-	d.errs = nil
-	d.mu.Unlock()
-	tcp := d.proto == "tcp"
-	switch st {
-	case Direct:
-		if tcp {
-			// Every candidate failing ends the strategy early.
-			var wg sync.WaitGroup
-			failed := make(chan struct{})
-			for _, c := range reachable(d.ans.TCP, d.ans.NAT) {
-				wg.Add(1)
-				d.goSafe(func() {
-					defer wg.Done()
-					d.connect(sctx, c, false)
-				})
-			}
-			d.goSafe(func() {
-				wg.Wait()
-				close(failed)
-			})
-			return d.waitTCP(sctx, timeout, failed)
-		}
-		return d.udpStage(sctx, timeout, reachable(d.ans.UDP, d.ans.NAT), false)
-	case Reverse:
-		if err := d.ctl(sctx, opReverse, timeout); err != nil {
-			return nil, err
-		}
-		if tcp {
-			return d.waitTCP(sctx, timeout, nil)
-		}
-		return d.udpStage(sctx, timeout, nil, false)
-	case PunchUDP:
-		if err := d.ctl(sctx, opPunchUDP, timeout); err != nil {
-			return nil, err
-		}
-		return d.udpStage(sctx, timeout, d.ans.UDP, true)
-	case PunchTCP:
-		if err := d.ctl(sctx, opPunchTCP, timeout); err != nil {
-			return nil, err
-		}
-		// Both sides connect from their advertised ports now. Behind a
-		// NAT the listener would answer a SYN that arrives between two
-		// attempts with a SYN-ACK the NAT drops (see connectTCP).
-		if d.localNAT != nil && d.localNAT.NAT {
-			_ = d.ln.Close()
-		}
-		for _, c := range d.ans.TCP {
-			d.goSafe(func() { d.connect(sctx, c, true) })
-		}
-		return d.waitTCP(sctx, timeout, nil)
-	case Relay:
-		return d.relay(sctx, timeout)
-	}
-	return nil, fmt.Errorf("%w: unknown strategy %q", ErrProtocol, st)
-}
-
 // base is the stem of the session's subjects (once answered).
 func (d *dialer) base() string { return sessionBase(d.p.ID(), d.ans.Peer, d.sec.idHex()) }
 
@@ -513,39 +408,52 @@ func (d *dialer) notifyClose() {
 	_ = d.nc.Publish(ctlSubject(d.base()), data)
 }
 
-func (d *dialer) noteErr(err error) {
+// noteErr records why a connection of strategy st failed; st is "" for
+// the raw UDP connections, which any UDP strategy may have found.
+func (d *dialer) noteErr(st Strategy, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.errs) < 4 {
-		d.errs = append(d.errs, err.Error())
+	if len(d.errs[st]) < 4 {
+		d.errs[st] = append(d.errs[st], err.Error())
 	}
 }
 
-// stageErr describes a strategy that timed out.
-func (d *dialer) stageErr(ctx context.Context, timeout time.Duration) error {
+// errsOf joins the errors noted for st (and, for a UDP strategy, those of
+// the raw UDP connections).
+func (d *dialer) errsOf(st Strategy) string {
 	d.mu.Lock()
-	errs := strings.Join(d.errs, "; ")
-	d.mu.Unlock()
+	defer d.mu.Unlock()
+	errs := d.errs[st]
+	if d.proto == "udp" && st != PunchTCP && st != Relay {
+		errs = append(append([]string(nil), errs...), d.errs[""]...)
+	}
+	return strings.Join(errs, "; ")
+}
+
+// stageErr describes strategy st that timed out.
+func (d *dialer) stageErr(st Strategy, timeout time.Duration) error {
 	err := fmt.Errorf("no answer within %v", timeout)
 	if d.setup.Err() != nil {
 		err = ctxErr(d.setup, "setup")
 	}
-	if errs != "" {
+	if errs := d.errsOf(st); errs != "" {
 		err = fmt.Errorf("%w (%s)", err, errs)
 	}
 	return err
 }
 
-// connect dials one of the exposer's candidates and authenticates.
-func (d *dialer) connect(ctx context.Context, cand Candidate, punch bool) {
+// connect dials one of the exposer's candidates and authenticates; it
+// reports whether the connection was handed to the race.
+func (d *dialer) connect(ctx context.Context, cand Candidate, origin tcpOrigin) bool {
+	punch := origin == fromPunch
 	c, err := connectTCP(ctx, cand, d.port, punch, nil, d.log)
 	if err != nil {
 		if ctx.Err() == nil || !punch {
-			d.noteErr(err)
+			d.noteErr(origin.strategy(), err)
 		}
-		return
+		return false
 	}
-	d.authenticate(c)
+	return d.authenticate(c, origin)
 }
 
 // acceptLoop takes connections from the exposer (reverse and punch).
@@ -555,67 +463,41 @@ func (d *dialer) acceptLoop() {
 		if err != nil {
 			return
 		}
-		d.goSafe(func() { d.authenticate(c) })
+		d.goSafe(func() { d.authenticate(c, fromAccept) })
 	}
 }
 
-// authenticate runs the handshake on c and hands it to the waiting
-// strategy; c is closed if the setup ends first.
-func (d *dialer) authenticate(raw net.Conn) {
+// authenticate runs the handshake on c and hands it to the race; c is
+// closed if the setup ends first. It reports whether c was handed over.
+func (d *dialer) authenticate(raw net.Conn, origin tcpOrigin) bool {
 	stop := context.AfterFunc(d.setup, func() { _ = raw.Close() })
 	tc, err := secureTCP(raw, d.id, d.ans.FP, false, time.Now().Add(handshakeTimeout))
 	if !stop() {
 		if err == nil {
 			_ = tc.Close()
 		}
-		return // closed by the end of the setup
+		return false // closed by the end of the setup
 	}
 	if err != nil {
-		d.noteErr(fmt.Errorf("%s: %w", raw.RemoteAddr(), err))
-		return
+		st := origin.strategy()
+		if origin == fromAccept {
+			st = Reverse
+		}
+		d.noteErr(st, fmt.Errorf("%s: %w", raw.RemoteAddr(), err))
+		return false
 	}
-	var c net.Conn = tc
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.finished {
-		_ = c.Close()
-		return
+		_ = tc.Close()
+		return false
 	}
 	select {
-	case d.found <- c:
+	case d.found <- tcpWin{c: tc, origin: origin}:
+		return true
 	default:
-		_ = c.Close()
-	}
-}
-
-// waitTCP waits for an authenticated connection and selects it. A
-// closed failed channel means no connection can come any more.
-func (d *dialer) waitTCP(ctx context.Context, timeout time.Duration, failed <-chan struct{}) (net.Conn, error) {
-	for {
-		select {
-		case <-failed:
-			select {
-			case c := <-d.found:
-				d.found <- c // taken below
-				failed = nil
-				continue
-			default:
-			}
-			d.mu.Lock()
-			errs := strings.Join(d.errs, "; ")
-			d.mu.Unlock()
-			return nil, fmt.Errorf("every address failed (%s)", errs)
-		case c := <-d.found:
-			if err := c.SetWriteDeadline(time.Now().Add(handshakeTimeout)); err == nil {
-				if _, err = c.Write([]byte{tcpSelect}); err == nil {
-					_ = c.SetWriteDeadline(time.Time{})
-					return c, nil
-				}
-			}
-			_ = c.Close()
-		case <-ctx.Done():
-			return nil, d.stageErr(ctx, timeout)
-		}
+		_ = tc.Close()
+		return false
 	}
 }
 
@@ -674,26 +556,17 @@ func (d *dialer) markSelectable(a netip.AddrPort) {
 	}()
 }
 
-// handshakeUDP authenticates the exposer at mc's remote, selects the
-// path there and hands it to the waiting strategy.
+// handshakeUDP authenticates the exposer at mc's remote and hands the
+// connection to the race, which selects it (selectUDP) or not.
 func (d *dialer) handshakeUDP(mc *muxConn) {
-	forget := func(err error) {
+	c, err := secureUDP(d.setup, mc, mc.addr, d.id, d.ans.FP, false, time.Now().Add(handshakeTimeout))
+	if err != nil {
 		if d.setup.Err() == nil {
-			d.noteErr(fmt.Errorf("%s: %w", mc.remote, err))
+			d.noteErr("", fmt.Errorf("%s: %w", mc.remote, err))
 		}
 		d.mu.Lock()
 		delete(d.selectable, mc.remote)
 		d.mu.Unlock()
-	}
-	c, err := secureUDP(d.setup, mc, mc.addr, d.id, d.ans.FP, false, time.Now().Add(handshakeTimeout))
-	if err != nil {
-		forget(err)
-		return
-	}
-	pending, err := d.selectUDP(c)
-	if err != nil {
-		_ = c.Close()
-		forget(err)
 		return
 	}
 	d.mu.Lock()
@@ -703,22 +576,23 @@ func (d *dialer) handshakeUDP(mc *muxConn) {
 		return
 	}
 	select {
-	case d.udpWon <- udpWin{c: c, remote: mc.remote, pending: pending}:
+	case d.udpReady <- udpWin{c: c, remote: mc.remote}:
 	default:
 		_ = c.Close()
 	}
 }
 
-// selectUDP asks the exposer, inside DTLS, to make c the path, until it
-// acknowledges (or sends a datagram, returned) or the attempt times out.
-func (d *dialer) selectUDP(c *dtls.Conn) ([]byte, error) {
+// selectUDP asks the exposer, inside DTLS, to make c the path of
+// strategy st, until it acknowledges (or sends a datagram, returned) or
+// the attempt times out.
+func (d *dialer) selectUDP(c *dtls.Conn, st Strategy) ([]byte, error) {
 	deadline := time.Now().Add(handshakeTimeout)
 	buf := make([]byte, 65536)
 	for time.Now().Before(deadline) {
 		if d.setup.Err() != nil {
 			return nil, ctxErr(d.setup, "select")
 		}
-		if _, err := c.Write([]byte{udpSelect}); err != nil {
+		if _, err := c.Write([]byte{udpSelect, strategyCode(st)}); err != nil {
 			return nil, err
 		}
 		_ = c.SetReadDeadline(time.Now().Add(probeInterval))
@@ -745,24 +619,6 @@ func (d *dialer) selectUDP(c *dtls.Conn) ([]byte, error) {
 		}
 	}
 	return nil, errors.New("the exposer did not acknowledge the selection")
-}
-
-// udpStage probes cands (with punch: opening probes first) until a raw
-// UDP path is authenticated and selected.
-func (d *dialer) udpStage(ctx context.Context, timeout time.Duration, cands []Candidate, punch bool) (net.Conn, error) {
-	pctx, stop := context.WithCancel(ctx)
-	defer stop()
-	d.goSafe(func() {
-		probeLoop(pctx, d.sock, d.sec.appendUDPCtl(nil, udpProbe, d.ans.Nonce), cands, punch, nil, nil)
-	})
-	select {
-	case w := <-d.udpWon:
-		stop()
-		d.pathChosen.Store(true)
-		return newUDPPath(w, d.udp, d.readerDone), nil
-	case <-ctx.Done():
-		return nil, d.stageErr(ctx, timeout)
-	}
 }
 
 // relay asks the exposer for a relay and starts this side's.
@@ -797,9 +653,9 @@ func (d *dialer) cleanup(keep net.Conn) {
 	d.wg.Wait()
 	for drained := false; !drained; {
 		select {
-		case c := <-d.found:
-			_ = c.Close()
-		case w := <-d.udpWon:
+		case w := <-d.found:
+			_ = w.c.Close()
+		case w := <-d.udpReady:
 			_ = w.c.Close()
 		default:
 			drained = true

@@ -116,10 +116,10 @@ func ExampleDial() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	for _, a := range c.Result().Attempts {
-		fmt.Println(a.Strategy, a.Err == nil)
-	}
-	// Output: direct true
+	// The strategies run at once; on one host direct wins (the others
+	// are in c.Result().Attempts, stopped).
+	fmt.Println(c.Path())
+	// Output: direct
 }
 
 // Regex subscriptions pick bus messages by subject and payload.

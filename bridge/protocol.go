@@ -24,8 +24,9 @@ const (
 	// protoVersion is the version of the open and control messages: 2
 	// since raw TCP paths are TLS, 3 since raw UDP paths are DTLS (the
 	// offer carries no session key any more), 4 since session subjects
-	// name both parties.
-	protoVersion = 4
+	// name both parties, 5 since a select names its strategy (the
+	// dialer runs the strategies at once).
+	protoVersion = 5
 )
 
 // OpenTag returns the tag under which a service name is opened.

@@ -227,7 +227,7 @@ func TestRawPathPrivateAndReplayProof(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	if _, err := rc.Write(append(hello, tcpSelect)); err != nil {
+	if _, err := rc.Write(append(hello, tcpSelect, strategyCode(Direct))); err != nil {
 		t.Fatal(err)
 	}
 	_ = rc.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -240,7 +240,7 @@ func TestRawPathPrivateAndReplayProof(t *testing.T) {
 
 	// The real connection carries the session, encrypted on the wire.
 	payload := bytes.Repeat([]byte("secret payload "), 1000)
-	if _, err := real.Write(append([]byte{tcpSelect}, payload...)); err != nil {
+	if _, err := real.Write(append([]byte{tcpSelect, strategyCode(Direct)}, payload...)); err != nil {
 		t.Fatal(err)
 	}
 	got := make([]byte, len(payload))

@@ -346,7 +346,7 @@ func TestRawUDPPathPrivateAndReplayProof(t *testing.T) {
 	defer c.Close()
 	// Its select is recorded, not delivered yet.
 	proxy.hold(true)
-	if _, err := c.Write([]byte{udpSelect}); err != nil {
+	if _, err := c.Write([]byte{udpSelect, strategyCode(Direct)}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the select on the wire", 5*time.Second, func() bool {
@@ -375,7 +375,7 @@ func TestRawUDPPathPrivateAndReplayProof(t *testing.T) {
 
 	// The real dialer selects its path and exchanges a datagram.
 	proxy.hold(false)
-	readInner(t, c, udpSelectAck, []byte{udpSelect})
+	readInner(t, c, udpSelectAck, []byte{udpSelect, strategyCode(Direct)})
 	payload := bytes.Repeat([]byte("secret payload "), 400)
 	got := readInner(t, c, udpData, append([]byte{udpData}, payload...))
 	if !bytes.Equal(got, payload) {

@@ -309,7 +309,6 @@ type exSession struct {
 	released         atomic.Bool
 
 	mu        sync.Mutex
-	stage     Strategy
 	chosen    bool
 	path      Strategy
 	udpRemote netip.AddrPort
@@ -328,7 +327,7 @@ func (ss *exSession) base() string { return sessionBase(ss.o.Peer, ss.svc.p.ID()
 
 func (s *Service) newSession(ctx context.Context, o offer, sec *secret, caller string, sameHost bool) (*exSession, error) {
 	ss := &exSession{
-		svc: s, sec: sec, o: o, nc: s.p.Conn(), stage: Direct, caller: caller,
+		svc: s, sec: sec, o: o, nc: s.p.Conn(), caller: caller,
 		log:   s.log.With("session", o.Session, "dialer", o.Peer),
 		peer:  Addr{Peer: o.Peer, Service: s.name},
 		known: map[netip.AddrPort]bool{},
@@ -541,12 +540,6 @@ func (ss *exSession) choose(path Strategy, remote netip.AddrPort) bool {
 	return true
 }
 
-func (ss *exSession) currentStage() Strategy {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.stage
-}
-
 // onCtl serves the dialer's control requests.
 func (ss *exSession) onCtl(m *nats.Msg) {
 	var req ctlRequest
@@ -605,9 +598,6 @@ func (ss *exSession) onCtl(m *nats.Msg) {
 // operation op) for timeout: dialing the dialer's TCP candidates,
 // punching, or probing its UDP candidates.
 func (ss *exSession) startStrategy(st Strategy, op string, timeout time.Duration) error {
-	ss.mu.Lock()
-	ss.stage = st
-	ss.mu.Unlock()
 	switch {
 	case ss.svc.proto == "tcp" && st == Reverse:
 		ss.startTCPDials(timeout, reachable(ss.peerTCP, ss.o.NAT), false)
@@ -650,7 +640,6 @@ func (ss *exSession) openRelay() (*relay, error) {
 		return nil, err
 	}
 	ss.mu.Lock()
-	ss.stage = Relay
 	ss.relay = rl
 	ss.mu.Unlock()
 	if ss.ctx.Err() != nil || !ss.choose(Relay, netip.AddrPort{}) {
@@ -700,16 +689,17 @@ func (ss *exSession) serveRaw(raw net.Conn) {
 		return
 	}
 	stop := context.AfterFunc(ss.setup, func() { _ = c.SetReadDeadline(time.Now()) })
-	var b [1]byte
+	var b [2]byte
 	_, err = io.ReadFull(c, b[:])
 	stop()
-	if err != nil || b[0] != tcpSelect {
+	st, ok := codeStrategy(b[1])
+	if err != nil || b[0] != tcpSelect || !ok {
 		_ = c.Close()
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	remote := addrPort(c.RemoteAddr())
-	if !ss.choose(ss.currentStage(), remote) {
+	if !ss.choose(st, remote) {
 		_ = c.Close()
 		return
 	}
@@ -859,8 +849,15 @@ func (ss *exSession) serveUDP(mc *muxConn) {
 		switch buf[0] {
 		case udpSelect:
 			if !mine.Load() {
+				st, ok := Strategy(""), n >= 2
+				if ok {
+					st, ok = codeStrategy(buf[1])
+				}
+				if !ok {
+					continue // not a select of this protocol version
+				}
 				mine.Store(true)
-				if !ss.choose(ss.currentStage(), mc.remote) {
+				if !ss.choose(st, mc.remote) {
 					_ = c.Close()
 					return
 				}
