@@ -24,11 +24,13 @@ import (
 // preferWindow for it, and a TCP path of a UDP service waits
 // udpPreferWait for a UDP one. The relay, which needs no raw path,
 // starts when every raw strategy has failed, or relayDelay after the
-// start when none is up; with no raw strategy it starts at once.
+// start when none is up and no hole punching runs (a punched path may
+// need its whole timeout: the crossing of both sides' first packets is
+// luck); with no raw strategy it starts at once.
 const (
 	preferWindow  = 50 * time.Millisecond
 	udpPreferWait = 500 * time.Millisecond
-	relayDelay    = time.Second
+	relayDelay    = 1500 * time.Millisecond
 )
 
 // tcpOrigin says how a raw TCP connection of the dialer came about.
@@ -206,7 +208,8 @@ loop:
 			}
 			continue
 		}
-		if useRelay && relayRun == nil && hold == nil && (!now.Before(relayAt) || !rawLeft) {
+		punching := r.runningAny(PunchUDP, PunchTCP)
+		if useRelay && relayRun == nil && hold == nil && ((!now.Before(relayAt) && !punching) || !rawLeft) {
 			relayRun = &run{st: Relay, start: now, timeout: d.cfg.timeouts[Relay]}
 			relayRun.deadline = now.Add(relayRun.timeout)
 			relayCh = make(chan relayDone, 1)
@@ -230,7 +233,7 @@ loop:
 		if hold != nil && hold.until.Before(next) {
 			next = hold.until
 		}
-		if useRelay && relayRun == nil && relayAt.Before(next) {
+		if useRelay && relayRun == nil && !punching && relayAt.Before(next) {
 			next = relayAt
 		}
 		wake.Reset(time.Until(next))
@@ -340,6 +343,16 @@ loop:
 func (r *race) running(limit int) bool {
 	for _, st := range r.order {
 		if rank(st) < limit && !r.runs[st].ended {
+			return true
+		}
+	}
+	return false
+}
+
+// runningAny reports whether one of sts still runs.
+func (r *race) runningAny(sts ...Strategy) bool {
+	for _, st := range sts {
+		if rr := r.runs[st]; rr != nil && !rr.ended {
 			return true
 		}
 	}
