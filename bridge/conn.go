@@ -51,10 +51,15 @@ type DialResult struct {
 	Path Strategy
 	// Local and Remote are the raw path's addresses (invalid for Relay).
 	Local, Remote netip.AddrPort
-	// Attempts lists the strategies in the order they were considered.
+	// Attempts lists the strategies considered, in the order of
+	// DefaultStrategies (they ran at once).
 	Attempts []Attempt
 	// Open is how long the open call took; Setup the whole dial.
 	Open, Setup time.Duration
+	// Offered is when the offer was sent, from the start of the dial
+	// (after the NAT classification): Setup - Offered is how long the
+	// exposer's answer and the path took.
+	Offered time.Duration
 	// LocalNAT and RemoteNAT are the NAT information the sides exchanged
 	// (nil without STUN).
 	LocalNAT, RemoteNAT *NATInfo

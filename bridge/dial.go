@@ -27,8 +27,8 @@ import (
 const AnyPeer = "any"
 
 // Dial connects to the TCP service name exposed by the peer with id
-// peerID (AnyPeer or "": any peer exposing it), trying the allowed
-// strategies in order (see Strategy) until one connects. p may be a
+// peerID (AnyPeer or "": any peer exposing it), running the allowed
+// strategies at once (see Strategy) and taking the first path up. p may be a
 // client-only peer. ctx bounds the whole setup, not the connection.
 // The error wraps ErrNoSuchService, ErrWrongProtocol,
 // ErrServiceUnavailable or ErrNoPath (with every attempt) when that is
@@ -147,6 +147,7 @@ func dial(ctx context.Context, p *peer.Peer, peerID, name, proto string, cfg *co
 		return nil, res, err
 	}
 	res.LocalNAT = d.localNAT
+	res.Offered = time.Since(start)
 	if err := d.open(ctx, peerID); err != nil {
 		return nil, res, err
 	}

@@ -141,14 +141,16 @@ func helperExpose(args []string) int {
 
 // labResult is what the dial helper prints (one JSON line after "RESULT ").
 type labResult struct {
-	Path      Strategy    `json:"path"`
-	Attempts  []string    `json:"attempts"`
-	LocalNAT  *NATInfo    `json:"local_nat"`
-	RemoteNAT *NATInfo    `json:"remote_nat"`
-	Bytes     int64       `json:"bytes"`
-	Setup     string      `json:"setup"`
-	Local     []Candidate `json:"local"`
-	Remote    []Candidate `json:"remote"`
+	Path      Strategy `json:"path"`
+	Attempts  []string `json:"attempts"`
+	LocalNAT  *NATInfo `json:"local_nat"`
+	RemoteNAT *NATInfo `json:"remote_nat"`
+	Bytes     int64    `json:"bytes"`
+	Setup     string   `json:"setup"`
+	// PathUp is Setup - Offered: from the offer to the path, in ns.
+	PathUp time.Duration `json:"path_up"`
+	Local  []Candidate   `json:"local"`
+	Remote []Candidate   `json:"remote"`
 }
 
 // helperDial dials the echo service of a peer, checks an exchange and
@@ -226,7 +228,7 @@ func helperDial(args []string) int {
 			return fail(errors.New("no datagram came back"))
 		}
 	}
-	out := labResult{Path: res.Path, LocalNAT: res.LocalNAT, RemoteNAT: res.RemoteNAT, Bytes: n, Setup: res.Setup.String(),
+	out := labResult{Path: res.Path, LocalNAT: res.LocalNAT, RemoteNAT: res.RemoteNAT, Bytes: n, Setup: res.Setup.String(), PathUp: res.Setup - res.Offered,
 		Local: res.LocalCandidates, Remote: res.RemoteCandidates}
 	for _, a := range res.Attempts {
 		out.Attempts = append(out.Attempts, a.String())

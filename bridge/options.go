@@ -12,12 +12,12 @@ import (
 	"github.com/peerbus/peerbus/netcore/nat"
 )
 
-// Strategy is one way of connecting two peers. Dial tries the allowed
-// strategies in the order of DefaultStrategies, each with its own
+// Strategy is one way of connecting two peers. Dial runs the allowed
+// strategies at once (the relay last), each with its own
 // timeout, and reports the one that worked as the connection's path.
 type Strategy string
 
-// The strategies, in the order they are tried.
+// The strategies, in the order of preference.
 const (
 	// Direct: the dialer connects to the exposer's addresses (its
 	// interface addresses and its STUN-mapped address).
@@ -38,7 +38,8 @@ const (
 	Relay Strategy = "relay"
 )
 
-// DefaultStrategies are all strategies in the order Dial tries them.
+// DefaultStrategies are all strategies in the order of preference:
+// when two paths come up at nearly the same time, the earlier one wins.
 var DefaultStrategies = []Strategy{Direct, Reverse, PunchUDP, PunchTCP, Relay}
 
 // Default per-strategy timeouts (WithTimeout changes them).
@@ -322,8 +323,8 @@ func (c *config) allowed(s Strategy) bool {
 	return false
 }
 
-// WithStrategies restricts Dial to the given strategies (they are still
-// tried in the order of DefaultStrategies), each a known one; with none
+// WithStrategies restricts Dial to the given strategies (they still run
+// at once, preferred in the order of DefaultStrategies), each a known one; with none
 // Dial fails with ErrNoPath. Dial side.
 func WithStrategies(s ...Strategy) DialOption {
 	return dialOption(func(o *DialOptions) error {
