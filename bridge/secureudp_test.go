@@ -381,7 +381,10 @@ func TestRawUDPPathPrivateAndReplayProof(t *testing.T) {
 	if !bytes.Equal(got, payload) {
 		t.Fatalf("echo of %d bytes: got %d", len(payload), len(got))
 	}
-	if st := svc.Stats(); st.Paths[Direct] != 1 || st.RawRefused != 2 {
+	// At least the stray and the replayed handshake were refused; under
+	// load the real dialer retransmits its ClientHello, the proxy records
+	// each copy, and each replayed copy is refused too.
+	if st := svc.Stats(); st.Paths[Direct] != 1 || st.RawRefused < 2 {
 		t.Fatalf("stats %+v", st)
 	}
 	_, wire := proxy.recorded()
