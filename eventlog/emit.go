@@ -23,7 +23,7 @@ import (
 // ErrLogFull.
 func (l *Log) Emit(ctx context.Context, name string, v any, opts ...EmitOption) (Ack, error) {
 	buf := getEventBuf()
-	defer eventBufs.Put(buf) // the message is not used after publish
+	defer putEventBuf(buf) // the message is not used after publish
 	m, ack, err := l.eventMsg(buf, true, name, v, opts)
 	if err != nil {
 		return Ack{}, err
@@ -49,13 +49,13 @@ func (l *Log) EmitTransient(ctx context.Context, name string, v any, opts ...Emi
 		return Ack{}, err
 	}
 	buf := getEventBuf()
-	defer eventBufs.Put(buf) // PublishMsg copies the message
+	defer putEventBuf(buf) // PublishMsg copies the message
 	m, ack, err := l.eventMsg(buf, false, name, v, opts)
 	if err != nil {
 		return Ack{}, err
 	}
-	if es, ok := l.names.Load(name); ok {
-		err = l.publishTransient(ctx, es.(*eventSubjects), m)
+	if es := buf.es; es.cached {
+		err = l.publishTransient(ctx, es, m)
 	} else {
 		err = l.nc.PublishMsg(m) // a name beyond the cache: unchecked
 	}
@@ -72,6 +72,7 @@ func (l *Log) EmitTransient(ctx context.Context, name string, v any, opts ...Emi
 // of a transient event, reused (see eventBufs) by the emits that are
 // done with the message when they return.
 type eventBuf struct {
+	es   *eventSubjects // the subjects of the event's name
 	m    nats.Msg
 	hdr  nats.Header
 	vals [3]string
@@ -82,12 +83,19 @@ var eventBufs = sync.Pool{New: func() any { return &eventBuf{hdr: make(nats.Head
 
 func getEventBuf() *eventBuf { return eventBufs.Get().(*eventBuf) }
 
+// putEventBuf returns b to the pool, keeping no name's subjects.
+func putEventBuf(b *eventBuf) {
+	b.es = nil
+	eventBufs.Put(b)
+}
+
 // maxNames bounds the cache of valid event names.
 const maxNames = 4096
 
 // eventSubjects are the subjects of the peer's events of one name.
 type eventSubjects struct {
 	persisted, transient string
+	cached               bool           // remembered in Log.names
 	tcheck               transientCheck // whether the server takes transient events of the name
 }
 
@@ -105,6 +113,7 @@ func (l *Log) subjects(name string) (*eventSubjects, error) {
 		transient: TransientSubject(l.group, l.id, name),
 	}
 	if l.nnames.Add(1) <= maxNames {
+		es.cached = true
 		l.names.Store(name, es)
 	}
 	return es, nil
@@ -144,6 +153,7 @@ func (l *Log) eventMsg(buf *eventBuf, persist bool, name string, v any, opts []E
 	if buf == nil {
 		buf = &eventBuf{hdr: make(nats.Header, 4)}
 	}
+	buf.es = subj
 	if !persist && validID && l.jsonCodec {
 		return l.envelopeMsg(buf, subj.transient, ack, data)
 	}

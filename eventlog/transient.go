@@ -67,10 +67,7 @@ func (l *Log) publishTransient(ctx context.Context, es *eventSubjects, m *nats.M
 					tc.refuse(perr)
 				}
 				tc.mu.Unlock()
-				if err := tc.refusal(); err != nil {
-					return err
-				}
-				return l.checkTransient(ctx, tc, m)
+				return perr
 			}
 		default:
 		}

@@ -369,10 +369,7 @@ func (p *Peer) call(ctx context.Context, tag string, args []byte, cfg callConfig
 		}
 		return nil, p.requestError(err, tag, cfg)
 	}
-	if len(resp.Header) == 0 {
-		return resp.Data, nil // a compact reply: a result
-	}
-	return parseReply(resp)
+	return parseReply(resp) // a compact reply (no headers) is a result
 }
 
 // requestError maps nats.go request errors to this package's sentinels.
