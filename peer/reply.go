@@ -295,7 +295,7 @@ func (p *Peer) roundTrip(ctx context.Context, subject, want string, args []byte,
 	}
 	var expired <-chan time.Time
 	if useTimer {
-		w.timer.Reset(timeout)
+		w.timer.Reset(time.Until(dl)) // at the deadline the callee was sent, not later by the publish
 		expired = w.timer.C
 	}
 	select {
