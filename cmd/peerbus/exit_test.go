@@ -4,16 +4,31 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // TestCallExitStatus checks the exit statuses PROTOCOL.md and call --help
 // give: 2 for every error reply (no_such_tag of a peer called by id), 1
-// when no reply came.
+// when no reply came. The caller's own timeout is met by a server of the
+// tag that never answers: a peerbus function is bound by the caller's
+// deadline and answers timeout at that same instant, which may come
+// before the caller's own timer.
 func TestCallExitStatus(t *testing.T) {
-	n := startNodeProc(t, "node", "--listen", "127.0.0.1:-1", "--no-jetstream",
-		"--func", "slow=sleep 5")
+	n := startNodeProc(t, "node", "--listen", "127.0.0.1:-1", "--no-jetstream")
 	n.waitReady(t, 30*time.Second)
 	s := n.info["client"]
+	mute, err := nats.Connect(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	if _, err := mute.QueueSubscribe("peerbus.any.slow", "peerbus", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mute.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int
