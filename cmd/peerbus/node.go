@@ -283,6 +283,12 @@ func runNode(cmd *cobra.Command, f *nodeFlags) error {
 			defer func() { ccancel(); <-created }()
 		}
 	}
+	// "ready" means served: the server has the subscriptions of every
+	// --func tag before a client may call it.
+	if err := p.Conn().Flush(); err != nil {
+		shutdown()
+		return fmt.Errorf("node: flush the node's subscriptions: %w", err)
+	}
 	if err := printReady(cmd.OutOrStdout(), node, p); err != nil {
 		shutdown()
 		return err
